@@ -1,0 +1,113 @@
+"""Shared fixtures and small builders for the test suite."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from tensordict import TensorDict  # noqa: E402
+from torchrl.data import Bounded  # noqa: E402
+
+from torchrl_svg.modules import (  # noqa: E402
+    GaussianDynamics,
+    LearnedTermination,
+    RewardModel,
+    make_actor,
+    make_qvalue,
+    make_value,
+)
+from torchrl_svg.objectives import S2VGLoss  # noqa: E402
+
+torch.set_num_threads(1)
+
+OBS_DIM, ACT_DIM = 4, 2
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield
+
+
+def make_batch(
+    batch_size=(8,),
+    obs_dim: int = OBS_DIM,
+    act_dim: int = ACT_DIM,
+    *,
+    dtype: torch.dtype = torch.float32,
+    keys: dict | None = None,
+) -> TensorDict:
+    """A batch of random transitions with TorchRL's keys (``keys`` renames them)."""
+    keys = keys or {}
+    obs = keys.get("observation", "observation")
+    act = keys.get("action", "action")
+    rew = keys.get("reward", "reward")
+    done = keys.get("done", "done")
+    term = keys.get("terminated", "terminated")
+    batch_size = tuple(batch_size)
+    terminated = torch.zeros(*batch_size, 1, dtype=torch.bool)
+    terminated.view(-1)[::3] = True
+    return TensorDict(
+        {
+            obs: torch.randn(*batch_size, obs_dim, dtype=dtype),
+            act: (torch.rand(*batch_size, act_dim, dtype=dtype) * 2 - 1) * 0.99,
+            ("next", obs): torch.randn(*batch_size, obs_dim, dtype=dtype),
+            ("next", rew): torch.randn(*batch_size, 1, dtype=dtype),
+            ("next", done): terminated.clone(),
+            ("next", term): terminated,
+        },
+        list(batch_size),
+    )
+
+
+def make_s2vg(
+    *,
+    obs_dim: int = OBS_DIM,
+    act_dim: int = ACT_DIM,
+    learned_termination: bool = True,
+    keys: dict | None = None,
+    **loss_kwargs,
+) -> S2VGLoss:
+    """A small S2VG loss with our modules (optionally on renamed keys)."""
+    keys = keys or {}
+    obs = keys.get("observation", "observation")
+    act = keys.get("action", "action")
+    spec = Bounded(-torch.ones(act_dim), torch.ones(act_dim), (act_dim,))
+    actor = make_actor(obs_dim, spec, hidden_sizes=(16,), observation_key=obs, action_key=act)
+    qvalue = make_qvalue(obs_dim, act_dim, hidden_sizes=(16,), observation_key=obs, action_key=act)
+    value = make_value(obs_dim, hidden_sizes=(16,), observation_key=obs)
+    dynamics = GaussianDynamics(
+        obs_dim,
+        act_dim,
+        hidden_sizes=(16,),
+        observation_key=obs,
+        action_key=act,
+        next_observation_key=("next", obs),
+    )
+    reward = RewardModel(
+        obs_dim,
+        act_dim,
+        hidden_sizes=(16,),
+        observation_key=obs,
+        action_key=act,
+        reward_key=("next", keys.get("reward", "reward")),
+    )
+    termination = (
+        LearnedTermination(
+            obs_dim,
+            hidden_sizes=(8,),
+            next_observation_key=("next", obs),
+            terminated_key=("next", keys.get("terminated", "terminated")),
+        )
+        if learned_termination
+        else None
+    )
+    loss = S2VGLoss(actor, qvalue, value, dynamics, reward, termination, **loss_kwargs)
+    if keys:
+        loss.set_keys(**keys)
+    loss.make_value_estimator(gamma=0.9)
+    return loss

@@ -1,0 +1,116 @@
+"""A stack of independent MLPs evaluated together with :func:`torch.vmap`."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["StackedMLP"]
+
+
+def _member_forward(
+    x: torch.Tensor,
+    weights: tuple[torch.Tensor, ...],
+    biases: tuple[torch.Tensor, ...],
+    activation: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """One member: ``x`` ``[N, in]`` through its layers, ``[N, out]``."""
+    last = len(weights) - 1
+    for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
+        x = torch.addmm(b, x, w)
+        if i < last:
+            x = activation(x)
+    return x
+
+
+class StackedMLP(nn.Module):
+    """``K`` independent MLPs of identical shape, evaluated in one :func:`torch.vmap` call.
+
+    Used for model ensembles (``K`` = number of members) and for the SVG
+    paper's "one sub-network per state dimension" models (App. C), and for both
+    at once. Each member is initialised like a fresh :class:`torch.nn.Linear`
+    stack, so members differ from the start.
+
+    Args:
+        num_members: ``K``.
+        in_features: input size.
+        out_features: output size of each member.
+        hidden_sizes: hidden layer widths.
+        activation_class: activation module class (instantiated once).
+
+    Shapes:
+        ``forward(x)`` takes ``x`` of shape ``[N, in]`` (shared by all members)
+        or ``[K, N, in]`` (one input per member) and returns ``[K, N, out]``.
+
+    Examples:
+        >>> import torch
+        >>> mlp = StackedMLP(3, in_features=4, out_features=2, hidden_sizes=(8,))
+        >>> mlp(torch.randn(5, 4)).shape
+        torch.Size([3, 5, 2])
+
+    """
+
+    def __init__(
+        self,
+        num_members: int,
+        in_features: int,
+        out_features: int,
+        hidden_sizes: Sequence[int] = (200, 200),
+        activation_class: type[nn.Module] = nn.ReLU,
+    ):
+        super().__init__()
+        if num_members < 1:
+            raise ValueError(f"num_members must be >= 1, got {num_members}.")
+        self.num_members = int(num_members)
+        self.in_features = int(in_features)
+        self.out_features = int(out_features)
+        self.hidden_sizes = tuple(int(h) for h in hidden_sizes)
+        sizes = (self.in_features, *self.hidden_sizes, self.out_features)
+        self.weights = nn.ParameterList(
+            nn.Parameter(torch.empty(num_members, fan_in, fan_out))
+            for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True)
+        )
+        self.biases = nn.ParameterList(
+            nn.Parameter(torch.empty(num_members, fan_out)) for fan_out in sizes[1:]
+        )
+        self.activation = activation_class()
+        self.reset_parameters()
+
+    def _forward_one(self, x, weights, biases):
+        return _member_forward(x, weights, biases, self.activation)
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Initialise every member as :class:`torch.nn.Linear` would."""
+        for w, b in zip(self.weights, self.biases, strict=True):
+            bound = 1.0 / math.sqrt(w.shape[1])
+            # kaiming_uniform(a=sqrt(5)) on a Linear reduces to U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+            w.uniform_(-bound, bound)
+            b.uniform_(-bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights = tuple(self.weights)
+        biases = tuple(self.biases)
+        if self.num_members == 1 and (x.ndim == 2 or (x.ndim == 3 and x.shape[0] == 1)):
+            # A single member needs no vmap: call it directly (same parameters, less overhead).
+            x = x if x.ndim == 2 else x[0]
+            w1 = tuple(w[0] for w in weights)
+            b1 = tuple(b[0] for b in biases)
+            return self._forward_one(x, w1, b1).unsqueeze(0)
+        if x.ndim == 2:
+            return torch.vmap(self._forward_one, in_dims=(None, 0, 0))(x, weights, biases)
+        if x.ndim == 3 and x.shape[0] == self.num_members:
+            return torch.vmap(self._forward_one, in_dims=(0, 0, 0))(x, weights, biases)
+        raise ValueError(
+            f"StackedMLP expects an input of shape [N, {self.in_features}] or "
+            f"[{self.num_members}, N, {self.in_features}], got {tuple(x.shape)}."
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_members={self.num_members}, in_features={self.in_features}, "
+            f"out_features={self.out_features}, hidden_sizes={self.hidden_sizes}"
+        )

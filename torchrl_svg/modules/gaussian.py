@@ -1,0 +1,276 @@
+"""Gaussian MLP heads with normalised inputs and targets: the base of the world models."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from tensordict import TensorDictBase
+from tensordict.nn import InteractionType, TensorDictModuleBase
+from tensordict.utils import NestedKey
+from torch import distributions as D
+from torch import nn
+from torchrl.envs.utils import exploration_type
+
+from torchrl_svg._utils import check_dim, get_key
+from torchrl_svg.modules._mlp import StackedMLP
+from torchrl_svg.modules.normalizer import RunningNormalizer
+
+__all__ = ["GaussianMLPModel"]
+
+SigmaMode = Literal["state", "constant"]
+EnsembleReduction = Literal["sample", "mean"]
+
+
+def soft_clamp(x: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """Differentiable clamp of ``x`` into ``(low, high)`` with softplus (PETS-style bounds)."""
+    x = high - F.softplus(high - x)
+    return low + F.softplus(x - low)
+
+
+class GaussianMLPModel(TensorDictModuleBase):
+    r"""A diagonal Gaussian over a target entry, predicted by an MLP from input entries.
+
+    The inputs (concatenated along the last dimension) are normalised with
+    running statistics, and so is the regression target, so that one network
+    serves state dimensions of very different scales. With ``residual_key`` the
+    target is the *change* of that entry (``target - residual``); the returned
+    distribution is nevertheless over the raw target:
+
+    .. math::
+
+        y = \text{residual} + m_\Delta + s_\Delta\,(\mu_n(x_n) + \sigma_n(x_n)\,\xi),
+        \qquad \xi \sim \mathcal{N}(0, I)
+
+    where :math:`(m_\Delta, s_\Delta)` are the target statistics and
+    :math:`(\mu_n, \sigma_n)` the network outputs in normalised units.
+    :math:`\log\sigma_n` is kept inside ``[min_log_std, max_log_std]`` with
+    softplus soft bounds.
+
+    This class is the shared machinery of :class:`GaussianDynamics` and
+    :class:`RewardModel`; use those.
+
+    Args:
+        input_keys: entries concatenated to form the network input.
+        input_dims: feature size of each input entry.
+        target_key: the entry the distribution is over.
+        target_dim: its feature size.
+
+    Keyword Args:
+        residual_key: if given, the model predicts ``target - residual``.
+        hidden_sizes: hidden layer widths.
+        activation_class: activation of the hidden layers.
+        sigma: ``"state"`` for a learned state-dependent standard deviation,
+            ``"constant"`` for one learned value per target dimension.
+        per_dimension: one sub-network per target dimension (SVG paper, App. C).
+        ensemble_size: number of independent members ``E``.
+        ensemble_reduction: how :meth:`get_dist` combines members: ``"sample"``
+            draws one member per sample, ``"mean"`` moment-matches the mixture.
+        min_log_std / max_log_std: soft bounds of the normalised log-std.
+        default_interaction_type: what :meth:`forward` writes when no
+            exploration type is set (``DETERMINISTIC``: the mean).
+
+    """
+
+    def __init__(
+        self,
+        input_keys: Sequence[NestedKey],
+        input_dims: Sequence[int],
+        target_key: NestedKey,
+        target_dim: int,
+        *,
+        residual_key: NestedKey | None = None,
+        hidden_sizes: Sequence[int] = (200, 200),
+        activation_class: type[nn.Module] = nn.ReLU,
+        sigma: SigmaMode = "state",
+        per_dimension: bool = False,
+        ensemble_size: int = 1,
+        ensemble_reduction: EnsembleReduction = "sample",
+        min_log_std: float = -5.0,
+        max_log_std: float = 0.5,
+        default_interaction_type: InteractionType = InteractionType.DETERMINISTIC,
+    ):
+        super().__init__()
+        if len(input_keys) != len(input_dims):
+            raise ValueError(
+                f"{type(self).__name__}: got {len(input_keys)} input keys but {len(input_dims)} input dims."
+            )
+        if any(int(d) <= 0 for d in input_dims) or int(target_dim) <= 0:
+            raise ValueError(
+                f"{type(self).__name__}: dimensions must be positive, got inputs {tuple(input_dims)} "
+                f"and target {target_dim}."
+            )
+        if sigma not in ("state", "constant"):
+            raise ValueError(f"sigma must be 'state' or 'constant', got {sigma!r}.")
+        if ensemble_reduction not in ("sample", "mean"):
+            raise ValueError(
+                f"ensemble_reduction must be 'sample' or 'mean', got {ensemble_reduction!r}."
+            )
+        if ensemble_size < 1:
+            raise ValueError(f"ensemble_size must be >= 1, got {ensemble_size}.")
+        if not min_log_std < max_log_std:
+            raise ValueError(
+                f"min_log_std ({min_log_std}) must be smaller than max_log_std ({max_log_std})."
+            )
+        self.in_keys = list(input_keys)
+        self.out_keys = [target_key]
+        self.input_dims = tuple(int(d) for d in input_dims)
+        self.target_key = target_key
+        self.target_dim = int(target_dim)
+        self.residual_key = residual_key
+        self.sigma = sigma
+        self.per_dimension = bool(per_dimension)
+        self.ensemble_size = int(ensemble_size)
+        self.ensemble_reduction = ensemble_reduction
+        self.default_interaction_type = default_interaction_type
+
+        in_features = sum(self.input_dims)
+        heads = 2 if sigma == "state" else 1
+        self._heads = heads
+        if self.per_dimension:
+            members, out_features = self.ensemble_size * self.target_dim, heads
+        else:
+            members, out_features = self.ensemble_size, heads * self.target_dim
+        self.net = StackedMLP(members, in_features, out_features, hidden_sizes, activation_class)
+        if sigma == "constant":
+            self.log_std = nn.Parameter(torch.zeros(self.ensemble_size, self.target_dim))
+        else:
+            self.log_std = None
+        self.input_normalizer = RunningNormalizer(in_features)
+        self.target_normalizer = RunningNormalizer(self.target_dim)
+        self.register_buffer("min_log_std", torch.tensor(float(min_log_std)))
+        self.register_buffer("max_log_std", torch.tensor(float(max_log_std)))
+
+    # ------------------------------------------------------------------ data
+    def _read_inputs(self, tensordict: TensorDictBase) -> torch.Tensor:
+        owner = type(self).__name__
+        parts = []
+        for key, dim in zip(self.in_keys, self.input_dims, strict=True):
+            value = get_key(owner, tensordict, key)
+            check_dim(owner, key, value, dim)
+            parts.append(value)
+        batch_shapes = {p.shape[:-1] for p in parts}
+        if len(batch_shapes) != 1:
+            raise ValueError(
+                f"{owner}: input entries {self.in_keys} have different batch shapes "
+                f"{[tuple(p.shape) for p in parts]}."
+            )
+        return torch.cat(parts, -1) if len(parts) > 1 else parts[0]
+
+    def _residual(self, tensordict: TensorDictBase) -> torch.Tensor | None:
+        if self.residual_key is None:
+            return None
+        return get_key(type(self).__name__, tensordict, self.residual_key)
+
+    def target(self, tensordict: TensorDictBase) -> torch.Tensor:
+        """The regression target ``[*B, D]``: the target entry, minus the residual entry if any."""
+        owner = type(self).__name__
+        value = get_key(owner, tensordict, self.target_key)
+        check_dim(owner, self.target_key, value, self.target_dim)
+        residual = self._residual(tensordict)
+        return value if residual is None else value - residual
+
+    @torch.no_grad()
+    def update_normalizer(self, tensordict: TensorDictBase) -> None:
+        """Merge a batch of real transitions into the input and target statistics.
+
+        Call it on every batch of collected (real) data before it is used to
+        train the model. The update is in place, so losses holding this module
+        see the new statistics.
+        """
+        inputs = self._read_inputs(tensordict)
+        target = self.target(tensordict)
+        self.input_normalizer.update(inputs)
+        self.target_normalizer.update(target)
+
+    # ------------------------------------------------------------- network
+    def normalized_params(self, tensordict: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-member mean and log-std of the normalised target.
+
+        Returns:
+            ``(loc, log_std)``, each ``[E, *B, D]`` in normalised units.
+
+        """
+        x = self._read_inputs(tensordict)
+        batch_shape = x.shape[:-1]
+        x = self.input_normalizer.normalize(x).reshape(-1, x.shape[-1])
+        n = x.shape[0]
+        out = self.net(x)  # [K, N, out]
+        E, Dt, H = self.ensemble_size, self.target_dim, self._heads
+        if self.per_dimension:
+            out = out.view(E, Dt, n, H).permute(0, 2, 1, 3)  # [E, N, D, H]
+        else:
+            out = out.view(E, n, H, Dt).transpose(-1, -2)  # [E, N, D, H]
+        loc = out[..., 0]
+        if self.log_std is None:
+            raw_log_std = out[..., 1]
+        else:
+            raw_log_std = self.log_std.unsqueeze(1).expand(E, n, Dt)
+        log_std = soft_clamp(raw_log_std, self.min_log_std, self.max_log_std)
+        shape = (E, *batch_shape, Dt)
+        return loc.reshape(shape), log_std.reshape(shape)
+
+    def normalized_target(self, tensordict: TensorDictBase) -> torch.Tensor:
+        """The target in normalised units, ``[*B, D]``."""
+        return self.target_normalizer.normalize(self.target(tensordict))
+
+    def log_prob_normalized(self, tensordict: TensorDictBase) -> torch.Tensor:
+        """Gaussian log-likelihood of the normalised target under each member, ``[E, *B]``.
+
+        This is the quantity the world-model loss maximises: the log-likelihood
+        of the (normalised) delta, summed over target dimensions.
+        """
+        loc, log_std = self.normalized_params(tensordict)
+        y = self.normalized_target(tensordict)
+        dist = D.Normal(loc, log_std.exp(), validate_args=False)
+        return dist.log_prob(y.unsqueeze(0)).sum(-1)
+
+    def _reduce_members(
+        self, loc: torch.Tensor, scale: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Combine ``[E, *B, D]`` member parameters into ``[*B, D]``."""
+        if self.ensemble_size == 1:
+            return loc[0], scale[0]
+        if self.ensemble_reduction == "mean":
+            mean = loc.mean(0)
+            var = scale.pow(2).mean(0) + loc.var(0, unbiased=False)
+            return mean, var.sqrt()
+        # One member per sample, drawn uniformly.
+        batch_shape = loc.shape[1:-1]
+        flat_loc = loc.reshape(self.ensemble_size, -1, loc.shape[-1])
+        flat_scale = scale.reshape(self.ensemble_size, -1, loc.shape[-1])
+        n = flat_loc.shape[1]
+        member = torch.randint(self.ensemble_size, (n,), device=loc.device)
+        rows = torch.arange(n, device=loc.device)
+        return (
+            flat_loc[member, rows].reshape(*batch_shape, -1),
+            flat_scale[member, rows].reshape(*batch_shape, -1),
+        )
+
+    def get_dist(self, tensordict: TensorDictBase) -> D.Independent:
+        """The predictive distribution over the raw target entry, ``event_shape [D]``.
+
+        Its ``base_dist`` is a :class:`torch.distributions.Normal`, so it is
+        location-scale: ``rsample()`` is ``loc + scale * xi``.
+        """
+        loc_n, log_std_n = self.normalized_params(tensordict)
+        loc_n, scale_n = self._reduce_members(loc_n, log_std_n.exp())
+        std = self.target_normalizer.std
+        loc = self.target_normalizer.mean + std * loc_n
+        residual = self._residual(tensordict)
+        if residual is not None:
+            loc = residual + loc
+        scale = std * scale_n
+        return D.Independent(D.Normal(loc, scale, validate_args=False), 1, validate_args=False)
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """Write a prediction of the target entry: a sample, or the mean when deterministic."""
+        dist = self.get_dist(tensordict)
+        mode = exploration_type()
+        if mode is None:
+            mode = self.default_interaction_type
+        value = dist.rsample() if mode == InteractionType.RANDOM else dist.mean
+        tensordict.set(self.target_key, value)
+        return tensordict
