@@ -1,0 +1,663 @@
+"""S2VG: Soft Stochastic Value Gradient (max-entropy SVG(1) with learned models)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from tensordict import TensorDict, TensorDictBase, TensorDictParams
+from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule, TensorDictModuleBase
+from tensordict.utils import NestedKey
+from torch import Tensor
+from torchrl.data import Composite, TensorSpec
+from torchrl.objectives import LossModule
+from torchrl.objectives.utils import (
+    ValueEstimators,
+    _cache_values,
+    _vmap_func,
+    distance_loss,
+)
+from torchrl.objectives.value import TD0Estimator
+
+from torchrl_svg._utils import check_dim, check_same_shape, get_key
+from torchrl_svg.modules.termination import Termination
+from torchrl_svg.objectives._common import policy_sample
+
+__all__ = ["S2VGLoss"]
+
+
+class S2VGLoss(LossModule):
+    r"""The S2VG loss: soft SVG(1) through learned dynamics and reward models.
+
+    Paper: *S2VG: Soft Stochastic Value Gradient* (Algorithm 1, eqs 7, 8, 10, 11).
+    Real transitions :math:`(s, a, r, s', d)` come from replay; the models
+    :math:`\hat f, \hat r` are fitted separately (see
+    :class:`~torchrl_svg.objectives.GaussianWorldModelLoss`) and enter here
+    with detached parameters. Four terms, each its own method:
+
+    * ``loss_actor`` (eq 10/11): real states, fresh policy noise :math:`\eta`
+      and model noise :math:`\zeta`, one model step,
+
+      .. math::
+
+          \mathcal L_\pi = -\Big[\hat r(s, \tilde a) - \alpha\log\pi_\theta(\tilde a|s)
+          + \gamma\,(1-\hat d(\hat s'))\,V_\psi(\hat s')\Big],\quad
+          \tilde a = \pi_\theta(s, \eta),\;\hat s' = \hat f(s, \tilde a, \zeta)
+
+      The gradient flows through the reward and dynamics models' Jacobians with
+      respect to the action, but the model, termination and critic parameters
+      receive none (they are called with detached parameters).
+    * ``loss_qvalue`` (eq 7), twin Q by vmap, mean over the ``H`` expansion steps:
+
+      .. math::
+
+          \mathcal L_Q = \sum_{i=1}^{2}\frac1H\sum_{t=0}^{H-1} w_t\,
+          \big(Q_{\phi_i}(\hat s_t, \hat a_t) - y_t\big)^2,\quad
+          y_t = \hat r_t + \gamma\,c_{t+1}\,G_{t+1}
+
+      with :math:`(\hat s_0, \hat a_0, \hat r_0, \hat s_1, c_1)` the real
+      transition (:math:`c = 1 -` terminated), later steps imagined with the
+      current policy and the models, :math:`G_H = \bar V(\hat s_H)` the Polyak
+      target value and, for :math:`t \ge 1`,
+      :math:`G_t = y_t - \alpha\log\pi(\hat a_t|\hat s_t)` (the soft value;
+      ``expansion_entropy=False`` drops the entropy bonus, as eq 7 is written).
+      :math:`w_t = \prod_{j\le t} c_j` masks steps after an (imagined)
+      termination. ``horizon=1`` is :math:`y = r + \gamma(1-d)\bar V(s')` on
+      real data only.
+    * ``loss_value`` (eq 8), on real states with fresh actions:
+
+      .. math::
+
+          \mathcal L_V = \tfrac12\big(V_\psi(s) - [\min_i Q_{\phi_i}(s, \tilde a)
+          - \alpha\log\pi(\tilde a|s)]\big)^2
+
+    * ``loss_alpha``: :math:`-\log\alpha\,(\log\pi(\tilde a|s) + \bar{\mathcal H})`
+      when ``fixed_alpha=False``.
+
+    The Polyak copy :math:`\bar V` lives in ``target_value_network_params``;
+    move it with :class:`~torchrl.objectives.SoftUpdate`. The discount is set
+    the TorchRL way, ``loss.make_value_estimator(gamma=0.99)``.
+
+    Args:
+        actor_network: a location-scale :class:`~torchrl.modules.ProbabilisticActor`
+            (e.g. TanhNormal, see :func:`~torchrl_svg.modules.make_actor`).
+        qvalue_network: ``Q(s, a)`` writing ``"state_action_value"``; copied
+            ``num_qvalue_nets`` times with fresh parameters.
+        value_network: ``V(s)`` writing ``"state_value"``.
+        dynamics_model: reads ``observation``/``action``; ``get_dist`` is a
+            location-scale distribution over the next observation
+            (:class:`~torchrl_svg.modules.GaussianDynamics` or a user's own,
+            including a known analytic model).
+        reward_model: a module with ``get_dist`` over the reward (its mean is
+            used), or a deterministic TensorDict module writing
+            ``("next", "reward")`` (e.g. a known differentiable reward).
+        termination_model: a :class:`~torchrl_svg.modules.Termination`, or
+            ``None`` for tasks that never terminate.
+
+    Keyword Args:
+        num_qvalue_nets: number of Q networks (min over them). Default 2.
+        horizon: value-expansion horizon ``H >= 1``. Default 1 (the paper's choice).
+        alpha_init: initial entropy coefficient. Default 0.2.
+        fixed_alpha: keep alpha fixed (the paper) instead of learning it. Default ``False``.
+        target_entropy: ``"auto"`` (``-action_dim``) or a float.
+        min_alpha / max_alpha: optional bounds on alpha.
+        action_spec: the environment's action spec; checked against the
+            actor's and the models' action sizes.
+        loss_function: distance for the critics (``"l2"``, ``"smooth_l1"``, ``"l1"``).
+        expansion_entropy: include :math:`-\alpha\log\pi` of imagined steps in the
+            expansion target (soft-consistent). Default ``True``.
+        reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
+        deactivate_vmap: replace vmap by a loop over the Q networks.
+
+    Shapes:
+        Input ``[*B]`` or ``[*B, T]``: ``observation [*B, obs_dim]``,
+        ``action [*B, act_dim]``, ``("next", "observation")``,
+        ``("next", "reward") [*B, 1]``, ``("next", "terminated") [*B, 1]``
+        (``"done"`` is used if ``"terminated"`` is absent). With
+        ``reduction="none"`` each ``loss_*`` has shape ``[*B]``.
+        The loss writes the TD error of each sample under ``"td_error"``
+        (priority key, as TorchRL losses do) and changes nothing else.
+
+    Examples:
+        >>> import torch
+        >>> from tensordict import TensorDict
+        >>> from torchrl.data import Bounded
+        >>> from torchrl.objectives import SoftUpdate
+        >>> from torchrl_svg.modules import GaussianDynamics, RewardModel, make_actor, make_qvalue, make_value
+        >>> from torchrl_svg.objectives import S2VGLoss
+        >>> action_spec = Bounded(-2.0, 2.0, (1,))
+        >>> loss = S2VGLoss(
+        ...     make_actor(3, action_spec, hidden_sizes=(32,)),
+        ...     make_qvalue(3, 1, hidden_sizes=(32,)),
+        ...     make_value(3, hidden_sizes=(32,)),
+        ...     GaussianDynamics(3, 1, hidden_sizes=(32,)),
+        ...     RewardModel(3, 1, hidden_sizes=(32,)),
+        ... )
+        >>> _ = loss.make_value_estimator(gamma=0.99)
+        >>> updater = SoftUpdate(loss, tau=0.005)
+        >>> data = TensorDict({
+        ...     "observation": torch.randn(16, 3), "action": action_spec.rand((16,)),
+        ...     ("next", "observation"): torch.randn(16, 3), ("next", "reward"): torch.randn(16, 1),
+        ...     ("next", "done"): torch.zeros(16, 1, dtype=torch.bool),
+        ...     ("next", "terminated"): torch.zeros(16, 1, dtype=torch.bool)}, [16])
+        >>> out = loss(data)
+        >>> sorted(k for k in out.keys() if k.startswith("loss_"))
+        ['loss_actor', 'loss_alpha', 'loss_qvalue', 'loss_value']
+        >>> sum(v for k, v in out.items() if k.startswith("loss_")).backward()
+        >>> updater.step()
+
+    """
+
+    @dataclass
+    class _AcceptedKeys:
+        """Configurable tensordict keys.
+
+        Attributes:
+            observation: the observation read by the critics and written for
+                imagined states (also read under ``"next"``). Defaults to ``"observation"``.
+            action: the action. Defaults to ``"action"``.
+            value: written by the value network. Defaults to ``"state_value"``.
+            state_action_value: written by the Q network. Defaults to ``"state_action_value"``.
+            reward: read under ``"next"``. Defaults to ``"reward"``.
+            done: read under ``"next"``. Defaults to ``"done"``.
+            terminated: read under ``"next"``. Defaults to ``"terminated"``.
+            priority: where the TD error is written. Defaults to ``"td_error"``.
+            priority_weight: importance weights of a prioritized buffer. Defaults to ``"priority_weight"``.
+
+        """
+
+        observation: NestedKey = "observation"
+        action: NestedKey = "action"
+        value: NestedKey = "state_value"
+        state_action_value: NestedKey = "state_action_value"
+        reward: NestedKey = "reward"
+        done: NestedKey = "done"
+        terminated: NestedKey = "terminated"
+        priority: NestedKey = "td_error"
+        priority_weight: NestedKey = "priority_weight"
+
+    default_keys = _AcceptedKeys
+    tensor_keys: _AcceptedKeys
+    default_value_estimator = ValueEstimators.TD0
+    _schedulable_buffers = frozenset({"log_alpha"})
+
+    actor_network: ProbabilisticTensorDictSequential
+    qvalue_network: TensorDictModule
+    value_network: TensorDictModule
+    dynamics_model: TensorDictModuleBase
+    reward_model: TensorDictModuleBase
+    termination_model: Termination | None
+    actor_network_params: TensorDictParams
+    qvalue_network_params: TensorDictParams
+    value_network_params: TensorDictParams
+    dynamics_model_params: TensorDictParams
+    reward_model_params: TensorDictParams
+    termination_model_params: TensorDictParams
+    target_actor_network_params: TensorDictParams
+    target_qvalue_network_params: TensorDictParams
+    target_value_network_params: TensorDictParams
+    target_dynamics_model_params: TensorDictParams
+    target_reward_model_params: TensorDictParams
+    target_termination_model_params: TensorDictParams
+
+    def __init__(
+        self,
+        actor_network: ProbabilisticTensorDictSequential,
+        qvalue_network: TensorDictModule,
+        value_network: TensorDictModule,
+        dynamics_model: TensorDictModuleBase,
+        reward_model: TensorDictModuleBase,
+        termination_model: Termination | None = None,
+        *,
+        num_qvalue_nets: int = 2,
+        horizon: int = 1,
+        alpha_init: float = 0.2,
+        fixed_alpha: bool = False,
+        target_entropy: str | float = "auto",
+        min_alpha: float | None = None,
+        max_alpha: float | None = None,
+        action_spec: TensorSpec | None = None,
+        loss_function: str = "l2",
+        expansion_entropy: bool = True,
+        reduction: str = "mean",
+        deactivate_vmap: bool = False,
+    ) -> None:
+        super().__init__()
+        if reduction not in ("mean", "sum", "none"):
+            raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}.")
+        if int(horizon) != horizon or horizon < 1:
+            raise ValueError(f"horizon must be an integer >= 1, got {horizon!r}.")
+        if num_qvalue_nets < 1:
+            raise ValueError(f"num_qvalue_nets must be >= 1, got {num_qvalue_nets}.")
+        if alpha_init <= 0:
+            raise ValueError(f"alpha_init must be positive, got {alpha_init}.")
+        for name, module in (("dynamics_model", dynamics_model), ("actor_network", actor_network)):
+            if not hasattr(module, "get_dist"):
+                raise TypeError(
+                    f"S2VGLoss: {name} must provide get_dist(tensordict) returning a location-scale "
+                    f"distribution; got {type(module).__name__}."
+                )
+        if termination_model is not None and not isinstance(termination_model, Termination):
+            raise TypeError(
+                "S2VGLoss: termination_model must be a torchrl_svg.modules.Termination "
+                "(KnownTermination or LearnedTermination) or None; "
+                f"got {type(termination_model).__name__}."
+            )
+        self.horizon = int(horizon)
+        self.num_qvalue_nets = int(num_qvalue_nets)
+        self.loss_function = loss_function
+        self.expansion_entropy = bool(expansion_entropy)
+        self.reduction = reduction
+        self.deactivate_vmap = deactivate_vmap
+
+        self.convert_to_functional(actor_network, "actor_network")
+        self.convert_to_functional(qvalue_network, "qvalue_network", num_qvalue_nets)
+        self.convert_to_functional(value_network, "value_network", create_target_params=True)
+        self.convert_to_functional(dynamics_model, "dynamics_model")
+        self.convert_to_functional(reward_model, "reward_model")
+        if termination_model is not None:
+            self.convert_to_functional(termination_model, "termination_model")
+        else:
+            self.__dict__["termination_model"] = None
+
+        action_dim = self._check_specs(action_spec)
+        self.action_dim = action_dim
+
+        device = next(iter(self.actor_network_params.values(True, True))).device
+        dtype = next(iter(self.actor_network_params.values(True, True))).dtype
+        self.fixed_alpha = bool(fixed_alpha)
+        log_alpha = torch.tensor(math.log(alpha_init), device=device, dtype=dtype)
+        if self.fixed_alpha:
+            self.register_buffer("log_alpha", log_alpha)
+        else:
+            self.register_parameter("log_alpha", torch.nn.Parameter(log_alpha))
+        self.min_log_alpha = math.log(min_alpha) if min_alpha else None
+        self.max_log_alpha = math.log(max_alpha) if max_alpha else None
+        if target_entropy == "auto":
+            if action_dim is None:
+                if not self.fixed_alpha:
+                    raise ValueError(
+                        "S2VGLoss: target_entropy='auto' needs the action size; give the actor a "
+                        "spec or pass action_spec= or a numeric target_entropy."
+                    )
+                target_entropy = 0.0
+            else:
+                target_entropy = -float(action_dim)
+        self.register_buffer(
+            "target_entropy", torch.tensor(float(target_entropy), device=device, dtype=dtype)
+        )
+        self._make_vmap()
+
+    # ------------------------------------------------------------ set-up
+    def _check_specs(self, action_spec: TensorSpec | None) -> int | None:
+        """Cross-check the action/observation sizes of the actor, the env spec and the models."""
+        sizes: list[tuple[str, int]] = []
+        actor_spec = getattr(self.actor_network, "spec", None)
+        if isinstance(actor_spec, Composite):
+            actor_spec = actor_spec.get(self.tensor_keys.action, None)
+        if actor_spec is not None:
+            sizes.append(("actor action spec", int(actor_spec.shape[-1])))
+        if action_spec is not None:
+            if isinstance(action_spec, Composite):
+                action_spec = action_spec[self.tensor_keys.action]
+            sizes.append(("environment action spec", int(action_spec.shape[-1])))
+        for name in ("dynamics_model", "reward_model"):
+            dim = getattr(getattr(self, name), "action_dim", None)
+            if dim is not None:
+                sizes.append((f"{name} action", int(dim)))
+        for (name_a, a), (name_b, b) in zip(sizes[:-1], sizes[1:], strict=True):
+            check_same_shape(name_a, (a,), name_b, (b,))
+
+        obs_sizes: list[tuple[str, int]] = []
+        for name in ("dynamics_model", "reward_model", "termination_model"):
+            dim = getattr(getattr(self, name), "observation_dim", None)
+            if dim is not None:
+                obs_sizes.append((f"{name} observation", int(dim)))
+        for (name_a, a), (name_b, b) in zip(obs_sizes[:-1], obs_sizes[1:], strict=True):
+            check_same_shape(name_a, (a,), name_b, (b,))
+        self._observation_dim = obs_sizes[0][1] if obs_sizes else None
+        return sizes[0][1] if sizes else None
+
+    def _make_vmap(self) -> None:
+        self._vmap_qnetworkN0 = _vmap_func(
+            self.qvalue_network,
+            (None, 0),
+            randomness=self.vmap_randomness,
+            pseudo_vmap=self.deactivate_vmap,
+        )
+
+    def _forward_value_estimator_keys(self, **kwargs) -> None:
+        if self._value_estimator is not None:
+            self._value_estimator.set_keys(
+                value=self.tensor_keys.value,
+                reward=self.tensor_keys.reward,
+                done=self.tensor_keys.done,
+                terminated=self.tensor_keys.terminated,
+            )
+
+    def make_value_estimator(self, value_type: ValueEstimators = None, **hyperparams):
+        """Set the discount (``gamma``) of the critic targets and the actor term.
+
+        Only :attr:`ValueEstimators.TD0` is supported: the multi-step targets
+        are the model-based value expansion set by ``horizon``. The discount is
+        kept as a Python float (exact in any dtype, a constant under compile).
+        """
+        value_type, hp = self._prepare_value_estimator_kwargs(value_type, **hyperparams)
+        if value_type is None:  # an estimator instance or class was given
+            self.__dict__.pop("gamma", None)
+            return self
+        if value_type != ValueEstimators.TD0:
+            raise NotImplementedError(
+                f"S2VGLoss supports ValueEstimators.TD0 only (use horizon= for the model-based "
+                f"value expansion); got {value_type}."
+            )
+        self._value_estimator = TD0Estimator(value_network=None, **hp)
+        self._forward_value_estimator_keys()
+        self.gamma = float(hp["gamma"])
+        return self
+
+    @property
+    def _gamma(self) -> float:
+        gamma = self.__dict__.get("gamma")
+        if gamma is None:
+            gamma = float(self.value_estimator.gamma)
+            self.__dict__["gamma"] = gamma
+        return gamma
+
+    @property
+    def _alpha(self) -> Tensor:
+        if self.min_log_alpha is not None or self.max_log_alpha is not None:
+            self.log_alpha.data.clamp_(self.min_log_alpha, self.max_log_alpha)
+        return self.log_alpha.detach().exp()
+
+    @property
+    def in_keys(self) -> list[NestedKey]:
+        """The entries the loss reads."""
+        keys = [
+            self.tensor_keys.observation,
+            self.tensor_keys.action,
+            ("next", self.tensor_keys.observation),
+            ("next", self.tensor_keys.reward),
+            ("next", self.tensor_keys.done),
+            ("next", self.tensor_keys.terminated),
+        ]
+        return list(dict.fromkeys(keys))
+
+    @property
+    def out_keys(self) -> list[str]:
+        """The entries of the output tensordict."""
+        keys = ["loss_actor", "loss_qvalue", "loss_value", "loss_alpha"]
+        if self.reduction != "none":
+            keys += ["alpha", "entropy"]
+        return keys
+
+    # ------------------------------------------------------ cached params
+    @property
+    @_cache_values
+    def _cached_detached_qvalue_params(self) -> TensorDictBase:
+        return self.qvalue_network_params.detach()
+
+    @property
+    @_cache_values
+    def _cached_detached_value_params(self) -> TensorDictBase:
+        return self.value_network_params.detach()
+
+    @property
+    @_cache_values
+    def _cached_detached_dynamics_params(self) -> TensorDictBase:
+        return self.dynamics_model_params.detach()
+
+    @property
+    @_cache_values
+    def _cached_detached_reward_params(self) -> TensorDictBase:
+        return self.reward_model_params.detach()
+
+    @property
+    @_cache_values
+    def _cached_detached_termination_params(self) -> TensorDictBase | None:
+        if self.termination_model is None:
+            return None
+        return self.termination_model_params.detach()
+
+    # ------------------------------------------------------------ pieces
+    def _check_input(self, tensordict: TensorDictBase) -> None:
+        owner = type(self).__name__
+        keys = self.tensor_keys
+        obs = get_key(owner, tensordict, keys.observation)
+        next_obs = get_key(owner, tensordict, ("next", keys.observation))
+        action = get_key(owner, tensordict, keys.action)
+        reward = get_key(owner, tensordict, ("next", keys.reward))
+        if tensordict.get(("next", keys.terminated), None) is None:
+            get_key(owner, tensordict, ("next", keys.done))
+        if self._observation_dim is not None:
+            check_dim(owner, keys.observation, obs, self._observation_dim)
+            check_dim(owner, ("next", keys.observation), next_obs, self._observation_dim)
+        if self.action_dim is not None:
+            check_dim(owner, keys.action, action, self.action_dim)
+        check_dim(owner, ("next", keys.reward), reward, 1)
+
+    def _terminated(self, tensordict: TensorDictBase) -> Tensor:
+        """Real termination flags ``[*B]`` as floats (``done`` if ``terminated`` is absent)."""
+        keys = self.tensor_keys
+        terminated = tensordict.get(("next", keys.terminated), None)
+        if terminated is None:
+            terminated = tensordict.get(("next", keys.done))
+        return terminated.squeeze(-1).to(tensordict.get(keys.observation).dtype)
+
+    def _policy(self, tensordict: TensorDictBase) -> tuple[Tensor, Tensor]:
+        """Reparameterised action and its log-probability at the states of ``tensordict``."""
+        return policy_sample(self.actor_network, self.actor_network_params, tensordict)
+
+    def _qvalues(
+        self, tensordict: TensorDictBase, action: Tensor, params: TensorDictBase
+    ) -> Tensor:
+        """All Q networks at ``(s, action)``: ``[N_q, *B]``."""
+        td = tensordict.select(*self.qvalue_network.in_keys, strict=False)
+        td.set(self.tensor_keys.action, action)
+        out = self._vmap_qnetworkN0(td, params)
+        return out.get(self.tensor_keys.state_action_value).squeeze(-1)
+
+    def _state_value(self, observation: Tensor, params: TensorDictBase) -> Tensor:
+        """``V(observation)`` with the given parameters: ``[*B]``."""
+        td = TensorDict({self.tensor_keys.observation: observation}, observation.shape[:-1])
+        with params.to_module(self.value_network, preserve_module_state=False):
+            self.value_network(td)
+        return td.get(self.tensor_keys.value).squeeze(-1)
+
+    def _model_input(self, observation: Tensor, action: Tensor) -> TensorDictBase:
+        return TensorDict(
+            {self.tensor_keys.observation: observation, self.tensor_keys.action: action},
+            observation.shape[:-1],
+        )
+
+    def _expected_reward(self, model_input: TensorDictBase, params: TensorDictBase) -> Tensor:
+        """Expected model reward ``E[r_hat(s, a)]``: ``[*B]``."""
+        with params.to_module(self.reward_model, preserve_module_state=False):
+            if hasattr(self.reward_model, "get_dist"):
+                reward = self.reward_model.get_dist(model_input).mean
+            else:
+                out = self.reward_model(model_input.copy())
+                reward = out.get(self.reward_model.out_keys[0])
+        return reward.squeeze(-1)
+
+    def _imagine(self, model_input: TensorDictBase, params: TensorDictBase) -> Tensor:
+        """A reparameterised model step ``s' = f(s, a, zeta)`` with fresh noise: ``[*B, obs_dim]``."""
+        with params.to_module(self.dynamics_model, preserve_module_state=False):
+            dist = self.dynamics_model.get_dist(model_input)
+        return dist.rsample()
+
+    def _continuation(self, next_observation: Tensor, params: TensorDictBase | None) -> Tensor:
+        """``1 - p(terminated | s')``: ``[*B]`` (ones when there is no termination model)."""
+        if self.termination_model is None:
+            return torch.ones(
+                next_observation.shape[:-1],
+                dtype=next_observation.dtype,
+                device=next_observation.device,
+            )
+        td = TensorDict(
+            {("next", self.tensor_keys.observation): next_observation},
+            next_observation.shape[:-1],
+        )
+        with params.to_module(self.termination_model, preserve_module_state=False):
+            prob = self.termination_model.probability(td)
+        return 1.0 - prob.squeeze(-1)
+
+    # -------------------------------------------------------- equations
+    @torch.no_grad()
+    def value_expansion(self, tensordict: TensorDictBase) -> TensorDictBase:
+        r"""Critic targets of eq 7 over ``H = horizon`` steps.
+
+        Step 0 is the real replay transition; steps ``1..H-1`` are imagined
+        with the current policy, the expected model reward and a sampled model
+        transition. Computed without gradients.
+
+        Returns:
+            A TensorDict of batch shape ``[H, *B]`` with the states
+            (``observation``), actions (``action``), the targets
+            ``"value_target"`` :math:`y_t` and the masks ``"weight"`` :math:`w_t`.
+
+        """
+        keys = self.tensor_keys
+        alpha, gamma = self._alpha, self._gamma
+        obs = tensordict.get(keys.observation)
+        states = [obs]
+        actions = [tensordict.get(keys.action)]
+        rewards = [tensordict.get(("next", keys.reward)).squeeze(-1)]
+        continuations = [1.0 - self._terminated(tensordict)]
+        log_probs: list[Tensor] = []
+        state = tensordict.get(("next", keys.observation))
+        termination_params = (
+            None if self.termination_model is None else self.termination_model_params
+        )
+        for _ in range(1, self.horizon):
+            td_state = TensorDict({keys.observation: state}, state.shape[:-1])
+            action, log_prob = self._policy(td_state)
+            model_input = self._model_input(state, action)
+            rewards.append(self._expected_reward(model_input, self.reward_model_params))
+            next_state = self._imagine(model_input, self.dynamics_model_params)
+            continuations.append(self._continuation(next_state, termination_params))
+            states.append(state)
+            actions.append(action)
+            log_probs.append(log_prob)
+            state = next_state
+        bootstrap = self._state_value(state, self.target_value_network_params)
+
+        targets: list[Tensor] = [None] * self.horizon  # type: ignore[list-item]
+        future = bootstrap  # G_{t+1}
+        for t in reversed(range(self.horizon)):
+            targets[t] = rewards[t] + gamma * continuations[t] * future
+            future = targets[t]
+            if t >= 1 and self.expansion_entropy:
+                future = future - alpha * log_probs[t - 1]
+        weights = [torch.ones_like(rewards[0])]
+        for t in range(1, self.horizon):
+            weights.append(weights[-1] * continuations[t - 1])
+        batch = tensordict.batch_size
+        return TensorDict(
+            {
+                keys.observation: torch.stack(states),
+                keys.action: torch.stack(actions),
+                "value_target": torch.stack(targets),
+                "weight": torch.stack(weights),
+            },
+            [self.horizon, *batch],
+        )
+
+    def qvalue_loss(self, tensordict: TensorDictBase) -> tuple[Tensor, dict[str, Tensor]]:
+        """Twin soft-Q regression onto the value-expansion targets (eq 7)."""
+        priority_weight = self._maybe_get_priority_weight(tensordict)
+        expansion = self.value_expansion(tensordict)
+        pred = self._qvalues(
+            expansion, expansion.get(self.tensor_keys.action), self.qvalue_network_params
+        )  # [N_q, H, *B]
+        target = expansion.get("value_target")
+        error = distance_loss(pred, target.expand_as(pred), loss_function=self.loss_function)
+        loss = (error * expansion.get("weight")).mean(1).sum(0)  # [*B]
+        loss = self._reduce_loss(loss, tensordict, weights=priority_weight)
+        td_error = (pred[:, 0] - target[0]).abs().max(0).values.detach()
+        return loss, {"td_error": td_error}
+
+    def value_loss(
+        self,
+        tensordict: TensorDictBase,
+        policy_sample: tuple[Tensor, Tensor] | None = None,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Soft state-value regression on real states with fresh actions (eq 8).
+
+        Args:
+            tensordict: the replay batch.
+            policy_sample: an ``(action, log_prob)`` pair drawn from the current
+                policy at these states (re-used from the actor term by
+                :meth:`forward`); drawn here if omitted.
+
+        """
+        priority_weight = self._maybe_get_priority_weight(tensordict)
+        with torch.no_grad():
+            if policy_sample is None:
+                policy_sample = self._policy(tensordict)
+            action, log_prob = (x.detach() for x in policy_sample)
+            q = self._qvalues(tensordict, action, self._cached_detached_qvalue_params)
+            target = q.min(0).values - self._alpha * log_prob
+        td = tensordict.select(*self.value_network.in_keys, strict=False)
+        with self.value_network_params.to_module(self.value_network, preserve_module_state=False):
+            self.value_network(td)
+        pred = td.get(self.tensor_keys.value).squeeze(-1)
+        loss = 0.5 * distance_loss(pred, target, loss_function=self.loss_function)
+        return self._reduce_loss(loss, tensordict, weights=priority_weight), {}
+
+    def actor_loss(self, tensordict: TensorDictBase) -> tuple[Tensor, dict[str, Tensor]]:
+        """The S2VG policy surrogate (eqs 10-11): minus the one-step soft model return."""
+        priority_weight = self._maybe_get_priority_weight(tensordict)
+        obs = tensordict.get(self.tensor_keys.observation)
+        action, log_prob = self._policy(tensordict)
+        model_input = self._model_input(obs, action)
+        reward = self._expected_reward(model_input, self._cached_detached_reward_params)
+        next_obs = self._imagine(model_input, self._cached_detached_dynamics_params)
+        continuation = self._continuation(next_obs, self._cached_detached_termination_params)
+        next_value = self._state_value(next_obs, self._cached_detached_value_params)
+        soft_return = reward - self._alpha * log_prob + self._gamma * continuation * next_value
+        loss = self._reduce_loss(-soft_return, tensordict, weights=priority_weight)
+        return loss, {"action": action, "log_prob": log_prob, "model_return": soft_return.detach()}
+
+    def alpha_loss(self, log_prob: Tensor) -> Tensor:
+        """Temperature loss ``-log(alpha) * (log_pi + target_entropy)``, ``[*B]`` before reduction."""
+        return -self.log_alpha * (log_prob.detach() + self.target_entropy)
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """All four terms on a replay batch; the actor's policy draw is re-used for eq 8."""
+        self._check_input(tensordict)
+        loss_qvalue, meta_q = self.qvalue_loss(tensordict)
+        loss_actor, meta_actor = self.actor_loss(tensordict)
+        policy = (meta_actor["action"], meta_actor["log_prob"])
+        loss_value, _ = self.value_loss(tensordict, policy_sample=policy)
+        loss_alpha = self._reduce_loss(
+            self.alpha_loss(meta_actor["log_prob"]),
+            tensordict,
+            weights=self._maybe_get_priority_weight(tensordict),
+        )
+        tensordict.set(self.tensor_keys.priority, meta_q["td_error"])
+        out = {
+            "loss_actor": loss_actor,
+            "loss_qvalue": loss_qvalue,
+            "loss_value": loss_value,
+            "loss_alpha": loss_alpha,
+        }
+        if self.reduction == "none":
+            td_out = TensorDict(out, tensordict.batch_size)
+        else:
+            out["alpha"] = self._alpha
+            out["entropy"] = -meta_actor["log_prob"].detach().mean()
+            out["model_return"] = meta_actor["model_return"].mean()
+            td_out = TensorDict(out, [])
+        self._clear_weakrefs(
+            tensordict,
+            td_out,
+            "actor_network_params",
+            "qvalue_network_params",
+            "value_network_params",
+            "target_value_network_params",
+            "dynamics_model_params",
+            "reward_model_params",
+        )
+        return td_out
