@@ -1,0 +1,200 @@
+"""The training recipe: configuration, end-to-end runs, files written, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torchrl.envs import GymEnv
+
+from torchrl_svg import NonFiniteLossError
+from torchrl_svg.modules import GaussianDynamics, env_specs
+from torchrl_svg.train import PRESETS, ConfigError, S2VGAgent, load_config, train
+from torchrl_svg.train.builders import check_against_env
+
+TINY = [
+    "network.actor_hidden_sizes=[32,32]",
+    "network.critic_hidden_sizes=[32,32]",
+    "model.hidden_sizes=[32,32]",
+    "model.pretrain_updates=20",
+    "eval.episodes=1",
+    "logger.progress=false",
+]
+
+
+# ---------------------------------------------------------------- config
+def test_defaults_are_the_pendulum_preset():
+    cfg = load_config([])
+    assert cfg.env.name == "Pendulum-v1"
+    assert cfg.model.hidden_sizes == PRESETS["s2vg"]["Pendulum-v1"]["model"]["hidden_sizes"]
+    assert cfg.loss.updates_per_step == 5
+
+
+def test_task_presets_follow_table_2_and_overrides_win():
+    cfg = load_config(["env.name=HalfCheetah-v5"])
+    assert (cfg.loss.alpha_init, cfg.loss.updates_per_step, cfg.optim.critic_lr) == (0.4, 5, 1e-3)
+    cfg = load_config(["env.name=HalfCheetah-v5", "loss.alpha_init=0.05", "use_preset=false"])
+    assert cfg.loss.alpha_init == 0.05 and cfg.optim.critic_lr == 3e-4
+
+
+def test_config_file_then_overrides(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text("env:\n  name: InvertedPendulum-v5\nloss:\n  horizon: 2\n")
+    cfg = load_config(["loss.horizon=3"], config_file=path)
+    assert cfg.env.name == "InvertedPendulum-v5" and cfg.loss.horizon == 3
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("loss.horzion=3", "loss.horzion"),
+        ("optim.actor_lr=fast", "optim.actor_lr"),
+        ("env.name=NoSuchTask-v0", "env.name='NoSuchTask-v0'"),
+        ("model.termination=sometimes", "model.termination"),
+        ("loss.gamma=1.5", "loss.gamma"),
+        ("collector.frames_per_batch=0", "collector.frames_per_batch"),
+    ],
+)
+def test_bad_configuration_fails_before_training_naming_the_key(override, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(".", r"\.")):
+        load_config([override])
+
+
+def test_cli_bad_key_exits_with_code_2(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "torchrl_svg.train", "loss.horzion=3"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "loss.horzion" in proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+# ------------------------------------------------------------ end to end
+def _assert_run_files(run_dir: Path, n_evals: int) -> None:
+    rows = list(csv.DictReader((run_dir / "eval.csv").read_text().splitlines()))
+    assert len(rows) == n_evals
+    assert all(float(r["return_mean"]) == float(r["return_mean"]) for r in rows)  # not NaN
+    png = (run_dir / "learning_curve.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["final_return"] == pytest.approx(float(rows[-1]["return_mean"]))
+    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    assert {"config", "agent", "frames", "updates"} <= set(ckpt)
+    assert (run_dir / "config.yaml").is_file()
+
+
+def test_cli_end_to_end_on_pendulum_with_wandb_offline(tmp_path):
+    run_dir = tmp_path / "run"
+    env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torchrl_svg.train",
+            *TINY,
+            "collector.total_frames=300",
+            "collector.init_random_frames=100",
+            "eval.interval=150",
+            f"logger.run_dir={run_dir}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "final evaluation return" in proc.stdout
+    _assert_run_files(run_dir, n_evals=2)
+    runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("run-*.wandb")), "no W&B offline run files"
+    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    assert ckpt["frames"] == 300 and ckpt["updates"] == 200 * 5
+
+
+def test_mujoco_task_runs_by_name_and_the_checkpoint_reloads(tmp_path):
+    cfg = load_config(
+        [
+            *TINY,
+            "env.name=InvertedPendulum-v5",
+            "collector.total_frames=200",
+            "collector.init_random_frames=100",
+            "eval.interval=100",
+            "logger.backend=csv",
+            f"logger.run_dir={tmp_path}",
+        ]
+    )
+    result = train(cfg)
+    assert result.frames == 200 and result.updates == 100  # m = 1 on InvertedPendulum
+    _assert_run_files(tmp_path, n_evals=2)
+    env = GymEnv("InvertedPendulum-v5")
+    agent = S2VGAgent(cfg, *env_specs(env))
+    agent.load_state_dict(torch.load(tmp_path / "checkpoint.pt", weights_only=False)["agent"])
+    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["agent"]["loss"]
+    for key, value in agent.loss.state_dict().items():
+        torch.testing.assert_close(value, saved[key], msg=key)
+    assert agent.dynamics.input_normalizer.count.item() == 200  # statistics of all real data
+
+
+def test_environment_and_model_spec_mismatch_names_both_shapes():
+    env = GymEnv("Pendulum-v1")
+    obs_spec, act_spec = env_specs(env)
+    with pytest.raises(
+        ValueError,
+        match=r"environment observation_spec has shape \(3,\) but dynamics observation has shape \(4,\)",
+    ):
+        check_against_env(obs_spec, act_spec, dynamics=GaussianDynamics(4, 1))
+    with pytest.raises(
+        ValueError,
+        match=r"environment action_spec has shape \(1,\) but dynamics action has shape \(2,\)",
+    ):
+        check_against_env(obs_spec, act_spec, dynamics=GaussianDynamics(3, 2))
+
+
+def test_non_finite_loss_is_reported_with_the_step_and_not_applied(tmp_path):
+    # an absurd critic learning rate overflows the critics within a couple of updates
+    cfg = load_config(
+        [
+            *TINY,
+            "collector.total_frames=400",
+            "collector.init_random_frames=100",
+            "optim.critic_lr=1e30",
+            "logger.backend=none",
+            f"logger.run_dir={tmp_path}",
+        ]
+    )
+    with pytest.raises(
+        NonFiniteLossError,
+        match=r"actor-critic update \d+ \(environment step \d+\): non-finite loss_",
+    ) as err:
+        train(cfg)
+    assert "was not applied" in str(err.value)
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    for name, value in ckpt["agent"]["loss"].items():
+        if value.is_floating_point():
+            assert torch.isfinite(value).all(), f"{name} holds non-finite values"
+
+
+def test_guarded_step_refuses_nan_and_leaves_parameters(tmp_path):
+    cfg = load_config(TINY)
+    env = GymEnv("Pendulum-v1")
+    agent = S2VGAgent(cfg, *env_specs(env))
+    from conftest import make_batch
+
+    batch = make_batch((16,), 3, 1)
+    batch["next", "reward"][0] = float("nan")
+    before = [p.detach().clone() for p in agent.loss.parameters()]
+    with pytest.raises(NonFiniteLossError, match="loss_qvalue"):
+        agent.update(batch)
+    for b, p in zip(before, agent.loss.parameters(), strict=True):
+        assert torch.equal(b, p)

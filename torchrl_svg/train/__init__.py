@@ -1,0 +1,16 @@
+"""The training recipe behind ``python -m torchrl_svg.train``."""
+
+from torchrl_svg.train.agents import S2VGAgent
+from torchrl_svg.train.config import PRESETS, Config, ConfigError, load_config
+from torchrl_svg.train.loop import TrainResult, evaluate, train
+
+__all__ = [
+    "PRESETS",
+    "Config",
+    "ConfigError",
+    "S2VGAgent",
+    "TrainResult",
+    "evaluate",
+    "load_config",
+    "train",
+]

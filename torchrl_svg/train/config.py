@@ -1,0 +1,423 @@
+"""Training configuration: typed defaults, per-task presets, a config file and CLI overrides.
+
+The configuration is a tree of dataclasses validated by OmegaConf: an unknown
+key or a value of the wrong type fails before anything is built, with a
+message that names the key. Values are resolved in this order, later ones
+winning:
+
+1. the dataclass defaults below;
+2. the per-task preset of the chosen algorithm (e.g. the S2VG paper's Table 2);
+3. a YAML config file (``--config path.yaml``);
+4. command-line overrides ``group.key=value`` (dot-list syntax, as W&B sweeps
+   and Hydra pass them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "PRESETS",
+    "load_config",
+    "to_dict",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration problem found before training starts (the message names the key)."""
+
+
+@dataclass
+class EnvConfig:
+    """The task.
+
+    Attributes:
+        name: a Gymnasium environment id (any MuJoCo task runs by name).
+        seed: seed of the environment, torch and the collector.
+        max_episode_steps: override of the task's time limit (``None``: the task's own).
+
+    """
+
+    name: str = "Pendulum-v1"
+    seed: int = 0
+    max_episode_steps: int | None = None
+
+
+@dataclass
+class CollectorConfig:
+    """Data collection with a TorchRL collector.
+
+    Attributes:
+        total_frames: environment steps of the whole run.
+        frames_per_batch: steps collected between two rounds of updates.
+        init_random_frames: warm-up steps with uniformly random actions.
+
+    """
+
+    total_frames: int = 10_000
+    frames_per_batch: int = 10
+    init_random_frames: int = 1_000
+
+
+@dataclass
+class ReplayBufferConfig:
+    """The replay buffer (a ``TensorDictReplayBuffer`` on a ``LazyTensorStorage``)."""
+
+    size: int = 1_000_000
+    batch_size: int = 256
+
+
+@dataclass
+class NetworkConfig:
+    """Policy and critic networks."""
+
+    actor_hidden_sizes: list[int] = field(default_factory=lambda: [256, 256])
+    critic_hidden_sizes: list[int] = field(default_factory=lambda: [256, 256])
+    activation: str = "relu"
+    scale_lb: float = 1e-4
+
+
+@dataclass
+class ModelConfig:
+    """World model (dynamics, reward, termination) and its fitting schedule.
+
+    Attributes:
+        hidden_sizes: widths of the dynamics and reward networks.
+        activation: hidden activation.
+        sigma: ``"state"`` (learned, state-dependent) or ``"constant"`` (per dimension).
+        per_dimension: one sub-network per state dimension (SVG paper App. C).
+        ensemble_size: number of dynamics members; ``ensemble_reduction`` ``"sample"`` or ``"mean"``.
+        min_log_std / max_log_std: soft bounds of the normalised log-std.
+        termination: ``"known"`` (the task's termination function, "never" for tasks
+            without one), ``"learned"`` (a learned head) or ``"none"``.
+        updates_per_step: model gradient steps per environment step.
+        pretrain_updates: model gradient steps once the warm-up data is in.
+        batch_size: model batch size.
+
+    """
+
+    hidden_sizes: list[int] = field(default_factory=lambda: [200, 200])
+    activation: str = "relu"
+    sigma: str = "state"
+    per_dimension: bool = False
+    ensemble_size: int = 1
+    ensemble_reduction: str = "sample"
+    min_log_std: float = -5.0
+    max_log_std: float = 0.5
+    termination: str = "known"
+    updates_per_step: int = 1
+    pretrain_updates: int = 500
+    batch_size: int = 256
+
+
+@dataclass
+class LossConfig:
+    """Loss hyper-parameters.
+
+    Attributes:
+        gamma: discount.
+        horizon: value-expansion horizon H (1: real data only, as in the paper).
+        alpha_init: initial (or fixed) entropy coefficient.
+        fixed_alpha: keep alpha fixed (the S2VG paper) or learn it to a target entropy.
+        target_entropy: ``"auto"`` (``-action_dim``) or a number.
+        tau: Polyak rate of the target value network.
+        updates_per_step: actor-critic updates per environment step (the paper's m).
+        expansion_entropy: include the entropy bonus of imagined steps in the expansion target.
+        loss_function: critic distance, ``"l2"``, ``"smooth_l1"`` or ``"l1"``.
+
+    """
+
+    gamma: float = 0.99
+    horizon: int = 1
+    alpha_init: float = 0.2
+    fixed_alpha: bool = True
+    target_entropy: str = "auto"
+    tau: float = 0.005
+    updates_per_step: int = 5
+    expansion_entropy: bool = True
+    loss_function: str = "l2"
+
+
+@dataclass
+class OptimConfig:
+    """Adam learning rates (the paper's "policy", "value" and "model" rates)."""
+
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    alpha_lr: float = 3e-4
+    model_lr: float = 3e-4
+    model_weight_decay: float = 0.0
+    max_grad_norm: float | None = None
+
+
+@dataclass
+class EvalConfig:
+    """Periodic deterministic evaluation.
+
+    Attributes:
+        interval: environment steps between evaluations.
+        episodes: episodes per evaluation.
+        max_steps: cap on the length of an evaluation episode.
+
+    """
+
+    interval: int = 1_000
+    episodes: int = 5
+    max_steps: int = 1_000
+
+
+@dataclass
+class LoggerConfig:
+    """Where results go.
+
+    Attributes:
+        backend: ``"wandb"`` (offline by default), ``"csv"``, ``"tensorboard"`` or ``"none"``.
+        project: W&B project.
+        mode: W&B mode, ``"offline"`` (no network needed) or ``"online"``.
+        run_dir: directory of this run (``None``: ``runs/<env>-<algo>-seed<seed>-<time>``).
+        exp_name: experiment name (``None``: derived from the run directory).
+        log_interval: updates between two logged sets of losses.
+        progress: show a tqdm progress bar.
+
+    """
+
+    backend: str = "wandb"
+    project: str = "torchrl_svg"
+    mode: str = "offline"
+    run_dir: str | None = None
+    exp_name: str | None = None
+    log_interval: int = 1_000
+    progress: bool = True
+
+
+@dataclass
+class Config:
+    """The whole training configuration.
+
+    Attributes:
+        algorithm: which algorithm the recipe trains.
+        device: where networks and the replay storage live (``"cpu"`` or ``"cuda"``).
+        num_threads: torch intra-op threads (small networks are fastest on few threads).
+        use_preset: apply the per-task preset of the algorithm.
+
+    """
+
+    algorithm: str = "s2vg"
+    device: str = "cpu"
+    num_threads: int = 1
+    use_preset: bool = True
+    env: EnvConfig = field(default_factory=EnvConfig)
+    collector: CollectorConfig = field(default_factory=CollectorConfig)
+    replay_buffer: ReplayBufferConfig = field(default_factory=ReplayBufferConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+
+
+# S2VG paper, Appendix A, Table 2 (policy/value networks (256, 256), ReLU, 1000 env
+# steps per epoch). Parts of the table are illegible in our copy; where a column is
+# blank it takes the value to its left, and the model sizes are our best reading.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "s2vg": {
+        "Pendulum-v1": {
+            "collector": {"total_frames": 10_000, "init_random_frames": 1_000},
+            "model": {"hidden_sizes": [32, 16]},
+            "loss": {"alpha_init": 0.2, "updates_per_step": 5},
+            "optim": {"actor_lr": 3e-4, "critic_lr": 3e-4, "model_lr": 3e-4},
+        },
+        "InvertedPendulum-v5": {
+            "collector": {"total_frames": 20_000, "init_random_frames": 1_000},
+            "model": {"hidden_sizes": [32, 16]},
+            "loss": {"alpha_init": 0.1, "updates_per_step": 1},
+            "optim": {"actor_lr": 3e-4, "critic_lr": 3e-4, "model_lr": 3e-4},
+        },
+        "HalfCheetah-v5": {
+            "collector": {"total_frames": 200_000, "init_random_frames": 5_000},
+            "model": {"hidden_sizes": [256, 128]},
+            "loss": {"alpha_init": 0.4, "updates_per_step": 5},
+            "optim": {"actor_lr": 3e-4, "critic_lr": 1e-3, "model_lr": 3e-4},
+        },
+        "Hopper-v5": {
+            "collector": {"total_frames": 200_000, "init_random_frames": 5_000},
+            "model": {"hidden_sizes": [200, 200]},
+            "loss": {"alpha_init": 0.2, "updates_per_step": 5},
+            "optim": {"actor_lr": 3e-4, "critic_lr": 1e-3, "model_lr": 1e-4},
+        },
+        "Walker2d-v5": {
+            "collector": {"total_frames": 300_000, "init_random_frames": 5_000},
+            "model": {"hidden_sizes": [256, 256]},
+            "loss": {"alpha_init": 0.4, "updates_per_step": 3},
+            "optim": {"actor_lr": 3e-4, "critic_lr": 3e-4, "model_lr": 1e-4},
+        },
+    },
+}
+
+_CHOICES: dict[tuple[str, ...], tuple[str, ...]] = {
+    ("algorithm",): ("s2vg",),
+    ("network", "activation"): ("relu", "tanh", "elu", "silu"),
+    ("model", "activation"): ("relu", "tanh", "elu", "silu"),
+    ("model", "sigma"): ("state", "constant"),
+    ("model", "ensemble_reduction"): ("sample", "mean"),
+    ("model", "termination"): ("known", "learned", "none"),
+    ("loss", "loss_function"): ("l2", "smooth_l1", "l1"),
+    ("logger", "backend"): ("wandb", "csv", "tensorboard", "none"),
+    ("logger", "mode"): ("offline", "online", "disabled"),
+}
+
+_POSITIVE_INTS: tuple[tuple[str, ...], ...] = (
+    ("collector", "total_frames"),
+    ("collector", "frames_per_batch"),
+    ("replay_buffer", "size"),
+    ("replay_buffer", "batch_size"),
+    ("model", "ensemble_size"),
+    ("model", "batch_size"),
+    ("loss", "horizon"),
+    ("eval", "interval"),
+    ("eval", "episodes"),
+    ("eval", "max_steps"),
+    ("logger", "log_interval"),
+    ("num_threads",),
+)
+
+
+def _get(cfg: Any, path: tuple[str, ...]) -> Any:
+    for p in path:
+        cfg = getattr(cfg, p)
+    return cfg
+
+
+def _validate(cfg: Config) -> None:
+    for path, choices in _CHOICES.items():
+        value = _get(cfg, path)
+        if value not in choices:
+            raise ConfigError(f"{'.'.join(path)}={value!r} is not one of {list(choices)}.")
+    for path in _POSITIVE_INTS:
+        value = _get(cfg, path)
+        if value < 1:
+            raise ConfigError(f"{'.'.join(path)} must be a positive integer, got {value}.")
+    for path in (
+        ("collector", "init_random_frames"),
+        ("model", "updates_per_step"),
+        ("model", "pretrain_updates"),
+        ("loss", "updates_per_step"),
+    ):
+        if _get(cfg, path) < 0:
+            raise ConfigError(f"{'.'.join(path)} must be >= 0, got {_get(cfg, path)}.")
+    if not 0.0 < cfg.loss.gamma <= 1.0:
+        raise ConfigError(f"loss.gamma must be in (0, 1], got {cfg.loss.gamma}.")
+    if not 0.0 < cfg.loss.tau <= 1.0:
+        raise ConfigError(f"loss.tau must be in (0, 1], got {cfg.loss.tau}.")
+    if cfg.loss.alpha_init <= 0:
+        raise ConfigError(f"loss.alpha_init must be positive, got {cfg.loss.alpha_init}.")
+    if cfg.loss.target_entropy != "auto":
+        try:
+            float(cfg.loss.target_entropy)
+        except ValueError:
+            raise ConfigError(
+                f"loss.target_entropy must be 'auto' or a number, got {cfg.loss.target_entropy!r}."
+            ) from None
+    for name in ("actor_lr", "critic_lr", "alpha_lr", "model_lr"):
+        if getattr(cfg.optim, name) <= 0:
+            raise ConfigError(f"optim.{name} must be positive, got {getattr(cfg.optim, name)}.")
+    if not (cfg.device == "cpu" or cfg.device.startswith("cuda")):
+        raise ConfigError(f"device must be 'cpu' or 'cuda[:N]', got {cfg.device!r}.")
+    _validate_env_name(cfg.env.name)
+
+
+def _validate_env_name(name: str) -> None:
+    import gymnasium as gym
+
+    if name not in gym.envs.registry:
+        close = sorted(
+            k for k in gym.envs.registry if k.split("-")[0].lower() == name.split("-")[0].lower()
+        )
+        hint = f" Did you mean one of {close}?" if close else ""
+        raise ConfigError(f"env.name={name!r} is not a registered Gymnasium environment.{hint}")
+
+
+def _parse_overrides(overrides: Sequence[str]) -> DictConfig:
+    cleaned = []
+    for item in overrides:
+        item = item[2:] if item.startswith("--") else item
+        if "=" not in item:
+            raise ConfigError(f"Override {item!r} is not of the form group.key=value.")
+        cleaned.append(item)
+    try:
+        return OmegaConf.from_dotlist(cleaned)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"Could not parse overrides {cleaned}: {err}") from None
+
+
+def _merge(base: DictConfig, *others: Any) -> DictConfig:
+    try:
+        return OmegaConf.merge(base, *others)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None)
+        msg = str(err).splitlines()[0]
+        raise ConfigError(f"Invalid configuration key {key!r}: {msg}" if key else msg) from None
+
+
+def load_config(
+    overrides: Sequence[str] = (),
+    config_file: str | Path | None = None,
+) -> Config:
+    """Build and validate a :class:`Config`.
+
+    Args:
+        overrides: ``group.key=value`` strings (a leading ``--`` is accepted).
+        config_file: an optional YAML file with (a subset of) the same tree.
+
+    Raises:
+        ConfigError: for an unknown key, a value of the wrong type or out of
+            range, or an unknown environment; nothing has been built yet.
+
+    Examples:
+        >>> cfg = load_config(["env.name=InvertedPendulum-v5", "loss.horizon=3"])
+        >>> cfg.env.name, cfg.loss.horizon, cfg.loss.alpha_init  # alpha from the preset
+        ('InvertedPendulum-v5', 3, 0.1)
+        >>> load_config(["loss.horzion=3"])
+        Traceback (most recent call last):
+        ...
+        torchrl_svg.train.config.ConfigError: Invalid configuration key 'loss.horzion': Key 'horzion' not in 'LossConfig'. Did you mean: 'horizon'?
+
+    """
+    schema = OmegaConf.structured(Config)
+    user = OmegaConf.create()
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigError(f"Config file {str(path)!r} does not exist.")
+        try:
+            user = OmegaConf.load(path)
+        except Exception as err:  # a YAML syntax error
+            raise ConfigError(f"Could not read config file {str(path)!r}: {err}") from None
+    user = OmegaConf.merge(user, _parse_overrides(overrides))
+    # Validate the user's keys and types against the schema before choosing a preset.
+    merged = _merge(schema, user)
+    layers: list[Any] = [schema]
+    if merged.use_preset:
+        preset = PRESETS.get(merged.algorithm, {}).get(merged.env.name)
+        if preset is not None:
+            layers.append(OmegaConf.create(preset))
+    layers.append(user)
+    cfg_node = _merge(*layers)
+    cfg: Config = OmegaConf.to_object(cfg_node)  # type: ignore[assignment]
+    _validate(cfg)
+    return cfg
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """A plain nested dict of the configuration (for loggers and checkpoints)."""
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,133 @@
+"""Evaluation records of a run: a CSV of returns and the learning-curve PNG."""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["EvalRecord", "EvalRecords", "plot_curves"]
+
+CSV_FIELDS = (
+    "frames",
+    "updates",
+    "wall_time_s",
+    "return_mean",
+    "return_std",
+    "return_min",
+    "return_max",
+    "episodes",
+)
+
+
+@dataclass
+class EvalRecord:
+    """One evaluation: deterministic-policy returns after ``frames`` environment steps."""
+
+    frames: int
+    updates: int
+    wall_time_s: float
+    returns: list[float]
+
+    @property
+    def mean(self) -> float:
+        """Mean return."""
+        return sum(self.returns) / len(self.returns)
+
+    @property
+    def std(self) -> float:
+        """Standard deviation of the returns (population)."""
+        m = self.mean
+        return math.sqrt(sum((r - m) ** 2 for r in self.returns) / len(self.returns))
+
+    def row(self) -> dict[str, float | int]:
+        """The CSV row of this evaluation."""
+        return {
+            "frames": self.frames,
+            "updates": self.updates,
+            "wall_time_s": round(self.wall_time_s, 3),
+            "return_mean": self.mean,
+            "return_std": self.std,
+            "return_min": min(self.returns),
+            "return_max": max(self.returns),
+            "episodes": len(self.returns),
+        }
+
+
+@dataclass
+class EvalRecords:
+    """Appends evaluations to ``<run_dir>/eval.csv`` and redraws ``learning_curve.png``.
+
+    Both files are rewritten after every evaluation, so a run stopped part-way
+    keeps its curve so far.
+    """
+
+    run_dir: Path
+    title: str
+    records: list[EvalRecord] = field(default_factory=list)
+
+    @property
+    def csv_path(self) -> Path:
+        """``<run_dir>/eval.csv``."""
+        return Path(self.run_dir) / "eval.csv"
+
+    @property
+    def png_path(self) -> Path:
+        """``<run_dir>/learning_curve.png``."""
+        return Path(self.run_dir) / "learning_curve.png"
+
+    def add(self, record: EvalRecord) -> None:
+        """Record an evaluation: append it to the CSV and redraw the curve."""
+        self.records.append(record)
+        new = not self.csv_path.exists() or len(self.records) == 1
+        with self.csv_path.open("w" if new else "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+            if new:
+                writer.writeheader()
+            writer.writerow(record.row())
+        plot_curves(
+            {self.title: [(r.frames, r.mean, r.std) for r in self.records]},
+            self.png_path,
+            title=self.title,
+        )
+
+
+def plot_curves(
+    curves: dict[str, list[tuple[float, float, float]]],
+    path: str | Path,
+    *,
+    title: str = "",
+    target: float | None = None,
+) -> None:
+    """Plot ``{label: [(frames, mean, std), ...]}`` as lines with a +-std band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, points in curves.items():
+        if not points:
+            continue
+        x = [p[0] for p in points]
+        y = [p[1] for p in points]
+        s = [p[2] for p in points]
+        ax.plot(x, y, label=label)
+        ax.fill_between(
+            x,
+            [a - b for a, b in zip(y, s, strict=True)],
+            [a + b for a, b in zip(y, s, strict=True)],
+            alpha=0.2,
+        )
+    if target is not None:
+        ax.axhline(target, color="k", linestyle="--", linewidth=1, label=f"target {target:g}")
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("evaluation return")
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
