@@ -20,7 +20,7 @@ from torchrl_svg.modules import (  # noqa: E402
     make_qvalue,
     make_value,
 )
-from torchrl_svg.objectives import S2VGLoss  # noqa: E402
+from torchrl_svg.objectives import S2VGLoss, SVG0Loss, SVGInfLoss, SVGLoss  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -55,6 +55,8 @@ def make_batch(
         {
             obs: torch.randn(*batch_size, obs_dim, dtype=dtype),
             act: (torch.rand(*batch_size, act_dim, dtype=dtype) * 2 - 1) * 0.99,
+            keys.get("sample_log_prob", "action_log_prob"): torch.randn(*batch_size, dtype=dtype)
+            - 1,
             ("next", obs): torch.randn(*batch_size, obs_dim, dtype=dtype),
             ("next", rew): torch.randn(*batch_size, 1, dtype=dtype),
             ("next", done): terminated.clone(),
@@ -62,6 +64,66 @@ def make_batch(
         },
         list(batch_size),
     )
+
+
+def _networks(obs_dim: int, act_dim: int, keys: dict):
+    obs = keys.get("observation", "observation")
+    act = keys.get("action", "action")
+    spec = Bounded(-torch.ones(act_dim), torch.ones(act_dim), (act_dim,))
+    return {
+        "actor": make_actor(obs_dim, spec, hidden_sizes=(16,), observation_key=obs, action_key=act),
+        "qvalue": make_qvalue(
+            obs_dim, act_dim, hidden_sizes=(16,), observation_key=obs, action_key=act
+        ),
+        "value": make_value(obs_dim, hidden_sizes=(16,), observation_key=obs),
+        "dynamics": GaussianDynamics(
+            obs_dim,
+            act_dim,
+            hidden_sizes=(16,),
+            observation_key=obs,
+            action_key=act,
+            next_observation_key=("next", obs),
+        ),
+        "reward": RewardModel(
+            obs_dim,
+            act_dim,
+            hidden_sizes=(16,),
+            observation_key=obs,
+            action_key=act,
+            reward_key=("next", keys.get("reward", "reward")),
+        ),
+    }
+
+
+def _finish(loss, keys):
+    if keys:
+        loss.set_keys(**keys)
+    loss.make_value_estimator(gamma=0.9)
+    return loss
+
+
+def make_svg0(*, obs_dim=OBS_DIM, act_dim=ACT_DIM, keys=None, **kwargs) -> SVG0Loss:
+    """A small SVG(0) loss."""
+    keys = keys or {}
+    nets = _networks(obs_dim, act_dim, keys)
+    return _finish(SVG0Loss(nets["actor"], nets["qvalue"], **kwargs), keys)
+
+
+def make_svg(*, horizon=1, obs_dim=OBS_DIM, act_dim=ACT_DIM, keys=None, **kwargs) -> SVGLoss:
+    """A small SVG(k) loss with learned models."""
+    keys = keys or {}
+    nets = _networks(obs_dim, act_dim, keys)
+    loss = SVGLoss(
+        nets["actor"], nets["value"], nets["dynamics"], nets["reward"], horizon=horizon, **kwargs
+    )
+    return _finish(loss, keys)
+
+
+def make_svginf(*, obs_dim=OBS_DIM, act_dim=ACT_DIM, keys=None, **kwargs) -> SVGInfLoss:
+    """A small SVG(inf) loss with learned models."""
+    keys = keys or {}
+    nets = _networks(obs_dim, act_dim, keys)
+    return _finish(SVGInfLoss(nets["actor"], nets["dynamics"], nets["reward"], **kwargs), keys)
 
 
 def make_s2vg(
@@ -74,40 +136,24 @@ def make_s2vg(
 ) -> S2VGLoss:
     """A small S2VG loss with our modules (optionally on renamed keys)."""
     keys = keys or {}
-    obs = keys.get("observation", "observation")
-    act = keys.get("action", "action")
-    spec = Bounded(-torch.ones(act_dim), torch.ones(act_dim), (act_dim,))
-    actor = make_actor(obs_dim, spec, hidden_sizes=(16,), observation_key=obs, action_key=act)
-    qvalue = make_qvalue(obs_dim, act_dim, hidden_sizes=(16,), observation_key=obs, action_key=act)
-    value = make_value(obs_dim, hidden_sizes=(16,), observation_key=obs)
-    dynamics = GaussianDynamics(
-        obs_dim,
-        act_dim,
-        hidden_sizes=(16,),
-        observation_key=obs,
-        action_key=act,
-        next_observation_key=("next", obs),
-    )
-    reward = RewardModel(
-        obs_dim,
-        act_dim,
-        hidden_sizes=(16,),
-        observation_key=obs,
-        action_key=act,
-        reward_key=("next", keys.get("reward", "reward")),
-    )
+    nets = _networks(obs_dim, act_dim, keys)
     termination = (
         LearnedTermination(
             obs_dim,
             hidden_sizes=(8,),
-            next_observation_key=("next", obs),
+            next_observation_key=("next", keys.get("observation", "observation")),
             terminated_key=("next", keys.get("terminated", "terminated")),
         )
         if learned_termination
         else None
     )
-    loss = S2VGLoss(actor, qvalue, value, dynamics, reward, termination, **loss_kwargs)
-    if keys:
-        loss.set_keys(**keys)
-    loss.make_value_estimator(gamma=0.9)
-    return loss
+    loss = S2VGLoss(
+        nets["actor"],
+        nets["qvalue"],
+        nets["value"],
+        nets["dynamics"],
+        nets["reward"],
+        termination,
+        **loss_kwargs,
+    )
+    return _finish(loss, keys)

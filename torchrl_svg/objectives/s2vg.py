@@ -22,7 +22,15 @@ from torchrl.objectives.value import TD0Estimator
 
 from torchrl_svg._utils import check_dim, check_same_shape, get_key
 from torchrl_svg.modules.termination import Termination
-from torchrl_svg.objectives._common import policy_sample
+from torchrl_svg.objectives._common import (
+    continuation,
+    expected_reward,
+    imagine_rollout,
+    model_dist,
+    policy_sample,
+    state_value,
+    transition,
+)
 
 __all__ = ["S2VGLoss"]
 
@@ -176,6 +184,7 @@ class S2VGLoss(LossModule):
         terminated: NestedKey = "terminated"
         priority: NestedKey = "td_error"
         priority_weight: NestedKey = "priority_weight"
+        imagined: NestedKey = "imagined"
 
     default_keys = _AcceptedKeys
     tensor_keys: _AcceptedKeys
@@ -460,48 +469,60 @@ class S2VGLoss(LossModule):
 
     def _state_value(self, observation: Tensor, params: TensorDictBase) -> Tensor:
         """``V(observation)`` with the given parameters: ``[*B]``."""
-        td = TensorDict({self.tensor_keys.observation: observation}, observation.shape[:-1])
-        with params.to_module(self.value_network, preserve_module_state=False):
-            self.value_network(td)
-        return td.get(self.tensor_keys.value).squeeze(-1)
+        keys = self.tensor_keys
+        return state_value(self.value_network, params, observation, keys.observation, keys.value)
 
-    def _model_input(self, observation: Tensor, action: Tensor) -> TensorDictBase:
-        return TensorDict(
-            {self.tensor_keys.observation: observation, self.tensor_keys.action: action},
-            observation.shape[:-1],
-        )
-
-    def _expected_reward(self, model_input: TensorDictBase, params: TensorDictBase) -> Tensor:
-        """Expected model reward ``E[r_hat(s, a)]``: ``[*B]``."""
-        with params.to_module(self.reward_model, preserve_module_state=False):
-            if hasattr(self.reward_model, "get_dist"):
-                reward = self.reward_model.get_dist(model_input).mean
-            else:
-                out = self.reward_model(model_input.copy())
-                reward = out.get(self.reward_model.out_keys[0])
-        return reward.squeeze(-1)
-
-    def _imagine(self, model_input: TensorDictBase, params: TensorDictBase) -> Tensor:
-        """A reparameterised model step ``s' = f(s, a, zeta)`` with fresh noise: ``[*B, obs_dim]``."""
-        with params.to_module(self.dynamics_model, preserve_module_state=False):
-            dist = self.dynamics_model.get_dist(model_input)
-        return dist.rsample()
+    def _model_step(
+        self,
+        observation: Tensor,
+        action: Tensor,
+        dynamics_params: TensorDictBase,
+        reward_params: TensorDictBase,
+    ) -> tuple[Tensor, Tensor]:
+        """One imagined step with fresh model noise: ``(r_hat(s, a, s') [*B], s' [*B, obs_dim])``."""
+        keys = self.tensor_keys
+        step = transition(keys.observation, keys.action, observation, action)
+        next_observation = model_dist(self.dynamics_model, dynamics_params, step).rsample()
+        step.set(("next", keys.observation), next_observation)
+        reward = expected_reward(self.reward_model, reward_params, step)
+        return reward, next_observation
 
     def _continuation(self, next_observation: Tensor, params: TensorDictBase | None) -> Tensor:
         """``1 - p(terminated | s')``: ``[*B]`` (ones when there is no termination model)."""
-        if self.termination_model is None:
-            return torch.ones(
-                next_observation.shape[:-1],
-                dtype=next_observation.dtype,
-                device=next_observation.device,
-            )
-        td = TensorDict(
-            {("next", self.tensor_keys.observation): next_observation},
-            next_observation.shape[:-1],
+        return continuation(
+            self.termination_model, params, next_observation, self.tensor_keys.observation
         )
-        with params.to_module(self.termination_model, preserve_module_state=False):
-            prob = self.termination_model.probability(td)
-        return 1.0 - prob.squeeze(-1)
+
+    def _imagined(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """The ``H - 1`` imagined steps after the real transition, ``[*B, H - 1]``.
+
+        Read from ``tensordict[imagined]`` when a :class:`~torchrl_svg.data.ModelRollout`
+        replay transform wrote them at sample time, computed here otherwise.
+        """
+        keys = self.tensor_keys
+        steps = self.horizon - 1
+        stored = tensordict.get(keys.imagined, None)
+        if stored is not None:
+            if stored.shape[-1] != steps:
+                raise ValueError(
+                    f"S2VGLoss(horizon={self.horizon}) needs {steps} imagined steps under "
+                    f"{keys.imagined!r}, got {stored.shape[-1]}."
+                )
+            return stored
+        return imagine_rollout(
+            self.actor_network,
+            self.actor_network_params,
+            self.dynamics_model,
+            self.dynamics_model_params,
+            self.reward_model,
+            self.reward_model_params,
+            self.termination_model,
+            None if self.termination_model is None else self.termination_model_params,
+            tensordict.get(("next", keys.observation)),
+            steps,
+            keys.observation,
+            keys.action,
+        )
 
     # -------------------------------------------------------- equations
     @torch.no_grad()
@@ -516,52 +537,42 @@ class S2VGLoss(LossModule):
             A TensorDict of batch shape ``[H, *B]`` with the states
             (``observation``), actions (``action``), the targets
             ``"value_target"`` :math:`y_t` and the masks ``"weight"`` :math:`w_t`.
-
         """
         keys = self.tensor_keys
         alpha, gamma = self._alpha, self._gamma
-        obs = tensordict.get(keys.observation)
-        states = [obs]
-        actions = [tensordict.get(keys.action)]
-        rewards = [tensordict.get(("next", keys.reward)).squeeze(-1)]
-        continuations = [1.0 - self._terminated(tensordict)]
-        log_probs: list[Tensor] = []
-        state = tensordict.get(("next", keys.observation))
-        termination_params = (
-            None if self.termination_model is None else self.termination_model_params
-        )
-        for _ in range(1, self.horizon):
-            td_state = TensorDict({keys.observation: state}, state.shape[:-1])
-            action, log_prob = self._policy(td_state)
-            model_input = self._model_input(state, action)
-            rewards.append(self._expected_reward(model_input, self.reward_model_params))
-            next_state = self._imagine(model_input, self.dynamics_model_params)
-            continuations.append(self._continuation(next_state, termination_params))
-            states.append(state)
-            actions.append(action)
-            log_probs.append(log_prob)
-            state = next_state
-        bootstrap = self._state_value(state, self.target_value_network_params)
-
+        # step 0: the real transition, [1, *B]
+        states = tensordict.get(keys.observation).unsqueeze(0)
+        actions = tensordict.get(keys.action).unsqueeze(0)
+        rewards = tensordict.get(("next", keys.reward)).squeeze(-1).unsqueeze(0)
+        continuations = (1.0 - self._terminated(tensordict)).unsqueeze(0)
+        final = tensordict.get(("next", keys.observation))
+        if self.horizon > 1:  # steps 1..H-1: imagined, [*B, H-1] moved to [H-1, *B]
+            imagined = self._imagined(tensordict)
+            states = torch.cat([states, imagined.get(keys.observation).movedim(-2, 0)])
+            actions = torch.cat([actions, imagined.get(keys.action).movedim(-2, 0)])
+            rewards = torch.cat([rewards, imagined.get(("next", "reward")).movedim(-1, 0)])
+            continuations = torch.cat([continuations, imagined.get("continuation").movedim(-1, 0)])
+            log_probs = imagined.get("log_prob").movedim(-1, 0)
+            final = imagined.get(("next", keys.observation))[..., -1, :]
+        future = self._state_value(final, self.target_value_network_params)  # G_H
         targets: list[Tensor] = [None] * self.horizon  # type: ignore[list-item]
-        future = bootstrap  # G_{t+1}
         for t in reversed(range(self.horizon)):
             targets[t] = rewards[t] + gamma * continuations[t] * future
             future = targets[t]
             if t >= 1 and self.expansion_entropy:
                 future = future - alpha * log_probs[t - 1]
-        weights = [torch.ones_like(rewards[0])]
-        for t in range(1, self.horizon):
-            weights.append(weights[-1] * continuations[t - 1])
-        batch = tensordict.batch_size
+        # w_0 = 1, w_t = prod_{j<t} c_{j+1}
+        weights = torch.cumprod(
+            torch.cat([torch.ones_like(continuations[:1]), continuations[:-1]]), 0
+        )
         return TensorDict(
             {
-                keys.observation: torch.stack(states),
-                keys.action: torch.stack(actions),
+                keys.observation: states,
+                keys.action: actions,
                 "value_target": torch.stack(targets),
-                "weight": torch.stack(weights),
+                "weight": weights,
             },
-            [self.horizon, *batch],
+            [self.horizon, *tensordict.batch_size],
         )
 
     def qvalue_loss(self, tensordict: TensorDictBase) -> tuple[Tensor, dict[str, Tensor]]:
@@ -611,12 +622,15 @@ class S2VGLoss(LossModule):
         priority_weight = self._maybe_get_priority_weight(tensordict)
         obs = tensordict.get(self.tensor_keys.observation)
         action, log_prob = self._policy(tensordict)
-        model_input = self._model_input(obs, action)
-        reward = self._expected_reward(model_input, self._cached_detached_reward_params)
-        next_obs = self._imagine(model_input, self._cached_detached_dynamics_params)
-        continuation = self._continuation(next_obs, self._cached_detached_termination_params)
+        reward, next_obs = self._model_step(
+            obs,
+            action,
+            self._cached_detached_dynamics_params,
+            self._cached_detached_reward_params,
+        )
+        cont = self._continuation(next_obs, self._cached_detached_termination_params)
         next_value = self._state_value(next_obs, self._cached_detached_value_params)
-        soft_return = reward - self._alpha * log_prob + self._gamma * continuation * next_value
+        soft_return = reward - self._alpha * log_prob + self._gamma * cont * next_value
         loss = self._reduce_loss(-soft_return, tensordict, weights=priority_weight)
         return loss, {"action": action, "log_prob": log_prob, "model_return": soft_return.detach()}
 

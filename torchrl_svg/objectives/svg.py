@@ -1,0 +1,826 @@
+"""The SVG family of Heess et al. 2015: SVG(0), SVG(1), SVG(1)-ER, SVG(k) and SVG(inf)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from tensordict import TensorDict, TensorDictBase, TensorDictParams
+from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule, TensorDictModuleBase
+from tensordict.utils import NestedKey
+from torch import Tensor
+from torch import distributions as D
+from torchrl.objectives import LossModule
+from torchrl.objectives.common import _make_target_param
+from torchrl.objectives.utils import ValueEstimators, _cache_values, _vmap_func, distance_loss
+from torchrl.objectives.value import TD0Estimator
+
+from torchrl_svg._utils import check_dim, get_key
+from torchrl_svg.objectives._common import (
+    expected_reward,
+    model_dist,
+    policy_dist,
+    policy_sample,
+    state_value,
+    transition,
+)
+from torchrl_svg.objectives.noise import LocationScale, location_scale
+
+__all__ = ["SVG0Loss", "SVG1Loss", "SVGInfLoss", "SVGLoss"]
+
+NOISE_MODES = ("inferred", "sampled")
+
+
+def _detached(ls: LocationScale) -> LocationScale:
+    return LocationScale(
+        ls.loc.detach(),
+        ls.scale.detach(),
+        None if ls.low is None else ls.low.detach(),
+        None if ls.high is None else ls.high.detach(),
+    )
+
+
+class _DiscountMixin:
+    """The TorchRL way of setting the discount: ``make_value_estimator(gamma=...)``."""
+
+    default_value_estimator = ValueEstimators.TD0
+
+    def make_value_estimator(self, value_type: ValueEstimators = None, **hyperparams):
+        """Set the discount ``gamma`` (only :attr:`ValueEstimators.TD0` is supported)."""
+        value_type, hp = self._prepare_value_estimator_kwargs(value_type, **hyperparams)
+        if value_type is None:
+            self.__dict__.pop("gamma", None)
+            return self
+        if value_type != ValueEstimators.TD0:
+            raise NotImplementedError(
+                f"{type(self).__name__} supports ValueEstimators.TD0 only; got {value_type}."
+            )
+        self._value_estimator = TD0Estimator(value_network=None, **hp)
+        self.gamma = float(hp["gamma"])
+        return self
+
+    @property
+    def _gamma(self) -> float:
+        gamma = self.__dict__.get("gamma")
+        if gamma is None:
+            gamma = float(self.value_estimator.gamma)
+            self.__dict__["gamma"] = gamma
+        return gamma
+
+    def _forward_value_estimator_keys(self, **kwargs) -> None:
+        pass
+
+
+def _unroll_real(
+    loss: LossModule,
+    data: TensorDictBase,
+    steps: int,
+    noise: str,
+) -> dict[str, Tensor | list[Tensor]]:
+    r"""Unroll the policy and the model along the first ``steps`` real steps of ``data [*B, T]``.
+
+    With ``noise="inferred"`` the policy noise :math:`\eta_t` and model noise
+    :math:`\xi_t` are inferred from the real actions and next states (or read from
+    the ``policy_noise`` / ``model_noise`` entries written by the replay
+    transforms), so the re-built trajectory :math:`(\hat s_t, \tilde a_t)` equals
+    the real one in value while gradients flow through the policy and the model's
+    Jacobians. Each step's surrogate reward then has the value of the real reward
+    and the gradient of the reward model: :math:`r_t + \hat r_t - \mathrm{sg}(\hat r_t)`.
+    With ``noise="sampled"`` the noise is drawn afresh and the trajectory is
+    simulated by the model from the real initial state (a planner), with model
+    rewards.
+
+    Returns:
+        ``rewards`` (list of ``[*B]``), ``final_state`` ``[*B, D]``, and
+        ``log_prob`` (list of detached ``log pi_theta(a_t|s_t)`` of the real
+        actions, ``[*B]``; only with inferred noise).
+    """
+    keys = loss.tensor_keys
+    obs_key, act_key = keys.observation, keys.action
+    observations = data.get(obs_key)
+    actions = data.get(act_key)
+    next_observations = data.get(("next", obs_key))
+    real_rewards = data.get(("next", keys.reward)).squeeze(-1)
+    stored_policy_noise = data.get(keys.policy_noise, None)
+    stored_model_noise = data.get(keys.model_noise, None)
+    actor_params = loss.actor_network_params
+    dynamics_params = loss._cached_detached_dynamics_params
+    reward_params = loss._cached_detached_reward_params
+
+    state = observations[..., 0, :]
+    rewards, log_probs = [], []
+    for t in range(steps):
+        td_state = TensorDict({obs_key: state}, state.shape[:-1])
+        pol = location_scale(policy_dist(loss.actor_network, actor_params, td_state))
+        if noise == "inferred":
+            real_action = actions[..., t, :]
+            frozen = _detached(pol)
+            eta = (
+                stored_policy_noise[..., t, :]
+                if stored_policy_noise is not None
+                else frozen.infer_noise(real_action)
+            )
+            log_probs.append(frozen.log_prob(real_action))
+        else:
+            eta = torch.randn_like(pol.loc)
+        action = pol.rebuild(eta)
+        step = transition(obs_key, act_key, state, action)
+        dyn = location_scale(model_dist(loss.dynamics_model, dynamics_params, step))
+        if noise == "inferred":
+            xi = (
+                stored_model_noise[..., t, :]
+                if stored_model_noise is not None
+                else _detached(dyn).infer_noise(next_observations[..., t, :])
+            )
+        else:
+            xi = torch.randn_like(dyn.loc)
+        next_state = dyn.rebuild(xi)
+        step.set(("next", obs_key), next_state)
+        model_reward = expected_reward(loss.reward_model, reward_params, step)
+        if noise == "inferred":
+            rewards.append(real_rewards[..., t] + model_reward - model_reward.detach())
+        else:
+            rewards.append(model_reward)
+        state = next_state
+    return {"rewards": rewards, "final_state": state, "log_prob": log_probs}
+
+
+def _episode_masks(data: TensorDictBase, keys, steps: int) -> tuple[Tensor, Tensor]:
+    """Per-step validity ``[*B, steps]`` and the bootstrap mask ``[*B]`` after ``steps`` steps.
+
+    A step is valid while the (sub-)trajectory has not ended earlier (``done``) and,
+    for padded slices, while TorchRL's ``("collector", "mask")`` marks it valid.
+    Bootstrapping after the last step is allowed unless it terminated.
+    """
+    done = data.get(("next", keys.done)).squeeze(-1)[..., :steps].to(torch.bool)
+    terminated = data.get(("next", keys.terminated), None)
+    terminated = done if terminated is None else terminated.squeeze(-1)[..., :steps].to(torch.bool)
+    valid = data.get(("collector", "mask"), None)
+    valid = torch.ones_like(done) if valid is None else valid[..., :steps].to(torch.bool)
+    ended_before = torch.cumsum(done.to(torch.int64), -1) - done.to(torch.int64) > 0
+    alive = valid & ~ended_before
+    bootstrap = alive[..., -1] & ~terminated[..., -1]
+    dtype = data.get(keys.observation).dtype
+    return alive.to(dtype), bootstrap.to(dtype)
+
+
+class SVG0Loss(_DiscountMixin, LossModule):
+    r"""SVG(0) with replay (SVG paper, Algorithm 3): a stochastic analogue of DPG.
+
+    * ``loss_qvalue``: TD regression of :math:`Q_\phi(s, a)` on real transitions,
+
+      .. math:: y = r + \gamma\,(1 - d)\,\min_i Q_{\bar\phi_i}(s', a'),\quad a' \sim \pi_\theta(s')
+
+      with target parameters :math:`\bar\phi` (move them with
+      :class:`~torchrl.objectives.SoftUpdate` or :class:`~torchrl.objectives.HardUpdate`).
+    * ``loss_actor``: :math:`-Q_\phi(s, \pi_\theta(s, \eta))` with :math:`\eta`
+      inferred from the replayed action (``noise="inferred"``, Alg. 3 line 10)
+      or drawn afresh (``noise="sampled"``); the critic parameters get no gradient.
+
+    Args:
+        actor_network: a location-scale policy (Normal, IndependentNormal, TanhNormal).
+        qvalue_network: ``Q(s, a)`` writing ``"state_action_value"``.
+
+    Keyword Args:
+        num_qvalue_nets: number of Q networks (the actor uses their mean). Default 1.
+        noise: ``"inferred"`` or ``"sampled"`` policy noise in the actor term.
+        loss_function: critic distance. ``reduction``: ``"mean"`` | ``"sum"`` | ``"none"``.
+
+    Examples:
+        >>> import torch
+        >>> from tensordict import TensorDict
+        >>> from torchrl.data import Bounded
+        >>> from torchrl.objectives import SoftUpdate
+        >>> from torchrl_svg.modules import make_actor, make_qvalue
+        >>> from torchrl_svg.objectives import SVG0Loss
+        >>> spec = Bounded(-1.0, 1.0, (2,))
+        >>> loss = SVG0Loss(make_actor(3, spec, hidden_sizes=(16,)), make_qvalue(3, 2, hidden_sizes=(16,)))
+        >>> _ = loss.make_value_estimator(gamma=0.99)
+        >>> updater = SoftUpdate(loss, tau=0.01)
+        >>> data = TensorDict({"observation": torch.randn(8, 3), "action": spec.rand((8,)),
+        ...     ("next", "observation"): torch.randn(8, 3), ("next", "reward"): torch.randn(8, 1),
+        ...     ("next", "done"): torch.zeros(8, 1, dtype=torch.bool),
+        ...     ("next", "terminated"): torch.zeros(8, 1, dtype=torch.bool)}, [8])
+        >>> out = loss(data)
+        >>> (out["loss_actor"] + out["loss_qvalue"]).backward()
+    """
+
+    @dataclass
+    class _AcceptedKeys:
+        """Configurable tensordict keys.
+
+        Attributes:
+            observation: read by the critic. Default ``"observation"``.
+            action: the replayed action. Default ``"action"``.
+            state_action_value: written by the Q network. Default ``"state_action_value"``.
+            reward / done / terminated: read under ``"next"``.
+            policy_noise: inferred policy noise written by
+                :class:`~torchrl_svg.data.PolicyNoiseInference` (used when present).
+            priority: where the TD error is written. Default ``"td_error"``.
+            priority_weight: weights of a prioritized buffer. Default ``"priority_weight"``.
+        """
+
+        observation: NestedKey = "observation"
+        action: NestedKey = "action"
+        state_action_value: NestedKey = "state_action_value"
+        reward: NestedKey = "reward"
+        done: NestedKey = "done"
+        terminated: NestedKey = "terminated"
+        policy_noise: NestedKey = "policy_noise"
+        priority: NestedKey = "td_error"
+        priority_weight: NestedKey = "priority_weight"
+
+    default_keys = _AcceptedKeys
+    tensor_keys: _AcceptedKeys
+    actor_network: ProbabilisticTensorDictSequential
+    qvalue_network: TensorDictModule
+    actor_network_params: TensorDictParams
+    qvalue_network_params: TensorDictParams
+    target_actor_network_params: TensorDictParams
+    target_qvalue_network_params: TensorDictParams
+
+    def __init__(
+        self,
+        actor_network: ProbabilisticTensorDictSequential,
+        qvalue_network: TensorDictModule,
+        *,
+        num_qvalue_nets: int = 1,
+        noise: str = "inferred",
+        loss_function: str = "l2",
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__()
+        if noise not in NOISE_MODES:
+            raise ValueError(f"noise must be one of {NOISE_MODES}, got {noise!r}.")
+        if reduction not in ("mean", "sum", "none"):
+            raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}.")
+        self.noise = noise
+        self.loss_function = loss_function
+        self.reduction = reduction
+        self.num_qvalue_nets = int(num_qvalue_nets)
+        self.convert_to_functional(actor_network, "actor_network")
+        self.convert_to_functional(
+            qvalue_network, "qvalue_network", self.num_qvalue_nets, create_target_params=True
+        )
+        self._make_vmap()
+
+    def _make_vmap(self) -> None:
+        self._vmap_qnetworkN0 = _vmap_func(
+            self.qvalue_network, (None, 0), randomness=self.vmap_randomness
+        )
+
+    @property
+    @_cache_values
+    def _cached_detached_qvalue_params(self) -> TensorDictBase:
+        return self.qvalue_network_params.detach()
+
+    def _qvalues(
+        self, tensordict: TensorDictBase, action: Tensor, params: TensorDictBase
+    ) -> Tensor:
+        td = tensordict.select(*self.qvalue_network.in_keys, strict=False)
+        td.set(self.tensor_keys.action, action)
+        return (
+            self._vmap_qnetworkN0(td, params).get(self.tensor_keys.state_action_value).squeeze(-1)
+        )
+
+    def qvalue_loss(self, tensordict: TensorDictBase) -> tuple[Tensor, dict[str, Tensor]]:
+        """TD regression of the Q networks on real transitions."""
+        keys = self.tensor_keys
+        weights = self._maybe_get_priority_weight(tensordict)
+        with torch.no_grad():
+            next_td = tensordict.get("next").select(keys.observation)
+            next_action, _ = policy_sample(self.actor_network, self.actor_network_params, next_td)
+            next_q = (
+                self._qvalues(next_td, next_action, self.target_qvalue_network_params).min(0).values
+            )
+            terminated = tensordict.get(("next", keys.terminated), None)
+            if terminated is None:
+                terminated = tensordict.get(("next", keys.done))
+            reward = tensordict.get(("next", keys.reward)).squeeze(-1)
+            target = reward + self._gamma * (1.0 - terminated.squeeze(-1).to(reward.dtype)) * next_q
+        pred = self._qvalues(tensordict, tensordict.get(keys.action), self.qvalue_network_params)
+        loss = distance_loss(pred, target.expand_as(pred), loss_function=self.loss_function).sum(0)
+        td_error = (pred - target).abs().max(0).values.detach()
+        return self._reduce_loss(loss, tensordict, weights=weights), {"td_error": td_error}
+
+    def actor_loss(self, tensordict: TensorDictBase) -> tuple[Tensor, dict[str, Tensor]]:
+        r"""The SVG(0) surrogate :math:`-Q(s, \pi_\theta(s, \eta))`."""
+        keys = self.tensor_keys
+        weights = self._maybe_get_priority_weight(tensordict)
+        pol = location_scale(policy_dist(self.actor_network, self.actor_network_params, tensordict))
+        if self.noise == "inferred":
+            eta = tensordict.get(keys.policy_noise, None)
+            if eta is None:
+                eta = _detached(pol).infer_noise(
+                    get_key(type(self).__name__, tensordict, keys.action)
+                )
+        else:
+            eta = torch.randn_like(pol.loc)
+        action = pol.rebuild(eta)
+        q = self._qvalues(tensordict, action, self._cached_detached_qvalue_params).mean(0)
+        return self._reduce_loss(-q, tensordict, weights=weights), {"q": q.detach()}
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """``loss_actor`` and ``loss_qvalue`` on a replay batch ``[*B]``."""
+        keys = self.tensor_keys
+        for key in (
+            keys.observation,
+            keys.action,
+            ("next", keys.observation),
+            ("next", keys.reward),
+        ):
+            get_key(type(self).__name__, tensordict, key)
+        loss_qvalue, meta = self.qvalue_loss(tensordict)
+        loss_actor, actor_meta = self.actor_loss(tensordict)
+        tensordict.set(keys.priority, meta["td_error"])
+        out = {"loss_actor": loss_actor, "loss_qvalue": loss_qvalue}
+        if self.reduction == "none":
+            return TensorDict(out, tensordict.batch_size)
+        out["q"] = actor_meta["q"].mean()
+        return TensorDict(out, [])
+
+
+class SVGLoss(_DiscountMixin, LossModule):
+    r"""SVG(k) along real (sub-)trajectories; ``horizon=1`` is SVG(1) / SVG(1)-ER (SVG paper eq 13, Alg. 2, 4).
+
+    Inputs are real transitions ``[*B]`` (``horizon=1``) or sub-trajectories
+    ``[*B, T]`` with ``T == horizon`` (e.g. from TorchRL's
+    :class:`~torchrl.data.SliceSampler` with ``slice_len=horizon``). Terms:
+
+    * ``loss_actor`` (eq 13 extended to k steps): with the policy noise
+      :math:`\eta_t` and model noise :math:`\xi_t` inferred from the real data,
+      :math:`\tilde a_t = \pi_\theta(\hat s_t, \eta_t)`,
+      :math:`\hat s_{t+1} = \hat f(\hat s_t, \tilde a_t, \xi_t)`, :math:`\hat s_0 = s_0`:
+
+      .. math::
+
+          \mathcal L_\pi = -w\Big[\sum_{t<k}\gamma^t \hat r(\hat s_t, \tilde a_t)
+          + \gamma^k V(\hat s_k)\Big],\qquad
+          w = \min\Big(\prod_{t<k}\frac{\pi_\theta(a_t|s_t)}{\beta(a_t|s_t)},\, w_{\max}\Big)
+
+      where :math:`\beta` is the behaviour log-probability stored at collection.
+      The value of each reward term is the real reward; its gradient is the
+      reward model's. Model and critic parameters get no gradient.
+    * ``loss_value`` (Alg. 4, fitted policy evaluation):
+      :math:`\tfrac{w_t}{2}\big(V_\nu(s_t) - [r_t + \gamma(1-d_t)V_{\bar\nu}(s_{t+1})]\big)^2`
+      on every real transition, with the per-step truncated weight :math:`w_t`;
+      copy :math:`\bar\nu \leftarrow \nu` every ``C = 50`` updates with
+      ``HardUpdate(loss, value_network_update_interval=50)``.
+    * ``loss_kl`` (App. D, optional, ``kl_coef > 0``):
+      :math:`\mathrm{KL}(\pi_{\text{ref}}(\cdot|s)\,\|\,\pi_\theta(\cdot|s))` on replay
+      states, against the policy stored by :meth:`update_reference_policy`
+      (call it at the start of each replay round). For a squashed policy the
+      KL of the underlying Normals is exact (KL is invariant under the bijection).
+
+    With ``importance_weights=False`` all weights are 1 (on-policy data, SVG(1)
+    without replay). Policy-gradient norm clipping (App. D) belongs to the
+    optimiser step (``torch.nn.utils.clip_grad_norm_`` on the actor parameters;
+    the training recipe's ``optim.actor_max_grad_norm``).
+
+    Args:
+        actor_network: a location-scale policy.
+        value_network: ``V(s)`` writing ``"state_value"``.
+        dynamics_model: location-scale model over the next observation
+            (:class:`~torchrl_svg.modules.GaussianDynamics`, or a known one).
+        reward_model: reward module (``get_dist`` mean, or deterministic output);
+            it may read ``("next", "observation")``.
+
+    Keyword Args:
+        horizon: ``k >= 1``.
+        max_importance_weight: truncation ``w_max`` (5 by default; the paper used 20 for two tasks).
+        importance_weights: use truncated importance weights.
+        noise: ``"inferred"`` (gradients along real trajectories) or ``"sampled"``.
+        kl_coef: weight of the KL penalty (0: off).
+        loss_function / reduction: as usual.
+
+    Examples:
+        >>> import torch
+        >>> from tensordict import TensorDict
+        >>> from torchrl.data import Bounded
+        >>> from torchrl.objectives import HardUpdate
+        >>> from torchrl_svg.modules import GaussianDynamics, RewardModel, make_actor, make_value
+        >>> from torchrl_svg.objectives import SVGLoss
+        >>> spec = Bounded(-1.0, 1.0, (1,))
+        >>> loss = SVGLoss(make_actor(3, spec, hidden_sizes=(16,)), make_value(3, hidden_sizes=(16,)),
+        ...                GaussianDynamics(3, 1, hidden_sizes=(16,)), RewardModel(3, 1, hidden_sizes=(16,)))
+        >>> _ = loss.make_value_estimator(gamma=0.99)
+        >>> updater = HardUpdate(loss, value_network_update_interval=50)
+        >>> data = TensorDict({"observation": torch.randn(8, 3), "action": spec.rand((8,)) * 0.9,
+        ...     "action_log_prob": torch.zeros(8), ("next", "observation"): torch.randn(8, 3),
+        ...     ("next", "reward"): torch.randn(8, 1), ("next", "done"): torch.zeros(8, 1, dtype=torch.bool),
+        ...     ("next", "terminated"): torch.zeros(8, 1, dtype=torch.bool)}, [8])
+        >>> out = loss(data)
+        >>> (out["loss_actor"] + out["loss_value"]).backward()
+        >>> bool(out["importance_weight"] <= 5.0)
+        True
+    """
+
+    @dataclass
+    class _AcceptedKeys:
+        """Configurable tensordict keys.
+
+        Attributes:
+            observation / action: the real state and action.
+            value: written by the value network. Default ``"state_value"``.
+            reward / done / terminated: read under ``"next"``.
+            sample_log_prob: behaviour log-probability stored at collection.
+                Default ``"action_log_prob"``.
+            importance_weight / policy_noise / model_noise: entries written by the
+                replay transforms (used when present).
+            priority_weight: weights of a prioritized buffer.
+        """
+
+        observation: NestedKey = "observation"
+        action: NestedKey = "action"
+        value: NestedKey = "state_value"
+        reward: NestedKey = "reward"
+        done: NestedKey = "done"
+        terminated: NestedKey = "terminated"
+        sample_log_prob: NestedKey = "action_log_prob"
+        importance_weight: NestedKey = "importance_weight"
+        policy_noise: NestedKey = "policy_noise"
+        model_noise: NestedKey = "model_noise"
+        priority_weight: NestedKey = "priority_weight"
+
+    default_keys = _AcceptedKeys
+    tensor_keys: _AcceptedKeys
+    actor_network: ProbabilisticTensorDictSequential
+    value_network: TensorDictModule
+    dynamics_model: TensorDictModuleBase
+    reward_model: TensorDictModuleBase
+    actor_network_params: TensorDictParams
+    value_network_params: TensorDictParams
+    dynamics_model_params: TensorDictParams
+    reward_model_params: TensorDictParams
+    target_actor_network_params: TensorDictParams
+    target_value_network_params: TensorDictParams
+    target_dynamics_model_params: TensorDictParams
+    target_reward_model_params: TensorDictParams
+
+    def __init__(
+        self,
+        actor_network: ProbabilisticTensorDictSequential,
+        value_network: TensorDictModule,
+        dynamics_model: TensorDictModuleBase,
+        reward_model: TensorDictModuleBase,
+        *,
+        horizon: int = 1,
+        max_importance_weight: float = 5.0,
+        importance_weights: bool = True,
+        noise: str = "inferred",
+        kl_coef: float = 0.0,
+        loss_function: str = "l2",
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__()
+        if int(horizon) != horizon or horizon < 1:
+            raise ValueError(f"horizon must be an integer >= 1, got {horizon!r}.")
+        if noise not in NOISE_MODES:
+            raise ValueError(f"noise must be one of {NOISE_MODES}, got {noise!r}.")
+        if not max_importance_weight > 0:
+            raise ValueError(
+                f"max_importance_weight must be positive, got {max_importance_weight}."
+            )
+        if reduction not in ("mean", "sum", "none"):
+            raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}.")
+        for name, module in (("dynamics_model", dynamics_model), ("actor_network", actor_network)):
+            if not hasattr(module, "get_dist"):
+                raise TypeError(
+                    f"{type(self).__name__}: {name} must provide get_dist(tensordict) returning a "
+                    f"location-scale distribution; got {type(module).__name__}."
+                )
+        self.horizon = int(horizon)
+        self.max_importance_weight = float(max_importance_weight)
+        self.importance_weights = bool(importance_weights)
+        self.noise = noise
+        self.kl_coef = float(kl_coef)
+        self.loss_function = loss_function
+        self.reduction = reduction
+        self.convert_to_functional(actor_network, "actor_network")
+        # a known (fixed) value function needs no target copy
+        trainable_value = any(p.requires_grad for p in value_network.parameters())
+        self.convert_to_functional(
+            value_network, "value_network", create_target_params=trainable_value
+        )
+        self.convert_to_functional(dynamics_model, "dynamics_model")
+        self.convert_to_functional(reward_model, "reward_model")
+        if self.kl_coef > 0:
+            self.kl_reference_params = TensorDictParams(
+                self.actor_network_params.apply(_make_target_param(clone=True), filter_empty=False),
+                no_convert=True,
+            )
+
+    @property
+    @_cache_values
+    def _cached_detached_value_params(self) -> TensorDictBase:
+        return self.value_network_params.detach()
+
+    @property
+    @_cache_values
+    def _cached_detached_dynamics_params(self) -> TensorDictBase:
+        return self.dynamics_model_params.detach()
+
+    @property
+    @_cache_values
+    def _cached_detached_reward_params(self) -> TensorDictBase:
+        return self.reward_model_params.detach()
+
+    @torch.no_grad()
+    def update_reference_policy(self) -> None:
+        """Store the current policy as the reference of the KL penalty (start of a replay round)."""
+        if self.kl_coef <= 0:
+            raise RuntimeError("update_reference_policy needs kl_coef > 0.")
+        self.kl_reference_params.update_(self.actor_network_params.data)
+
+    # ----------------------------------------------------------------- data
+    def _as_sequence(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """View the input as ``[*B, T]`` with ``T == horizon`` (``horizon=1`` accepts ``[*B]``)."""
+        owner = type(self).__name__
+        keys = self.tensor_keys
+        for key in (
+            keys.observation,
+            keys.action,
+            ("next", keys.observation),
+            ("next", keys.reward),
+            ("next", keys.done),
+        ):
+            get_key(owner, tensordict, key)
+        if self.importance_weights and tensordict.get(keys.importance_weight, None) is None:
+            get_key(owner, tensordict, keys.sample_log_prob)
+        obs_dim = getattr(self.dynamics_model, "observation_dim", None)
+        if obs_dim is not None:
+            check_dim(owner, keys.observation, tensordict.get(keys.observation), obs_dim)
+        if self.horizon == 1:
+            return tensordict.unsqueeze(-1)
+        if tensordict.ndim < 1 or tensordict.shape[-1] != self.horizon:
+            raise ValueError(
+                f"{owner}(horizon={self.horizon}) needs sub-trajectories of shape [*B, {self.horizon}] "
+                f"(e.g. SliceSampler(slice_len={self.horizon})); got batch shape {tuple(tensordict.shape)}."
+            )
+        return tensordict
+
+    def _importance_weights(
+        self, seq: TensorDictBase, log_probs: list[Tensor]
+    ) -> tuple[Tensor, Tensor]:
+        """Truncated weights: per sub-trajectory ``[*B]`` (product) and per transition ``[*B, T]``."""
+        keys = self.tensor_keys
+        stored = seq.get(keys.importance_weight, None)
+        if not self.importance_weights:
+            ones = torch.ones(seq.shape, dtype=seq.get(keys.observation).dtype, device=seq.device)
+            return ones[..., 0], ones
+        if stored is not None:
+            per_step = stored.reshape(seq.shape)
+            return per_step.prod(-1).clamp_max(self.max_importance_weight), per_step
+        behaviour = seq.get(keys.sample_log_prob).reshape(seq.shape)
+        log_ratio = torch.stack(log_probs, -1) - behaviour
+        per_step = log_ratio.exp().clamp_max(self.max_importance_weight)
+        per_trajectory = log_ratio.sum(-1).exp().clamp_max(self.max_importance_weight)
+        return per_trajectory.detach(), per_step.detach()
+
+    # ------------------------------------------------------------ equations
+    def actor_loss(self, tensordict: TensorDictBase) -> tuple[Tensor, dict[str, Tensor]]:
+        """The SVG(k) surrogate along real trajectories (eq 13 for k = 1)."""
+        seq = self._as_sequence(tensordict)
+        unroll = _unroll_real(self, seq, self.horizon, self.noise)
+        alive, bootstrap = _episode_masks(seq, self.tensor_keys, self.horizon)
+        gamma = self._gamma
+        surrogate = sum(gamma**t * alive[..., t] * r for t, r in enumerate(unroll["rewards"]))
+        final_value = state_value(
+            self.value_network,
+            self._cached_detached_value_params,
+            unroll["final_state"],
+            self.tensor_keys.observation,
+            self.tensor_keys.value,
+        )
+        surrogate = surrogate + gamma**self.horizon * bootstrap * final_value
+        if self.noise == "inferred":
+            weight, per_step = self._importance_weights(seq, unroll["log_prob"])
+        else:
+            weight = torch.ones_like(surrogate)
+            per_step = torch.ones(seq.shape, dtype=surrogate.dtype, device=surrogate.device)
+        loss = self._reduce_loss(
+            -weight * surrogate, tensordict, weights=self._maybe_get_priority_weight(tensordict)
+        )
+        return loss, {
+            "importance_weight": weight,
+            "step_weights": per_step,
+            "surrogate": surrogate.detach(),
+        }
+
+    def value_loss(
+        self, tensordict: TensorDictBase, step_weights: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Fitted policy evaluation (Alg. 4) on every real transition, importance-weighted."""
+        keys = self.tensor_keys
+        seq = self._as_sequence(tensordict)
+        if step_weights is None:
+            with torch.no_grad():
+                log_probs = []
+                for t in range(seq.shape[-1]):
+                    pol = location_scale(
+                        policy_dist(self.actor_network, self.actor_network_params, seq[..., t])
+                    )
+                    log_probs.append(pol.log_prob(seq.get(keys.action)[..., t, :]))
+                _, step_weights = self._importance_weights(seq, log_probs)
+        with torch.no_grad():
+            reward = seq.get(("next", keys.reward)).squeeze(-1)
+            terminated = seq.get(("next", keys.terminated), None)
+            if terminated is None:
+                terminated = seq.get(("next", keys.done))
+            next_value = state_value(
+                self.value_network,
+                self.target_value_network_params,
+                seq.get(("next", keys.observation)),
+                keys.observation,
+                keys.value,
+            )
+            target = (
+                reward + self._gamma * (1.0 - terminated.squeeze(-1).to(reward.dtype)) * next_value
+            )
+        pred = state_value(
+            self.value_network,
+            self.value_network_params,
+            seq.get(keys.observation),
+            keys.observation,
+            keys.value,
+        )
+        loss = 0.5 * step_weights * distance_loss(pred, target, loss_function=self.loss_function)
+        loss = loss.mean(-1)  # over the T transitions of each sub-trajectory
+        return self._reduce_loss(
+            loss, tensordict, weights=self._maybe_get_priority_weight(tensordict)
+        ), {}
+
+    def kl_loss(self, tensordict: TensorDictBase) -> Tensor:
+        r"""``kl_coef * KL(pi_ref(.|s) || pi_theta(.|s))`` on the first state of each sample."""
+        seq = self._as_sequence(tensordict)
+        states = seq[..., 0]
+        current = location_scale(policy_dist(self.actor_network, self.actor_network_params, states))
+        with torch.no_grad():
+            reference = location_scale(
+                policy_dist(self.actor_network, self.kl_reference_params, states)
+            )
+        kl = D.kl_divergence(
+            D.Normal(reference.loc, reference.scale, validate_args=False),
+            D.Normal(current.loc, current.scale, validate_args=False),
+        ).sum(-1)
+        return self._reduce_loss(self.kl_coef * kl, tensordict)
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """``loss_actor``, ``loss_value`` (and ``loss_kl``) plus detached diagnostics."""
+        loss_actor, meta = self.actor_loss(tensordict)
+        loss_value, _ = self.value_loss(tensordict, step_weights=meta["step_weights"])
+        out = {"loss_actor": loss_actor, "loss_value": loss_value}
+        if self.kl_coef > 0:
+            out["loss_kl"] = self.kl_loss(tensordict)
+        if self.reduction == "none":
+            # one entry per transition (horizon 1) or per sub-trajectory [*B, k] -> [*B]
+            batch = tensordict.batch_size if self.horizon == 1 else tensordict.batch_size[:-1]
+            return TensorDict(out, batch)
+        out["importance_weight"] = meta["importance_weight"].mean()
+        out["surrogate"] = meta["surrogate"].mean()
+        return TensorDict(out, [])
+
+
+class SVG1Loss(SVGLoss):
+    """SVG(1) / SVG(1)-ER: :class:`SVGLoss` with ``horizon=1`` (SVG paper eq 13, Algorithm 2).
+
+    Use ``importance_weights=False`` for SVG(1) on fresh on-policy data and the
+    default truncated importance weights for SVG(1)-ER on replay.
+
+    Examples:
+        >>> from torchrl.data import Bounded
+        >>> from torchrl_svg.modules import GaussianDynamics, RewardModel, make_actor, make_value
+        >>> loss = SVG1Loss(make_actor(3, Bounded(-1.0, 1.0, (1,))), make_value(3),
+        ...                 GaussianDynamics(3, 1), RewardModel(3, 1))
+        >>> loss.horizon
+        1
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        if "horizon" in kwargs:
+            raise TypeError("SVG1Loss has horizon 1; use SVGLoss(horizon=k) for k > 1.")
+        super().__init__(*args, horizon=1, **kwargs)
+
+
+class SVGInfLoss(_DiscountMixin, LossModule):
+    r"""SVG(:math:`\infty`) (SVG paper, Algorithm 1): back-propagation through whole real episodes, no critic.
+
+    Input: whole episodes ``[*B, T]`` (padded ones marked by ``("collector", "mask")``).
+    With inferred noise the episode is re-built through the policy and the model
+    (its value equals the real trajectory) and
+
+    .. math:: \mathcal L_\pi = -\sum_{t<T}\gamma^t\,\hat r(\hat s_t, \tilde a_t)
+
+    whose gradient is the backward recursion of Algorithm 1 (lines 10-14),
+    computed by autograd. ``noise="sampled"`` gives the planner of §6.1: the same
+    objective on a trajectory simulated by the model from the real initial state
+    with fresh noise. Clip the policy-gradient norm in the optimiser step (App. D).
+
+    Args:
+        actor_network: a location-scale policy.
+        dynamics_model: location-scale model over the next observation.
+        reward_model: reward module (may read ``("next", "observation")``).
+
+    Keyword Args:
+        noise: ``"inferred"`` or ``"sampled"``.
+        reduction: over the episodes ``[*B]``.
+
+    Examples:
+        >>> import torch
+        >>> from tensordict import TensorDict
+        >>> from torchrl.data import Bounded
+        >>> from torchrl_svg.modules import GaussianDynamics, RewardModel, make_actor
+        >>> from torchrl_svg.objectives import SVGInfLoss
+        >>> spec = Bounded(-1.0, 1.0, (1,))
+        >>> loss = SVGInfLoss(make_actor(3, spec, hidden_sizes=(16,)), GaussianDynamics(3, 1, hidden_sizes=(16,)),
+        ...                   RewardModel(3, 1, hidden_sizes=(16,)))
+        >>> _ = loss.make_value_estimator(gamma=1.0)
+        >>> episodes = TensorDict({"observation": torch.randn(4, 10, 3), "action": spec.rand((4, 10)) * 0.9,
+        ...     ("next", "observation"): torch.randn(4, 10, 3), ("next", "reward"): torch.randn(4, 10, 1),
+        ...     ("next", "done"): torch.zeros(4, 10, 1, dtype=torch.bool)}, [4, 10])
+        >>> loss(episodes)["loss_actor"].backward()
+    """
+
+    @dataclass
+    class _AcceptedKeys:
+        """Configurable tensordict keys (as :class:`SVGLoss`)."""
+
+        observation: NestedKey = "observation"
+        action: NestedKey = "action"
+        reward: NestedKey = "reward"
+        done: NestedKey = "done"
+        terminated: NestedKey = "terminated"
+        policy_noise: NestedKey = "policy_noise"
+        model_noise: NestedKey = "model_noise"
+
+    default_keys = _AcceptedKeys
+    tensor_keys: _AcceptedKeys
+    actor_network: ProbabilisticTensorDictSequential
+    dynamics_model: TensorDictModuleBase
+    reward_model: TensorDictModuleBase
+    actor_network_params: TensorDictParams
+    dynamics_model_params: TensorDictParams
+    reward_model_params: TensorDictParams
+    target_actor_network_params: TensorDictParams
+    target_dynamics_model_params: TensorDictParams
+    target_reward_model_params: TensorDictParams
+
+    def __init__(
+        self,
+        actor_network: ProbabilisticTensorDictSequential,
+        dynamics_model: TensorDictModuleBase,
+        reward_model: TensorDictModuleBase,
+        *,
+        noise: str = "inferred",
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__()
+        if noise not in NOISE_MODES:
+            raise ValueError(f"noise must be one of {NOISE_MODES}, got {noise!r}.")
+        if reduction not in ("mean", "sum", "none"):
+            raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}.")
+        self.noise = noise
+        self.reduction = reduction
+        self.convert_to_functional(actor_network, "actor_network")
+        self.convert_to_functional(dynamics_model, "dynamics_model")
+        self.convert_to_functional(reward_model, "reward_model")
+
+    @property
+    @_cache_values
+    def _cached_detached_dynamics_params(self) -> TensorDictBase:
+        return self.dynamics_model_params.detach()
+
+    @property
+    @_cache_values
+    def _cached_detached_reward_params(self) -> TensorDictBase:
+        return self.reward_model_params.detach()
+
+    def actor_loss(self, tensordict: TensorDictBase) -> tuple[Tensor, dict[str, Tensor]]:
+        """Minus the (re-built or simulated) discounted episode return, ``[*B]`` before reduction."""
+        owner = type(self).__name__
+        keys = self.tensor_keys
+        for key in (
+            keys.observation,
+            keys.action,
+            ("next", keys.observation),
+            ("next", keys.reward),
+            ("next", keys.done),
+        ):
+            get_key(owner, tensordict, key)
+        if tensordict.ndim < 1:
+            raise ValueError(
+                f"{owner} needs whole episodes of shape [*B, T]; got a batch of shape ()."
+            )
+        steps = tensordict.shape[-1]
+        unroll = _unroll_real(self, tensordict, steps, self.noise)
+        alive, _ = _episode_masks(tensordict, keys, steps)
+        gamma = self._gamma
+        ret = sum(gamma**t * alive[..., t] * r for t, r in enumerate(unroll["rewards"]))
+        return self._reduce_loss(-ret, None), {"return": ret.detach()}
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """``loss_actor`` on whole episodes ``[*B, T]``."""
+        loss, meta = self.actor_loss(tensordict)
+        if self.reduction == "none":
+            return TensorDict({"loss_actor": loss}, tensordict.batch_size[:-1])
+        return TensorDict({"loss_actor": loss, "episode_return": meta["return"].mean()}, [])
