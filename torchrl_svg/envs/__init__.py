@@ -1,0 +1,34 @@
+"""Small reference tasks: the SVG paper's "Hand" and a linear-quadratic-Gaussian problem.
+
+Both are batched TorchRL :class:`~torchrl.envs.EnvBase` environments whose
+transition and reward are also available as exact, differentiable TensorDict
+modules (a true dynamics model, a known reward). The LQG task adds closed-form
+returns, values and policy gradients for checking SVG estimators.
+"""
+
+from torchrl_svg.envs.hand import HandEnv, HandParams, hand_dynamics_model, hand_reward_module
+from torchrl_svg.envs.lqg import (
+    LinearGaussianPolicy,
+    LQGEnv,
+    linear_gaussian_actor,
+    lqg_dynamics_model,
+    lqg_expected_return,
+    lqg_reward_module,
+    lqg_value_function,
+    lqg_value_module,
+)
+
+__all__ = [
+    "HandEnv",
+    "HandParams",
+    "LQGEnv",
+    "LinearGaussianPolicy",
+    "hand_dynamics_model",
+    "hand_reward_module",
+    "linear_gaussian_actor",
+    "lqg_dynamics_model",
+    "lqg_expected_return",
+    "lqg_reward_module",
+    "lqg_value_function",
+    "lqg_value_module",
+]

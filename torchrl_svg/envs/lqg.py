@@ -1,0 +1,686 @@
+r"""A linear-quadratic-Gaussian (LQG) task with exact analytic returns, values and gradients.
+
+.. math::
+
+    s_{t+1} = A s_t + B a_t + \sigma_w\,\xi_t,\quad \xi_t \sim \mathcal N(0, I),\qquad
+    r_t = -(s_t^\top Q s_t + a_t^\top R a_t),\qquad s_0 \sim \mathcal N(\mu_0, \sigma_0^2 I)
+
+Under a linear-Gaussian policy :math:`a = K s + \sigma_a \eta` everything is
+Gaussian, so the expected return (:func:`lqg_expected_return`), the value
+function of the infinite-horizon discounted problem (:func:`lqg_value_function`)
+and, by autograd through them, the exact policy gradient are available in closed
+form. With the true model (:func:`lqg_dynamics_model`), the known reward
+(:func:`lqg_reward_module`) and critic (:func:`lqg_value_module`) they are the
+reference against which SVG gradient estimators are tested in float64.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from tensordict.nn import (
+    InteractionType,
+    ProbabilisticTensorDictModule,
+    ProbabilisticTensorDictSequential,
+    TensorDictModule,
+)
+from tensordict.utils import NestedKey
+from torch import Tensor, nn
+from torchrl.modules import ProbabilisticActor, ValueOperator
+from torchrl.modules.distributions import IndependentNormal
+
+from torchrl_svg.envs._base import DEVICE, _FlatStateEnv
+
+__all__ = [
+    "LQGEnv",
+    "LinearGaussianPolicy",
+    "linear_gaussian_actor",
+    "lqg_dynamics_model",
+    "lqg_expected_return",
+    "lqg_mean_next_observation",
+    "lqg_reward",
+    "lqg_reward_module",
+    "lqg_value_function",
+    "lqg_value_module",
+]
+
+MatrixLike = Tensor | Sequence[Sequence[float]]
+VectorLike = Tensor | Sequence[float] | float
+
+DEFAULT_A = [[0.9, 0.2], [-0.1, 0.9]]
+DEFAULT_B = [[0.0], [1.0]]
+DEFAULT_Q = [[1.0, 0.0], [0.0, 1.0]]
+DEFAULT_R = [[0.1]]
+DEFAULT_INIT_MEAN = [1.0, -0.5]
+
+
+def _matrix(name: str, value: MatrixLike, shape: tuple[int | None, int | None]) -> Tensor:
+    t = torch.as_tensor(value, dtype=torch.float64)
+    if t.ndim != 2 or any(s is not None and s != d for s, d in zip(shape, t.shape, strict=True)):
+        want = tuple("*" if s is None else s for s in shape)
+        raise ValueError(f"LQGEnv: {name} must be a matrix of shape {want}, got {tuple(t.shape)}.")
+    return t
+
+
+def _vector(name: str, value: VectorLike, size: int, *, positive: bool = False) -> Tensor:
+    t = torch.as_tensor(value, dtype=torch.float64)
+    if t.ndim == 0:
+        t = t.expand(size).clone()
+    if t.shape != (size,):
+        raise ValueError(
+            f"LQGEnv: {name} must be a scalar or a vector of size {size}, got {tuple(t.shape)}."
+        )
+    if positive and (t < 0).any():
+        raise ValueError(f"LQGEnv: {name} must be non-negative, got {t.tolist()}.")
+    return t
+
+
+def _quadratic(x: Tensor, M: Tensor) -> Tensor:
+    r""":math:`x^\top M x` over the last dimension: ``[*B, n]``, ``[n, n]`` -> ``[*B, 1]``."""
+    return ((x @ M) * x).sum(-1, keepdim=True)
+
+
+def lqg_mean_next_observation(
+    observation: Tensor, action: Tensor, A: Tensor, B: Tensor, action_bound: float
+) -> Tensor:
+    r""":math:`A s + B\,\mathrm{clip}(a)`: the mean LQG transition, ``[*B, n]``.
+
+    Actions are clipped to ``[-action_bound, action_bound]`` (a no-op for the
+    large default bound) exactly as :class:`LQGEnv` does.
+
+    Examples:
+        >>> import torch
+        >>> A, B = torch.eye(2), torch.tensor([[0.0], [1.0]])
+        >>> lqg_mean_next_observation(torch.ones(2), torch.tensor([2.0]), A, B, 100.0)
+        tensor([1., 3.])
+
+    """
+    action = action.clamp(-action_bound, action_bound)
+    return observation @ A.T + action @ B.T
+
+
+def lqg_reward(
+    observation: Tensor, action: Tensor, Q: Tensor, R: Tensor, action_bound: float
+) -> Tensor:
+    r""":math:`-(s^\top Q s + a^\top R a)` with the clipped action, ``[*B, 1]``.
+
+    Examples:
+        >>> import torch
+        >>> lqg_reward(torch.ones(2), torch.ones(1), torch.eye(2), torch.eye(1) * 0.1, 100.0)
+        tensor([-2.1000])
+
+    """
+    action = action.clamp(-action_bound, action_bound)
+    return -(_quadratic(observation, Q) + _quadratic(action, R))
+
+
+class LQGEnv(_FlatStateEnv):
+    r"""A batched linear-quadratic-Gaussian TorchRL env.
+
+    .. math::
+
+        s_{t+1} = A s_t + B a_t + \sigma_w \xi_t,\qquad
+        r_t = -(s_t^\top Q s_t + a_t^\top R a_t),\qquad
+        s_0 \sim \mathcal N(\mu_0, \mathrm{diag}(\sigma_0^2))
+
+    with :math:`\xi_t \sim \mathcal N(0, I)`. The observation is the state
+    (``[*B, n]``), the reward depends on the state *before* the step, and an
+    episode is truncated after ``horizon`` steps (rewards :math:`r_0 \ldots
+    r_{H-1}`); nothing terminates.
+
+    The action spec is ``Bounded(-action_bound, action_bound)`` with a large
+    default bound (100): it is meant to be effectively unbounded for
+    linear-Gaussian policies. Actions are clipped only where they exceed it
+    (also in :func:`lqg_dynamics_model` and :func:`lqg_reward_module`); the
+    closed forms ignore the bound, so keep it out of reach.
+
+    Defaults (2 states, 1 action): :math:`A = [[0.9, 0.2], [-0.1, 0.9]]`
+    (stable, spectral radius 0.911, lightly rotating), :math:`B = [[0], [1]]`,
+    :math:`Q = I`, :math:`R = 0.1`, :math:`\sigma_w = 0.1`,
+    :math:`\mu_0 = (1, -0.5)`, :math:`\sigma_0 = 0.3`, horizon 20.
+
+    Args:
+        A: ``[n, n]`` (tensor or nested lists).
+        B: ``[n, m]``.
+        Q: ``[n, n]``, symmetric positive semi-definite.
+        R: ``[m, m]``, symmetric positive semi-definite.
+
+    Keyword Args:
+        noise_std: :math:`\sigma_w`, scalar or ``[n]`` (per-dimension).
+        init_mean: :math:`\mu_0`, ``[n]`` (``None``: the default above for
+            ``n = 2``, zeros otherwise).
+        init_std: :math:`\sigma_0`, scalar or ``[n]``.
+        horizon: steps per episode.
+        action_bound: the symmetric action bound.
+        dtype: floating dtype of observations, actions and rewards.
+        batch_size: number of parallel episodes.
+        device: where the state and matrices live.
+        seed: seed of the env's generator (drawn from torch's global RNG if ``None``).
+
+    Attributes:
+        A, B, Q, R, noise_std, init_mean, init_std: the problem, as buffers in ``dtype``.
+
+    Examples:
+        >>> import torch
+        >>> from torchrl.envs.utils import check_env_specs
+        >>> env = LQGEnv(batch_size=[16], dtype=torch.float64, seed=0)
+        >>> check_env_specs(env)
+        >>> data = env.rollout(100)
+        >>> data.shape, data["next", "reward"].shape, data["next", "truncated"][:, -1].all().item()
+        (torch.Size([16, 20]), torch.Size([16, 20, 1]), True)
+
+    """
+
+    def __init__(
+        self,
+        A: MatrixLike | None = None,
+        B: MatrixLike | None = None,
+        Q: MatrixLike | None = None,
+        R: MatrixLike | None = None,
+        *,
+        noise_std: VectorLike = 0.1,
+        init_mean: VectorLike | None = None,
+        init_std: VectorLike = 0.3,
+        horizon: int = 20,
+        action_bound: float = 100.0,
+        dtype: torch.dtype = torch.float32,
+        batch_size: Sequence[int] | torch.Size = (),
+        device: DEVICE = None,
+        seed: int | None = None,
+    ):
+        A = _matrix("A", DEFAULT_A if A is None else A, (None, None))
+        n = A.shape[0]
+        if A.shape[1] != n:
+            raise ValueError(f"LQGEnv: A must be square, got shape {tuple(A.shape)}.")
+        B = _matrix("B", DEFAULT_B if B is None else B, (n, None))
+        m = B.shape[1]
+        Q = _matrix("Q", DEFAULT_Q if Q is None else Q, (n, n))
+        R = _matrix("R", DEFAULT_R if R is None else R, (m, m))
+        if init_mean is None:
+            init_mean = DEFAULT_INIT_MEAN if n == 2 else 0.0
+        if int(horizon) < 1:
+            raise ValueError(f"LQGEnv: horizon must be >= 1, got {horizon}.")
+        if not action_bound > 0:
+            raise ValueError(f"LQGEnv: action_bound must be > 0, got {action_bound}.")
+        self.action_bound = float(action_bound)
+        self.horizon = int(horizon)
+        bound = torch.full((m,), self.action_bound)
+        super().__init__(
+            observation_dim=n,
+            action_low=-bound,
+            action_high=bound,
+            max_steps=self.horizon,
+            dtype=dtype,
+            batch_size=batch_size,
+            device=device,
+            seed=seed,
+        )
+        problem = {
+            "A": A,
+            "B": B,
+            "Q": Q,
+            "R": R,
+            "noise_std": _vector("noise_std", noise_std, n, positive=True),
+            "init_mean": _vector("init_mean", init_mean, n),
+            "init_std": _vector("init_std", init_std, n, positive=True),
+        }
+        for name, value in problem.items():
+            self.register_buffer(name, value.to(dtype=dtype, device=self._device_or_cpu))
+
+    @property
+    def observation_dim(self) -> int:
+        """State size ``n``."""
+        return self.A.shape[0]
+
+    @property
+    def action_dim(self) -> int:
+        """Action size ``m``."""
+        return self.B.shape[1]
+
+    def _initial_state(self) -> Tensor:
+        return self.init_mean + self.init_std * self._randn(self.observation_dim)
+
+    def _transition(self, state: Tensor, action: Tensor) -> tuple[Tensor, Tensor]:
+        mean = lqg_mean_next_observation(state, action, self.A, self.B, self.action_bound)
+        next_state = mean + self.noise_std * self._randn(self.observation_dim)
+        return next_state, lqg_reward(state, action, self.Q, self.R, self.action_bound)
+
+
+def _check_env(env: LQGEnv, caller: str) -> None:
+    if not isinstance(env, LQGEnv):
+        raise TypeError(f"{caller} expects an LQGEnv, got {type(env).__name__}.")
+
+
+class _LQGTransition(nn.Module):
+    def __init__(self, env: LQGEnv):
+        super().__init__()
+        self.action_bound = env.action_bound
+        self.register_buffer("A", env.A.clone())
+        self.register_buffer("B", env.B.clone())
+        self.register_buffer("noise_std", env.noise_std.clone())
+
+    def forward(self, observation: Tensor, action: Tensor) -> tuple[Tensor, Tensor]:
+        loc = lqg_mean_next_observation(observation, action, self.A, self.B, self.action_bound)
+        return loc, self.noise_std.expand_as(loc)
+
+
+def lqg_dynamics_model(
+    env: LQGEnv,
+    *,
+    observation_key: NestedKey = "observation",
+    action_key: NestedKey = "action",
+    next_observation_key: NestedKey = ("next", "observation"),
+    loc_key: NestedKey = "next_observation_loc",
+    scale_key: NestedKey = "next_observation_scale",
+) -> ProbabilisticTensorDictSequential:
+    r"""The true LQG transition model in the location-scale contract (exact).
+
+    ``get_dist(td)`` is ``Independent(Normal(A s + B a, noise_std), 1)`` over
+    ``("next", "observation")``; :meth:`forward` writes a sample
+    (``InteractionType.RANDOM``) or the mean under a deterministic exploration
+    type. ``A``, ``B`` and ``noise_std`` are copied as buffers (no parameters).
+    ``noise_std`` must be positive on every dimension.
+
+    Args:
+        env: the :class:`LQGEnv` to model.
+
+    Keyword Args:
+        observation_key: the observation entry read.
+        action_key: the action entry read.
+        next_observation_key: the entry the distribution is over (and forward writes).
+        loc_key: where the location is written.
+        scale_key: where the scale is written.
+
+    Shapes:
+        ``[*B, n]``, ``[*B, m]`` -> ``event_shape [n]``, ``batch_shape [*B]``.
+
+    Examples:
+        >>> import torch
+        >>> env = LQGEnv(dtype=torch.float64, seed=0)
+        >>> data = env.rollout(5)
+        >>> dist = lqg_dynamics_model(env).get_dist(data)
+        >>> noise = (data["next", "observation"] - dist.mean) / dist.stddev
+        >>> torch.allclose(dist.mean + dist.stddev * noise, data["next", "observation"])
+        True
+        >>> dist.log_prob(data["next", "observation"]).shape
+        torch.Size([5])
+
+    """
+    _check_env(env, "lqg_dynamics_model")
+    if not (env.noise_std > 0).all():
+        raise ValueError(
+            f"lqg_dynamics_model: noise_std must be > 0 on every dimension, got {env.noise_std.tolist()}."
+        )
+    transition = TensorDictModule(
+        _LQGTransition(env), in_keys=[observation_key, action_key], out_keys=[loc_key, scale_key]
+    )
+    distribution = ProbabilisticTensorDictModule(
+        in_keys={"loc": loc_key, "scale": scale_key},
+        out_keys=[next_observation_key],
+        distribution_class=IndependentNormal,
+        default_interaction_type=InteractionType.RANDOM,
+    )
+    return ProbabilisticTensorDictSequential(transition, distribution)
+
+
+class _LQGReward(nn.Module):
+    def __init__(self, env: LQGEnv):
+        super().__init__()
+        self.action_bound = env.action_bound
+        self.register_buffer("Q", env.Q.clone())
+        self.register_buffer("R", env.R.clone())
+
+    def forward(self, observation: Tensor, action: Tensor) -> Tensor:
+        return lqg_reward(observation, action, self.Q, self.R, self.action_bound)
+
+
+def lqg_reward_module(
+    env: LQGEnv,
+    *,
+    observation_key: NestedKey = "observation",
+    action_key: NestedKey = "action",
+    reward_key: NestedKey = ("next", "reward"),
+) -> TensorDictModule:
+    r"""The known LQG reward :math:`-(s^\top Q s + a^\top R a)` as a TensorDict module.
+
+    Exactly the reward of :class:`LQGEnv`, differentiable in ``s`` and ``a``;
+    ``Q`` and ``R`` are buffers.
+
+    Args:
+        env: the :class:`LQGEnv`.
+
+    Keyword Args:
+        observation_key: the observation entry read.
+        action_key: the action entry read.
+        reward_key: the reward entry written.
+
+    Shapes:
+        ``[*B, n]``, ``[*B, m]`` -> ``[*B, 1]``.
+
+    Examples:
+        >>> import torch
+        >>> env = LQGEnv(dtype=torch.float64, seed=0)
+        >>> data = env.rollout(5)
+        >>> reward = lqg_reward_module(env)(data.clone())["next", "reward"]
+        >>> torch.equal(reward, data["next", "reward"])
+        True
+
+    """
+    _check_env(env, "lqg_reward_module")
+    return TensorDictModule(
+        _LQGReward(env), in_keys=[observation_key, action_key], out_keys=[reward_key]
+    )
+
+
+class LinearGaussianPolicy(nn.Module):
+    r"""The parameters of :math:`\pi(a \mid s) = \mathcal N(K s, \mathrm{diag}(e^{2\ell}))`.
+
+    ``forward(observation)`` returns ``(loc, scale)`` = ``(K s, exp(log_std))``
+    with ``loc``/``scale`` of shape ``[*B, action_dim]``.
+
+    Args:
+        gain: initial :math:`K`, ``[action_dim, obs_dim]``.
+        log_std: initial :math:`\ell`, ``[action_dim]``.
+
+    Attributes:
+        gain: :class:`~torch.nn.Parameter` :math:`K`.
+        log_std: :class:`~torch.nn.Parameter` :math:`\ell` (state-independent).
+
+    Examples:
+        >>> import torch
+        >>> net = LinearGaussianPolicy(torch.tensor([[1.0, -1.0]]), torch.zeros(1))
+        >>> loc, scale = net(torch.tensor([[2.0, 1.0]]))
+        >>> loc.tolist(), scale.tolist()
+        ([[1.0]], [[1.0]])
+
+    """
+
+    def __init__(self, gain: Tensor, log_std: Tensor):
+        super().__init__()
+        if gain.ndim != 2 or log_std.shape != gain.shape[:1]:
+            raise ValueError(
+                "LinearGaussianPolicy: gain must be [action_dim, obs_dim] and log_std [action_dim]; "
+                f"got {tuple(gain.shape)} and {tuple(log_std.shape)}."
+            )
+        self.gain = nn.Parameter(gain)
+        self.log_std = nn.Parameter(log_std)
+
+    def forward(self, observation: Tensor) -> tuple[Tensor, Tensor]:
+        """``(K s, exp(log_std))``, each ``[*B, action_dim]``."""
+        loc = observation @ self.gain.T
+        return loc, self.log_std.exp().expand_as(loc)
+
+
+def linear_gaussian_actor(
+    obs_dim: int,
+    action_dim: int,
+    gain: Tensor | Sequence[Sequence[float]] | None = None,
+    log_std: Tensor | Sequence[float] | float | None = None,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: DEVICE = None,
+    observation_key: NestedKey = "observation",
+    action_key: NestedKey = "action",
+) -> ProbabilisticActor:
+    r"""A linear-Gaussian :class:`~torchrl.modules.ProbabilisticActor`: :math:`a = K s + e^{\ell}\eta`.
+
+    The distribution is TorchRL's ``IndependentNormal`` with ``tanh_loc=False``,
+    so ``get_dist(td)`` has ``loc = K s`` and ``scale = exp(log_std)`` exactly
+    (no squashing, no location rescaling), which is what the closed forms of
+    :func:`lqg_expected_return` and :func:`lqg_value_function` assume. Like
+    :func:`torchrl_svg.modules.make_actor` it samples by default
+    (``InteractionType.RANDOM``) and writes ``"action_log_prob"``.
+
+    The parameters are ``actor[0].module.gain`` (``[action_dim, obs_dim]``) and
+    ``actor[0].module.log_std`` (``[action_dim]``), see :class:`LinearGaussianPolicy`.
+
+    Args:
+        obs_dim: state size ``n``.
+        action_dim: action size ``m``.
+        gain: initial :math:`K` (default zeros).
+        log_std: initial :math:`\ell`, scalar or ``[m]`` (default zeros: std 1).
+
+    Keyword Args:
+        dtype: parameter dtype.
+        device: parameter device.
+        observation_key: the observation entry read.
+        action_key: the action entry written.
+
+    Examples:
+        >>> import torch
+        >>> from tensordict import TensorDict
+        >>> actor = linear_gaussian_actor(2, 1, gain=[[-0.5, 0.2]], log_std=-1.0, dtype=torch.float64)
+        >>> td = TensorDict({"observation": torch.ones(4, 2, dtype=torch.float64)}, [4])
+        >>> dist = actor.get_dist(td)
+        >>> dist.mean[0].tolist(), round(dist.stddev[0].item(), 4)
+        ([-0.3], 0.3679)
+        >>> actor(td)["action_log_prob"].shape, actor[0].module.gain.shape
+        (torch.Size([4]), torch.Size([1, 2]))
+
+    """
+    kw = {"dtype": dtype, "device": device}
+    gain = torch.zeros(action_dim, obs_dim, **kw) if gain is None else torch.as_tensor(gain, **kw)
+    log_std = 0.0 if log_std is None else log_std
+    log_std = torch.as_tensor(log_std, **kw)
+    if log_std.ndim == 0:
+        log_std = log_std.expand(action_dim)
+    if gain.shape != (action_dim, obs_dim) or log_std.shape != (action_dim,):
+        raise ValueError(
+            f"linear_gaussian_actor: expected gain [{action_dim}, {obs_dim}] and log_std "
+            f"[{action_dim}], got {tuple(gain.shape)} and {tuple(log_std.shape)}."
+        )
+    net = LinearGaussianPolicy(gain.clone(), log_std.clone())
+    module = TensorDictModule(net, in_keys=[observation_key], out_keys=["loc", "scale"])
+    return ProbabilisticActor(
+        module,
+        in_keys=["loc", "scale"],
+        out_keys=[action_key],
+        distribution_class=IndependentNormal,
+        distribution_kwargs={"tanh_loc": False},
+        default_interaction_type=InteractionType.RANDOM,
+        return_log_prob=True,
+    )
+
+
+def _policy_terms(
+    env: LQGEnv, gain: Tensor, log_std: Tensor, caller: str
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``(A, B, Q, R, K, Sigma_a, Sigma_w)`` in the policy's dtype, with shape checks."""
+    _check_env(env, caller)
+    n, m = env.observation_dim, env.action_dim
+    if gain.shape != (m, n) or log_std.shape != (m,):
+        raise ValueError(
+            f"{caller}: gain must be [{m}, {n}] and log_std [{m}] for this env; "
+            f"got {tuple(gain.shape)} and {tuple(log_std.shape)}."
+        )
+    kw = {"dtype": gain.dtype, "device": gain.device}
+    A, B, Q, R = (env.A.to(**kw), env.B.to(**kw), env.Q.to(**kw), env.R.to(**kw))
+    action_cov = torch.diag(torch.exp(2 * log_std.to(**kw)))
+    noise_cov = torch.diag(env.noise_std.to(**kw) ** 2)
+    return A, B, Q, R, gain, action_cov, noise_cov
+
+
+def lqg_expected_return(
+    env: LQGEnv,
+    gain: Tensor,
+    log_std: Tensor,
+    horizon: int | None = None,
+    gamma: float = 1.0,
+) -> Tensor:
+    r"""Exact expected return :math:`J = \mathbb E[\sum_{t<H} \gamma^t r_t]` of a linear-Gaussian policy.
+
+    With :math:`a_t = K s_t + \Sigma_a^{1/2}\eta_t`,
+    :math:`\Sigma_a = \mathrm{diag}(e^{2\ell})` and closed-loop
+    :math:`A_K = A + BK`, the state stays Gaussian with mean :math:`m_t` and
+    covariance :math:`S_t`:
+
+    .. math::
+
+        m_{t+1} &= A_K m_t, \qquad
+        S_{t+1} = A_K S_t A_K^\top + B \Sigma_a B^\top + \mathrm{diag}(\sigma_w^2), \\
+        \mathbb E[r_t] &= -\big(\mathrm{tr}(Q S_t) + m_t^\top Q m_t\big)
+                         - \big(\mathrm{tr}(R (K S_t K^\top + \Sigma_a)) + (K m_t)^\top R K m_t\big)
+
+    from :math:`m_0 = \mu_0`, :math:`S_0 = \mathrm{diag}(\sigma_0^2)`. Autograd
+    through the result gives the exact policy gradient
+    :math:`\nabla_{K, \ell} J`. The env's action bound is ignored (assumed out of reach).
+
+    Args:
+        env: the :class:`LQGEnv` (its matrices are cast to ``gain``'s dtype).
+        gain: :math:`K`, ``[m, n]``.
+        log_std: :math:`\ell`, ``[m]``.
+        horizon: number of rewards ``H`` (default: ``env.horizon``, i.e. one episode).
+        gamma: discount.
+
+    Returns:
+        The scalar :math:`J`.
+
+    Examples:
+        >>> import torch
+        >>> env = LQGEnv(dtype=torch.float64)
+        >>> gain = torch.tensor([[-0.1, -0.5]], dtype=torch.float64, requires_grad=True)
+        >>> log_std = torch.full((1,), -1.0, dtype=torch.float64, requires_grad=True)
+        >>> J = lqg_expected_return(env, gain, log_std)
+        >>> J.shape, J.item() < 0
+        (torch.Size([]), True)
+        >>> grad_gain, grad_log_std = torch.autograd.grad(J, [gain, log_std])
+        >>> grad_gain.shape, grad_log_std.shape
+        (torch.Size([1, 2]), torch.Size([1]))
+
+    """
+    A, B, Q, R, K, action_cov, noise_cov = _policy_terms(env, gain, log_std, "lqg_expected_return")
+    horizon = env.horizon if horizon is None else int(horizon)
+    closed_loop = A + B @ K
+    process_cov = B @ action_cov @ B.T + noise_cov
+    mean = env.init_mean.to(A)
+    cov = torch.diag(env.init_std.to(A) ** 2)
+    expected_return = A.new_zeros(())
+    for t in range(horizon):
+        action_mean = K @ mean
+        state_cost = torch.trace(Q @ cov) + mean @ Q @ mean
+        action_cost = torch.trace(R @ (K @ cov @ K.T + action_cov)) + action_mean @ R @ action_mean
+        expected_return = expected_return - gamma**t * (state_cost + action_cost)
+        mean = closed_loop @ mean
+        cov = closed_loop @ cov @ closed_loop.T + process_cov
+    return expected_return
+
+
+def lqg_value_function(
+    env: LQGEnv, gain: Tensor, log_std: Tensor, gamma: float
+) -> tuple[Tensor, Tensor]:
+    r"""Exact value :math:`V(s) = -s^\top P s - c` of a linear-Gaussian policy, discounted, infinite horizon.
+
+    :math:`P` solves the discrete Lyapunov equation and :math:`c` collects the
+    noise terms:
+
+    .. math::
+
+        P &= Q + K^\top R K + \gamma A_K^\top P A_K, \qquad A_K = A + BK, \\
+        c &= \frac{\mathrm{tr}(R\Sigma_a)
+             + \gamma\,\mathrm{tr}\big(P (B\Sigma_a B^\top + \mathrm{diag}(\sigma_w^2))\big)}{1 - \gamma}
+
+    The Lyapunov equation is solved exactly as the linear system
+    :math:`(I - \gamma A_K^\top \otimes A_K^\top)\,\mathrm{vec}(P) = \mathrm{vec}(Q + K^\top R K)`
+    (the fixed point of the iteration above, reached in one differentiable
+    solve; fine for the small ``n`` of test problems). Autograd through
+    ``(P, c)`` gives exact gradients in :math:`(K, \ell)`.
+
+    Args:
+        env: the :class:`LQGEnv`.
+        gain: :math:`K`, ``[m, n]``.
+        log_std: :math:`\ell`, ``[m]``.
+        gamma: discount in ``[0, 1)``.
+
+    Returns:
+        ``(P, c)``: ``[n, n]`` symmetric and a scalar.
+
+    Raises:
+        ValueError: if ``gamma`` is outside ``[0, 1)`` or :math:`\sqrt\gamma A_K` is
+            not stable (spectral radius >= 1: the value is infinite).
+
+    Examples:
+        >>> import torch
+        >>> env = LQGEnv(dtype=torch.float64)
+        >>> gain = torch.tensor([[-0.1, -0.5]], dtype=torch.float64)
+        >>> P, c = lqg_value_function(env, gain, torch.full((1,), -1.0, dtype=torch.float64), 0.9)
+        >>> closed_loop = env.A + env.B @ gain
+        >>> torch.allclose(P, env.Q + gain.T @ env.R @ gain + 0.9 * closed_loop.T @ P @ closed_loop)
+        True
+
+    """
+    A, B, Q, R, K, action_cov, noise_cov = _policy_terms(env, gain, log_std, "lqg_value_function")
+    if not 0.0 <= gamma < 1.0:
+        raise ValueError(f"lqg_value_function: gamma must be in [0, 1), got {gamma}.")
+    closed_loop = A + B @ K
+    radius = torch.linalg.eigvals(closed_loop.detach() * gamma**0.5).abs().max().item()
+    if radius >= 1.0:
+        raise ValueError(
+            f"lqg_value_function: sqrt(gamma) * (A + B K) has spectral radius {radius:.4f} >= 1, "
+            "so the discounted cost is infinite under this policy."
+        )
+    n = A.shape[0]
+    stage_cost = Q + K.T @ R @ K
+    # Row-major vec: vec(X P Y) = (X kron Y^T) vec(P).
+    system = torch.eye(n * n, dtype=A.dtype, device=A.device) - gamma * torch.kron(
+        closed_loop.T, closed_loop.T
+    )
+    P = torch.linalg.solve(system, stage_cost.reshape(n * n)).reshape(n, n)
+    P = (P + P.T) / 2
+    c = (
+        torch.trace(R @ action_cov) + gamma * torch.trace(P @ (B @ action_cov @ B.T + noise_cov))
+    ) / (1.0 - gamma)
+    return P, c
+
+
+class _QuadraticValue(nn.Module):
+    def __init__(self, P: Tensor, c: Tensor):
+        super().__init__()
+        self.register_buffer("P", P.detach().clone())
+        self.register_buffer("c", torch.as_tensor(c).detach().clone().to(P))
+
+    def forward(self, observation: Tensor) -> Tensor:
+        return -_quadratic(observation, self.P) - self.c
+
+
+def lqg_value_module(
+    P: Tensor,
+    c: Tensor | float,
+    *,
+    observation_key: NestedKey = "observation",
+    value_key: NestedKey = "state_value",
+) -> ValueOperator:
+    r"""A known critic :math:`V(s) = -s^\top P s - c` as a :class:`~torchrl.modules.ValueOperator`.
+
+    ``P`` and ``c`` (from :func:`lqg_value_function`) are stored detached, as
+    buffers: the critic is a fixed reference, not trained.
+
+    Args:
+        P: ``[n, n]``.
+        c: scalar.
+
+    Keyword Args:
+        observation_key: entry read.
+        value_key: entry written.
+
+    Shapes:
+        ``[*B, n]`` -> ``[*B, 1]``.
+
+    Examples:
+        >>> import torch
+        >>> from tensordict import TensorDict
+        >>> critic = lqg_value_module(torch.eye(2), 0.5)
+        >>> critic(TensorDict({"observation": torch.ones(3, 2)}, [3]))["state_value"]
+        tensor([[-2.5000],
+                [-2.5000],
+                [-2.5000]])
+
+    """
+    P = torch.as_tensor(P)
+    if P.ndim != 2 or P.shape[0] != P.shape[1]:
+        raise ValueError(
+            f"lqg_value_module: P must be a square matrix, got shape {tuple(P.shape)}."
+        )
+    return ValueOperator(
+        _QuadraticValue(P, torch.as_tensor(c)), in_keys=[observation_key], out_keys=[value_key]
+    )
