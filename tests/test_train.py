@@ -15,8 +15,8 @@ from torchrl.envs import GymEnv
 
 from torchrl_svg import NonFiniteLossError
 from torchrl_svg.modules import GaussianDynamics, env_specs
-from torchrl_svg.train import PRESETS, ConfigError, S2VGAgent, load_config, train
-from torchrl_svg.train.builders import check_against_env
+from torchrl_svg.train import PRESETS, ConfigError, S2VGAgent, load_config, make_agent, train
+from torchrl_svg.train.builders import check_against_env, episode_length, make_env
 
 TINY = [
     "network.actor_hidden_sizes=[32,32]",
@@ -175,7 +175,7 @@ def test_non_finite_loss_is_reported_with_the_step_and_not_applied(tmp_path):
     )
     with pytest.raises(
         NonFiniteLossError,
-        match=r"actor-critic update \d+ \(environment step \d+\): non-finite loss_",
+        match=r"non-finite loss_\w+.* after \d+ updates and \d+ model updates \(environment step \d+\)",
     ) as err:
         train(cfg)
     assert "was not applied" in str(err.value)
@@ -198,3 +198,73 @@ def test_guarded_step_refuses_nan_and_leaves_parameters(tmp_path):
         agent.update(batch)
     for b, p in zip(before, agent.loss.parameters(), strict=True):
         assert torch.equal(b, p)
+
+
+# ------------------------------------------------------------ SVG family
+@pytest.mark.parametrize(
+    "algorithm, env_name, extra",
+    [
+        ("svg0", "InvertedPendulum-v5", []),
+        ("svg1", "InvertedPendulum-v5", []),
+        ("svg1_er", "InvertedPendulum-v5", ["svg.kl_coef=0.1"]),
+        ("svgk", "InvertedPendulum-v5", ["svg.horizon=3"]),
+        ("svg1_er", "Hand-v0", ["env.max_episode_steps=50"]),
+        ("svginf", "Hand-v0", ["env.max_episode_steps=50", "svg.episodes_per_batch=4",
+                               "svg.model_updates_per_batch=5"]),
+        ("svginf", "LQG-v0", ["svg.episodes_per_batch=8", "svg.model_updates_per_batch=5"]),
+        ("svginf", "InvertedPendulum-v5", ["env.max_episode_steps=40", "svg.episodes_per_batch=2",
+                                           "svg.model_updates_per_batch=5"]),
+    ],
+)
+def test_every_algorithm_trains_through_the_cli_recipe(algorithm, env_name, extra, tmp_path):
+    cfg = load_config([*TINY, f"algorithm={algorithm}", f"env.name={env_name}",
+                       "collector.total_frames=400", "collector.init_random_frames=100",
+                       "eval.interval=200", "eval.max_steps=100", "logger.backend=csv",
+                       f"logger.run_dir={tmp_path}", *extra])
+    result = train(cfg)
+    assert result.frames >= 400 and result.updates > 0
+    assert all(r.mean == r.mean for r in result.records)
+    _assert_run_files(tmp_path, n_evals=len(result.records))
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    fresh = make_agent(cfg, *env_specs(make_env(cfg)), env=make_env(cfg))
+    fresh.load_state_dict(ckpt["agent"])
+
+
+def test_svg1_without_replay_makes_one_policy_update_per_observed_step(tmp_path):
+    cfg = load_config([*TINY, "algorithm=svg1", "env.name=InvertedPendulum-v5",
+                       "collector.total_frames=300", "collector.init_random_frames=100",
+                       "eval.interval=300", "logger.backend=none", f"logger.run_dir={tmp_path}"])
+    assert train(cfg).updates == 200
+
+
+def test_warm_up_transitions_store_the_uniform_behaviour_log_prob(tmp_path, monkeypatch):
+    from torchrl_svg.train import loop
+
+    seen = []
+    original = loop.make_replay_buffer
+
+    def spy(*args, **kwargs):
+        rb = original(*args, **kwargs)
+        extend = rb.extend
+        rb.extend = lambda data: (seen.append(data.clone()), extend(data))[1]
+        return rb
+
+    monkeypatch.setattr(loop, "make_replay_buffer", spy)
+    cfg = load_config([*TINY, "algorithm=svg1_er", "env.name=InvertedPendulum-v5",
+                       "collector.total_frames=60", "collector.init_random_frames=30",
+                       "collector.frames_per_batch=10", "eval.interval=60", "logger.backend=none",
+                       f"logger.run_dir={tmp_path}"])
+    train(cfg)
+    uniform = -torch.log(torch.tensor(6.0))  # InvertedPendulum actions in [-3, 3]
+    for batch in seen[:3]:
+        torch.testing.assert_close(batch["action_log_prob"], torch.full((10,), uniform.item()))
+    assert not torch.allclose(seen[-1]["action_log_prob"], torch.full((10,), uniform.item()))
+
+
+def test_own_tasks_are_made_by_name_and_batched():
+    cfg = load_config(["env.name=Hand-v0", "algorithm=svginf"])
+    env = make_env(cfg, num_envs=3)
+    assert env.batch_size == (3,) and episode_length(env) == 1000
+    assert episode_length(make_env(load_config(["env.name=Pendulum-v1"]))) == 200
+    with pytest.raises(ConfigError, match="model.reward='known'"):
+        load_config(["env.name=Pendulum-v1", "model.reward=known"])

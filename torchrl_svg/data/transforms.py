@@ -353,7 +353,7 @@ class UnflattenSlices(Transform):
 def slice_replay_buffer(
     size: int,
     slice_len: int,
-    num_slices: int,
+    num_slices: int | None = None,
     *,
     device: torch.device | str = "cpu",
     traj_key: NestedKey = ("collector", "traj_ids"),
@@ -364,6 +364,8 @@ def slice_replay_buffer(
     Uses TorchRL's :class:`~torchrl.data.SliceSampler` (slices never cross
     trajectory boundaries; ``strict_length``) and returns samples of shape
     ``[num_slices, slice_len]``, the input of ``SVGLoss(horizon=slice_len)``.
+    Without ``num_slices``, pass the number of transitions (a multiple of
+    ``slice_len``) to ``sample``.
     Extra ``transforms`` run before the reshape on the flat sample. (A plain
     :class:`~torchrl.data.ReplayBuffer`: a ``TensorDictReplayBuffer`` writes
     per-sample metadata after the transforms, which a reshape would break.)
@@ -384,6 +386,6 @@ def slice_replay_buffer(
     return ReplayBuffer(
         storage=LazyTensorStorage(size, device=device),
         sampler=sampler,
-        batch_size=slice_len * num_slices,
+        batch_size=None if num_slices is None else slice_len * num_slices,
         transform=Compose(*(transforms or []), UnflattenSlices(slice_len)),
     )

@@ -8,26 +8,31 @@ from pathlib import Path
 import torch
 from torch import nn
 from torchrl.collectors import Collector
-from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer, TensorSpec
+from torchrl.data import LazyTensorStorage, ReplayBuffer, TensorDictReplayBuffer, TensorSpec
 from torchrl.envs import (
     Compose,
     DoubleToFloat,
     EnvBase,
     GymEnv,
     RewardSum,
+    SerialEnv,
     StepCounter,
     TransformedEnv,
 )
 from torchrl.record.loggers import CSVLogger, Logger, TensorboardLogger, WandbLogger
 
 from torchrl_svg._utils import check_same_shape
+from torchrl_svg.data import slice_replay_buffer
+from torchrl_svg.envs import HandEnv, LQGEnv, hand_reward_module, lqg_reward_module
 from torchrl_svg.train.config import Config
 
 __all__ = [
     "ACTIVATIONS",
     "check_against_env",
+    "episode_length",
     "make_collector",
     "make_env",
+    "make_known_reward",
     "make_logger",
     "make_replay_buffer",
     "make_run_dir",
@@ -55,15 +60,57 @@ REPLAY_KEYS = (
 )
 
 
-def make_env(cfg: Config, *, seed_offset: int = 0) -> TransformedEnv:
-    """The Gymnasium task as a TorchRL env (float32 observations, step counter, episode return)."""
-    kwargs = {}
-    if cfg.env.max_episode_steps is not None:
-        kwargs["max_episode_steps"] = cfg.env.max_episode_steps
-    env = GymEnv(cfg.env.name, device="cpu", **kwargs)
-    env = TransformedEnv(env, Compose(DoubleToFloat(), StepCounter(), RewardSum()))
-    env.set_seed(cfg.env.seed + seed_offset)
+def make_env(cfg: Config, *, seed_offset: int = 0, num_envs: int | None = None) -> TransformedEnv:
+    """The task as a TorchRL env (float32 observations, step counter, episode return).
+
+    ``Hand-v0`` and ``LQG-v0`` are the package's own batched tasks; any other
+    name is a Gymnasium environment. With ``num_envs`` the env runs that many
+    episodes side by side (batch size ``[num_envs]``; Gymnasium tasks through a
+    :class:`~torchrl.envs.SerialEnv`).
+    """
+    seed = cfg.env.seed + seed_offset
+    batch = [] if num_envs is None else [num_envs]
+    name, steps = cfg.env.name, cfg.env.max_episode_steps
+    if name == "Hand-v0":
+        base = HandEnv(
+            batch_size=batch, seed=seed, **({} if steps is None else {"episode_steps": steps})
+        )
+    elif name == "LQG-v0":
+        base = LQGEnv(batch_size=batch, seed=seed, **({} if steps is None else {"horizon": steps}))
+    else:
+        kwargs = {} if steps is None else {"max_episode_steps": steps}
+
+        def make_gym() -> GymEnv:
+            return GymEnv(name, device="cpu", **kwargs)
+
+        base = make_gym() if num_envs is None else SerialEnv(num_envs, make_gym)
+    env = TransformedEnv(base, Compose(DoubleToFloat(), StepCounter(), RewardSum()))
+    env.set_seed(seed)
     return env
+
+
+def episode_length(env: EnvBase) -> int:
+    """The fixed or time-limit episode length of a task made by :func:`make_env`."""
+    base = env.base_env
+    for attr in ("max_steps",):  # the package's own tasks
+        if hasattr(base, attr):
+            return int(getattr(base, attr))
+    gym_env = base._envs[0] if isinstance(base, SerialEnv) and hasattr(base, "_envs") else base
+    spec = getattr(getattr(gym_env, "_env", None), "spec", None)
+    if spec is not None and spec.max_episode_steps:
+        return int(spec.max_episode_steps)
+    raise ValueError("Cannot tell the episode length of this task; set env.max_episode_steps.")
+
+
+def make_known_reward(cfg: Config, env: EnvBase | None) -> nn.Module:
+    """The exact differentiable reward module of ``Hand-v0`` or ``LQG-v0``."""
+    if env is None:
+        raise ValueError("model.reward='known' needs the environment to build its reward module.")
+    if cfg.env.name == "Hand-v0":
+        return hand_reward_module(env.base_env)
+    if cfg.env.name == "LQG-v0":
+        return lqg_reward_module(env.base_env)
+    raise ValueError(f"{cfg.env.name!r} has no known reward module; use model.reward=learned.")
 
 
 def check_against_env(
@@ -91,8 +138,29 @@ def check_against_env(
             )
 
 
-def make_collector(cfg: Config, env: EnvBase, policy: nn.Module) -> Collector:
-    """A single-process TorchRL :class:`~torchrl.collectors.Collector` with random warm-up frames."""
+def make_collector(
+    cfg: Config, env: EnvBase, policy: nn.Module, *, episodic: bool = False
+) -> Collector:
+    """A single-process TorchRL :class:`~torchrl.collectors.Collector`.
+
+    Off-policy agents get ``collector.frames_per_batch`` steps per batch after
+    ``collector.init_random_frames`` uniformly random ones. Episodic agents
+    (SVG(inf)) get whole fresh episodes: ``env`` must be batched
+    (``[episodes_per_batch]``) and each batch is ``[N, T]`` complete episodes.
+    """
+    if episodic:
+        frames = env.numel() * episode_length(env)
+        return Collector(
+            env,
+            policy,
+            frames_per_batch=frames,
+            total_frames=-(-cfg.collector.total_frames // frames) * frames,
+            reset_at_each_iter=True,
+            split_trajs=False,
+            device="cpu",
+            storing_device="cpu",
+            auto_register_policy_transforms=False,
+        )
     fpb = cfg.collector.frames_per_batch
     # The collector counts random frames in whole batches.
     init_random = -(-cfg.collector.init_random_frames // fpb) * fpb
@@ -108,12 +176,17 @@ def make_collector(cfg: Config, env: EnvBase, policy: nn.Module) -> Collector:
     )
 
 
-def make_replay_buffer(cfg: Config, device: torch.device) -> TensorDictReplayBuffer:
-    """A uniform ``TensorDictReplayBuffer`` whose storage lives on ``device``."""
-    return TensorDictReplayBuffer(
-        storage=LazyTensorStorage(cfg.replay_buffer.size, device=device),
-        batch_size=cfg.replay_buffer.batch_size,
-    )
+def make_replay_buffer(
+    cfg: Config, device: torch.device, *, slice_len: int | None = None
+) -> ReplayBuffer:
+    """The replay buffer on ``device``: uniform transitions, or real sub-trajectories ``[B, slice_len]``.
+
+    No default batch size: agents sample with the batch size of each use
+    (``replay_buffer.batch_size`` for the losses, ``model.batch_size`` for the model).
+    """
+    if slice_len is not None:
+        return slice_replay_buffer(cfg.replay_buffer.size, slice_len=slice_len, device=device)
+    return TensorDictReplayBuffer(storage=LazyTensorStorage(cfg.replay_buffer.size, device=device))
 
 
 def make_run_dir(cfg: Config) -> Path:

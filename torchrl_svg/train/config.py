@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 __all__ = [
+    "OWN_ENVS",
     "Config",
     "ConfigError",
     "PRESETS",
@@ -117,6 +118,7 @@ class ModelConfig:
     updates_per_step: int = 1
     pretrain_updates: int = 500
     batch_size: int = 256
+    reward: str = "learned"
 
 
 @dataclass
@@ -145,6 +147,38 @@ class LossConfig:
     updates_per_step: int = 5
     expansion_entropy: bool = True
     loss_function: str = "l2"
+
+
+@dataclass
+class SVGConfig:
+    """Options of the SVG family (``algorithm`` = ``svg0``, ``svg1``, ``svg1_er``, ``svgk``, ``svginf``).
+
+    Attributes:
+        horizon: k of SVG(k) (``svgk``); sub-trajectories of k real steps.
+        max_importance_weight: truncation of the importance weights (5 in the paper, 20 for two tasks).
+        kl_coef: weight of the KL penalty between replay steps (App. D); 0 turns it off.
+        value_target_interval: C of Algorithm 4 (hard copy of the target value every C updates).
+        critic_updates_per_step: value (or Q) updates per environment step, from replay.
+        policy_updates_per_step: policy updates per environment step; from replay for
+            ``svg0``, ``svg1_er`` and ``svgk``. ``svg1`` makes one on-policy update per
+            collected batch (no policy replay), as in the paper's comparison.
+        noise: ``"inferred"`` (gradients along real trajectories) or ``"sampled"``
+            (re-sampled noise; for ``svginf`` this is the planner of the paper's Fig. 2).
+        actor_max_grad_norm: policy-gradient norm clipping (App. D); ``None`` turns it off.
+        episodes_per_batch: ``svginf``: real episodes collected (in parallel) per policy update.
+        model_updates_per_batch: ``svginf``: model gradient steps after each batch of episodes.
+    """
+
+    horizon: int = 2
+    max_importance_weight: float = 5.0
+    kl_coef: float = 0.0
+    value_target_interval: int = 50
+    critic_updates_per_step: int = 1
+    policy_updates_per_step: int = 1
+    noise: str = "inferred"
+    actor_max_grad_norm: float | None = 10.0
+    episodes_per_batch: int = 8
+    model_updates_per_batch: int = 100
 
 
 @dataclass
@@ -221,9 +255,15 @@ class Config:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    svg: SVGConfig = field(default_factory=SVGConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+
+
+#: The package's own reference tasks (torchrl_svg.envs), run by these names.
+OWN_ENVS = ("Hand-v0", "LQG-v0")
+KNOWN_REWARD_ENVS = frozenset(OWN_ENVS)
 
 
 # S2VG paper, Appendix A, Table 2 (policy/value networks (256, 256), ReLU, 1000 env
@@ -264,13 +304,56 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 
+# SVG paper, App. D: generic 2-hidden-layer tanh networks; Table 1 sizes (policy / value /
+# model units per state dimension, one model sub-network per dimension, constant sigma) and
+# the discount factors. Tasks without a row take the nearest one (cart-pole for the
+# pendulums, the monoped for Hopper, the cheetah for Walker2d).
+_SVG_SIZES: dict[str, tuple[list[int], list[int], list[int]]] = {
+    "Hand-v0": ([100, 100], [200, 100], [20, 20]),
+    "LQG-v0": ([100, 100], [200, 100], [20, 20]),
+    "Pendulum-v1": ([100, 100], [200, 100], [20, 20]),
+    "InvertedPendulum-v5": ([100, 100], [200, 100], [20, 20]),
+    "HalfCheetah-v5": ([100, 100], [400, 200], [40, 40]),
+    "Hopper-v5": ([100, 100], [400, 200], [50, 50]),
+    "Walker2d-v5": ([100, 100], [400, 200], [40, 40]),
+}
+_SVG_GAMMA = {"Hand-v0": 1.0, "HalfCheetah-v5": 0.98, "Hopper-v5": 0.95, "Walker2d-v5": 0.98}
+
+
+def _svg_preset(env: str) -> dict[str, Any]:
+    policy, value, model = _SVG_SIZES[env]
+    preset: dict[str, Any] = {
+        "network": {
+            "actor_hidden_sizes": policy,
+            "critic_hidden_sizes": value,
+            "activation": "tanh",
+        },
+        "model": {
+            "hidden_sizes": model,
+            "per_dimension": True,
+            "sigma": "constant",
+            "activation": "tanh",
+        },
+    }
+    if env in _SVG_GAMMA:
+        preset["loss"] = {"gamma": _SVG_GAMMA[env]}
+    if env in KNOWN_REWARD_ENVS:
+        preset["model"]["reward"] = "known"
+    return preset
+
+
+for _algo in ("svg0", "svg1", "svg1_er", "svgk", "svginf"):
+    PRESETS[_algo] = {env: _svg_preset(env) for env in _SVG_SIZES}
+
 _CHOICES: dict[tuple[str, ...], tuple[str, ...]] = {
-    ("algorithm",): ("s2vg",),
+    ("algorithm",): ("s2vg", "svg0", "svg1", "svg1_er", "svgk", "svginf"),
     ("network", "activation"): ("relu", "tanh", "elu", "silu"),
     ("model", "activation"): ("relu", "tanh", "elu", "silu"),
     ("model", "sigma"): ("state", "constant"),
     ("model", "ensemble_reduction"): ("sample", "mean"),
     ("model", "termination"): ("known", "learned", "none"),
+    ("model", "reward"): ("learned", "known"),
+    ("svg", "noise"): ("inferred", "sampled"),
     ("loss", "loss_function"): ("l2", "smooth_l1", "l1"),
     ("logger", "backend"): ("wandb", "csv", "tensorboard", "none"),
     ("logger", "mode"): ("offline", "online", "disabled"),
@@ -289,6 +372,9 @@ _POSITIVE_INTS: tuple[tuple[str, ...], ...] = (
     ("eval", "max_steps"),
     ("logger", "log_interval"),
     ("num_threads",),
+    ("svg", "horizon"),
+    ("svg", "value_target_interval"),
+    ("svg", "episodes_per_batch"),
 )
 
 
@@ -333,13 +419,22 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"optim.{name} must be positive, got {getattr(cfg.optim, name)}.")
     if not (cfg.device == "cpu" or cfg.device.startswith("cuda")):
         raise ConfigError(f"device must be 'cpu' or 'cuda[:N]', got {cfg.device!r}.")
+    if cfg.svg.max_importance_weight <= 0:
+        raise ConfigError(
+            f"svg.max_importance_weight must be positive, got {cfg.svg.max_importance_weight}."
+        )
     _validate_env_name(cfg.env.name)
+    if cfg.model.reward == "known" and cfg.env.name not in KNOWN_REWARD_ENVS:
+        raise ConfigError(
+            f"model.reward='known' needs a task with a known differentiable reward "
+            f"({sorted(KNOWN_REWARD_ENVS)}); {cfg.env.name!r} has none: use model.reward=learned."
+        )
 
 
 def _validate_env_name(name: str) -> None:
     import gymnasium as gym
 
-    if name not in gym.envs.registry:
+    if name not in gym.envs.registry and name not in OWN_ENVS:
         close = sorted(
             k for k in gym.envs.registry if k.split("-")[0].lower() == name.split("-")[0].lower()
         )

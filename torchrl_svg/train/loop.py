@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from torchrl_svg._utils import NonFiniteLossError
 from torchrl_svg.modules import env_specs
-from torchrl_svg.train.agents import S2VGAgent
+from torchrl_svg.train.agents import AGENTS, make_agent
 from torchrl_svg.train.builders import (
     REPLAY_KEYS,
     make_collector,
@@ -73,6 +73,12 @@ def _log(logger, values: dict[str, float], step: int) -> None:
         logger.log_scalar(key, value, step=step)
 
 
+def _uniform_log_prob(action_spec) -> float:
+    """Log-density of the uniform warm-up policy over the action box."""
+    low, high = action_spec.space.low, action_spec.space.high
+    return float(-torch.log(high - low).sum())
+
+
 def train(cfg: Config) -> TrainResult:
     """Run the training recipe described by ``cfg`` and return its evaluation records.
 
@@ -86,13 +92,14 @@ def train(cfg: Config) -> TrainResult:
     run_dir = make_run_dir(cfg)
     OmegaConf.save(OmegaConf.structured(cfg), run_dir / "config.yaml")
 
-    env = make_env(cfg)
+    episodic = AGENTS[cfg.algorithm].episodic
+    env = make_env(cfg, num_envs=cfg.svg.episodes_per_batch if episodic else None)
     eval_env = make_env(cfg, seed_offset=10_000)
-    observation_spec, action_spec = env_specs(env)
-    agent = S2VGAgent(cfg, observation_spec, action_spec, device)
-    collector = make_collector(cfg, env, agent.policy)
+    observation_spec, action_spec = env_specs(eval_env)
+    agent = make_agent(cfg, observation_spec, action_spec, device, env=eval_env)
+    collector = make_collector(cfg, env, agent.policy, episodic=episodic)
     collector.set_seed(cfg.env.seed)
-    replay = make_replay_buffer(cfg, device)
+    replay = make_replay_buffer(cfg, device, slice_len=agent.slice_len)
     logger = make_logger(cfg, run_dir)
     if logger is not None:
         logger.log_hparams(to_dict(cfg))
@@ -100,10 +107,13 @@ def train(cfg: Config) -> TrainResult:
         run_dir, title=f"{cfg.algorithm.upper()} on {cfg.env.name} (seed {cfg.env.seed})"
     )
 
+    fpb = cfg.collector.frames_per_batch
+    random_frames = 0 if episodic else -(-cfg.collector.init_random_frames // fpb) * fpb
+    uniform_log_prob = _uniform_log_prob(action_spec)
     frames = updates = model_updates = 0
     next_eval = cfg.eval.interval
     next_log = cfg.logger.log_interval
-    pretrained = False
+    pretrained = episodic
     start = time.perf_counter()
     last_losses: TensorDictBase | None = None
     pbar = tqdm(total=cfg.collector.total_frames, disable=not cfg.logger.progress, unit="step")
@@ -115,41 +125,44 @@ def train(cfg: Config) -> TrainResult:
         _log(logger, {"eval/return": record.mean, "eval/return_std": record.std}, frames)
         return record
 
-    def checked(fn, batch: TensorDictBase, what: str) -> TensorDictBase:
-        try:
-            return fn(batch)
-        except NonFiniteLossError as err:
-            raise NonFiniteLossError(
-                f"{what} update {updates if what == 'actor-critic' else model_updates} "
-                f"(environment step {frames}): {err}. The update was not applied; the last "
-                f"checkpoint is {run_dir / 'checkpoint.pt'}."
-            ) from err
+    def fault(err: NonFiniteLossError) -> NonFiniteLossError:
+        return NonFiniteLossError(
+            f"{err} after {updates} updates and {model_updates} model updates "
+            f"(environment step {frames}). The update was not applied; the last checkpoint "
+            f"is {run_dir / 'checkpoint.pt'}."
+        )
 
     try:
         for data in collector:
-            data = data.reshape(-1).select(*REPLAY_KEYS, strict=False)
-            n_new = data.numel()
-            agent.observe(data)
-            replay.extend(data.to(device))
-            frames += n_new
-            if frames > cfg.collector.init_random_frames:
-                if not pretrained:
-                    for _ in range(cfg.model.pretrain_updates):
-                        checked(agent.update_model, replay.sample(cfg.model.batch_size), "model")
-                        model_updates += 1
-                    pretrained = True
-                for _ in range(n_new * cfg.model.updates_per_step):
-                    checked(agent.update_model, replay.sample(cfg.model.batch_size), "model")
-                    model_updates += 1
-                for _ in range(n_new * cfg.loss.updates_per_step):
-                    last_losses = checked(agent.update, replay.sample(), "actor-critic")
-                    updates += 1
-                if updates >= next_log and last_losses is not None:
-                    next_log += cfg.logger.log_interval
-                    _log(logger, {f"train/{k}": float(v) for k, v in last_losses.items()}, frames)
-            pbar.update(n_new)
+            fresh = data.select(*REPLAY_KEYS, strict=False)
+            if frames < random_frames:
+                # warm-up actions come from a uniform policy: store its log-density as behaviour
+                fresh.set("action_log_prob", torch.full(fresh.shape, uniform_log_prob))
+            transitions = fresh.reshape(-1)
+            agent.observe(transitions)
+            replay.extend(transitions.to(device))
+            frames += transitions.numel()
+            try:
+                if frames > random_frames:
+                    if not pretrained:
+                        model_updates += agent.pretrain(
+                            replay, cfg.model.pretrain_updates, cfg.model.batch_size
+                        )
+                        pretrained = True
+                    out, n_updates, n_model = agent.train_on_batch(fresh.to(device), replay)
+                    updates += n_updates
+                    model_updates += n_model
+                    last_losses = out if out is not None else last_losses
+            except NonFiniteLossError as err:
+                raise fault(err) from err
+            if updates >= next_log and last_losses is not None:
+                next_log = updates + cfg.logger.log_interval
+                _log(logger, {f"train/{k}": float(v) for k, v in last_losses.items()}, frames)
+            pbar.update(transitions.numel())
             if frames >= next_eval:
-                next_eval += cfg.eval.interval
+                next_eval += cfg.eval.interval * max(
+                    1, -(-transitions.numel() // cfg.eval.interval)
+                )
                 record = run_eval()
                 elapsed = time.perf_counter() - start
                 pbar.set_postfix(
@@ -190,6 +203,7 @@ def train(cfg: Config) -> TrainResult:
             and hasattr(logger.experiment, "finish")
         ):
             logger.experiment.finish()
-        env.close()
-        eval_env.close()
+        for e in (env, eval_env):
+            if not e.is_closed:  # the collector may have closed its env already
+                e.close()
     return TrainResult(run_dir, frames, updates, records.records)

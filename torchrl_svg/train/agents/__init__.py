@@ -1,0 +1,44 @@
+"""Algorithm bundles of the training recipe: one agent per ``algorithm``."""
+
+from __future__ import annotations
+
+import torch
+from torchrl.data import TensorSpec
+from torchrl.envs import EnvBase
+
+from torchrl_svg.train.agents.base import Agent, WorldModel, guarded_step
+from torchrl_svg.train.agents.s2vg import S2VGAgent
+from torchrl_svg.train.agents.svg import SVG0Agent, SVGAgent, SVGInfAgent
+from torchrl_svg.train.config import Config
+
+__all__ = [
+    "AGENTS",
+    "Agent",
+    "S2VGAgent",
+    "SVG0Agent",
+    "SVGAgent",
+    "SVGInfAgent",
+    "WorldModel",
+    "guarded_step",
+    "make_agent",
+]
+
+AGENTS: dict[str, type[Agent]] = {
+    "s2vg": S2VGAgent,
+    "svg0": SVG0Agent,
+    "svg1": SVGAgent,
+    "svg1_er": SVGAgent,
+    "svgk": SVGAgent,
+    "svginf": SVGInfAgent,
+}
+
+
+def make_agent(
+    cfg: Config,
+    observation_spec: TensorSpec,
+    action_spec: TensorSpec,
+    device: torch.device | str = "cpu",
+    env: EnvBase | None = None,
+) -> Agent:
+    """The agent of ``cfg.algorithm``, built on the environment's specs."""
+    return AGENTS[cfg.algorithm](cfg, observation_spec, action_spec, device, env)

@@ -1,0 +1,219 @@
+"""The agent interface of the training loop, and the pieces agents share."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+from tensordict import TensorDictBase
+from torch import nn
+from torchrl.data import ReplayBuffer, TensorSpec
+from torchrl.envs import EnvBase
+
+from torchrl_svg._utils import NonFiniteLossError
+from torchrl_svg.modules import (
+    GaussianDynamics,
+    LearnedTermination,
+    RewardModel,
+    Termination,
+    termination_for_env,
+)
+from torchrl_svg.objectives import GaussianWorldModelLoss
+from torchrl_svg.train.builders import ACTIVATIONS, check_against_env, make_known_reward
+from torchrl_svg.train.config import Config
+
+__all__ = ["Agent", "WorldModel", "guarded_step", "trainable"]
+
+
+def trainable(params: TensorDictBase) -> list[nn.Parameter]:
+    """The trainable parameters held in a loss's ``*_params`` TensorDict."""
+    return [p for p in params.values(True, True) if isinstance(p, nn.Parameter) and p.requires_grad]
+
+
+def guarded_step(
+    optimizer: torch.optim.Optimizer,
+    losses: TensorDictBase,
+    keys: Sequence[str],
+    *,
+    max_grad_norm: float | None = None,
+    parameters: Iterable[torch.Tensor] = (),
+) -> None:
+    """Back-propagate the sum of ``losses[keys]`` and step, refusing non-finite losses.
+
+    Raises:
+        NonFiniteLossError: naming the non-finite entries; no gradient is
+            applied, so the parameters keep their last finite values.
+    """
+    total = sum(losses.get(k) for k in keys)
+    if not torch.isfinite(total):
+        bad = [k for k in keys if not torch.isfinite(losses.get(k)).all()]
+        raise NonFiniteLossError(f"non-finite {', '.join(bad)}")
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    if max_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(list(parameters), max_grad_norm)
+    optimizer.step()
+
+
+class WorldModel:
+    """The dynamics, reward and termination models of an agent, their NLL loss and optimiser.
+
+    Built from ``cfg.model``: a :class:`GaussianDynamics`; a learned
+    :class:`RewardModel` or the task's known reward; a known, learned or no
+    termination model (``termination=False`` skips it, as the SVG losses use
+    the real termination flags).
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        observation_spec: TensorSpec,
+        action_spec: TensorSpec,
+        device: torch.device,
+        *,
+        env: EnvBase | None = None,
+        termination: bool = True,
+    ):
+        obs_dim, act_dim = observation_spec.shape[-1], action_spec.shape[-1]
+        act_cls = ACTIVATIONS[cfg.model.activation]
+        self.cfg = cfg
+        self.dynamics = GaussianDynamics(
+            obs_dim,
+            act_dim,
+            hidden_sizes=cfg.model.hidden_sizes,
+            activation_class=act_cls,
+            sigma=cfg.model.sigma,
+            per_dimension=cfg.model.per_dimension,
+            ensemble_size=cfg.model.ensemble_size,
+            ensemble_reduction=cfg.model.ensemble_reduction,
+            min_log_std=cfg.model.min_log_std,
+            max_log_std=cfg.model.max_log_std,
+        ).to(device)
+        if cfg.model.reward == "known":
+            self.reward = make_known_reward(cfg, env).to(device)
+        else:
+            self.reward = RewardModel(
+                obs_dim,
+                act_dim,
+                hidden_sizes=cfg.model.hidden_sizes,
+                activation_class=act_cls,
+                sigma=cfg.model.sigma,
+                min_log_std=cfg.model.min_log_std,
+                max_log_std=cfg.model.max_log_std,
+            ).to(device)
+        self.termination: Termination | None = None
+        if termination and cfg.model.termination == "known":
+            self.termination = termination_for_env(cfg.env.name)
+        elif termination and cfg.model.termination == "learned":
+            self.termination = LearnedTermination(obs_dim, activation_class=act_cls).to(device)
+        check_against_env(
+            observation_spec,
+            action_spec,
+            dynamics_model=self.dynamics,
+            reward_model=self.reward,
+            termination_model=self.termination,
+        )
+        learned_reward = cfg.model.reward == "learned"
+        self.loss = GaussianWorldModelLoss(
+            self.dynamics, self.reward if learned_reward else None, self.termination
+        )
+        self.loss_keys = (
+            ("loss_dynamics",)
+            + (("loss_reward",) if learned_reward else ())
+            + (("loss_termination",) if self.loss.learns_termination else ())
+        )
+        self.parameters = [p for p in self.loss.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(
+            self.parameters,
+            lr=cfg.optim.model_lr,
+            weight_decay=cfg.optim.model_weight_decay,
+            fused=device.type in ("cpu", "cuda"),
+        )
+
+    def observe(self, data: TensorDictBase) -> None:
+        """Merge a batch of real transitions into the models' running statistics."""
+        self.loss.update_normalizers(data)
+
+    def update(self, batch: TensorDictBase) -> TensorDictBase:
+        """One NLL gradient step on a batch of real transitions; returns the detached losses."""
+        out = self.loss(batch)
+        guarded_step(
+            self.optimizer,
+            out,
+            self.loss_keys,
+            max_grad_norm=self.cfg.optim.max_grad_norm,
+            parameters=self.parameters,
+        )
+        return out.detach()
+
+    def state_dict(self) -> dict:
+        """Model parameters, normalisation statistics and optimiser state."""
+        return {"loss": self.loss.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Inverse of :meth:`state_dict`."""
+        self.loss.load_state_dict(state["loss"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+class Agent:
+    """What the training loop needs from an algorithm.
+
+    Attributes:
+        name: the ``algorithm`` name.
+        policy: the exploration policy given to the collector (it shares the trained parameters).
+        world_model: the agent's :class:`WorldModel`, or ``None`` for model-free agents.
+        episodic: ``True`` when the agent learns from whole fresh episodes
+            (SVG(inf)); the loop then collects ``episodes_per_batch`` complete
+            episodes per batch.
+        slice_len: when set, the replay buffer samples sub-trajectories of this
+            many real steps (``[B, slice_len]``) instead of transitions.
+    """
+
+    name: str = ""
+    policy: nn.Module
+    world_model: WorldModel | None = None
+    episodic: bool = False
+    slice_len: int | None = None
+
+    def sample(self, replay: ReplayBuffer, batch_size: int) -> TensorDictBase:
+        """``batch_size`` transitions from replay (whole slices of ``slice_len`` when set)."""
+        if self.slice_len:
+            batch_size = max(1, batch_size // self.slice_len) * self.slice_len
+        return replay.sample(batch_size)
+
+    def observe(self, data: TensorDictBase) -> None:
+        """Merge freshly collected real transitions into running statistics."""
+        if self.world_model is not None:
+            self.world_model.observe(data)
+
+    def pretrain(self, replay: ReplayBuffer, steps: int, batch_size: int) -> int:
+        """Fit the world model on the warm-up data; returns the number of model updates."""
+        if self.world_model is None:
+            return 0
+        for _ in range(steps):
+            self.world_model.update(_transitions(self.sample(replay, batch_size)))
+        return steps
+
+    def train_on_batch(
+        self, fresh: TensorDictBase, replay: ReplayBuffer
+    ) -> tuple[TensorDictBase | None, int, int]:
+        """All updates that follow one collected batch ``fresh``.
+
+        Returns:
+            ``(last_losses, policy_or_critic_updates, model_updates)``.
+        """
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue training (parameters, targets, statistics, optimisers)."""
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict) -> None:
+        """Inverse of :meth:`state_dict`."""
+        raise NotImplementedError
+
+
+def _transitions(batch: TensorDictBase) -> TensorDictBase:
+    """Flatten a (possibly ``[B, T]``) sample into independent transitions."""
+    return batch.reshape(-1) if batch.ndim > 1 else batch

@@ -1,0 +1,143 @@
+"""The S2VG agent: world model, twin Q, V with a Polyak target, actor, alpha."""
+
+from __future__ import annotations
+
+import torch
+from tensordict import TensorDictBase
+from torchrl.data import ReplayBuffer, TensorSpec
+from torchrl.envs import EnvBase
+from torchrl.objectives import SoftUpdate
+
+from torchrl_svg.modules import make_actor, make_qvalue, make_value
+from torchrl_svg.objectives import S2VGLoss
+from torchrl_svg.train.agents.base import Agent, WorldModel, guarded_step, trainable
+from torchrl_svg.train.builders import ACTIVATIONS
+from torchrl_svg.train.config import Config
+
+__all__ = ["S2VGAgent"]
+
+
+class S2VGAgent(Agent):
+    """S2VG (S2VG paper, Algorithm 1) built from a configuration and an environment's specs.
+
+    Per collected environment step: ``model.updates_per_step`` world-model
+    updates, then ``loss.updates_per_step`` (the paper's m) actor-critic
+    updates, each on a fresh replay batch. One grouped Adam serves the actor,
+    the critics and alpha (the paper's policy and value learning rates).
+
+    Args:
+        cfg: the configuration.
+        observation_spec: the environment's observation spec (``[obs_dim]``).
+        action_spec: the environment's bounded action spec (``[action_dim]``).
+        device: where the parameters live.
+        env: the environment (needed only for a known reward).
+    """
+
+    name = "s2vg"
+    loss_keys = ("loss_actor", "loss_qvalue", "loss_value", "loss_alpha")
+
+    def __init__(
+        self,
+        cfg: Config,
+        observation_spec: TensorSpec,
+        action_spec: TensorSpec,
+        device: torch.device | str = "cpu",
+        env: EnvBase | None = None,
+    ):
+        self.cfg = cfg
+        device = torch.device(device)
+        obs_dim, act_dim = observation_spec.shape[-1], action_spec.shape[-1]
+        act_cls = ACTIVATIONS[cfg.network.activation]
+        hidden = cfg.network.critic_hidden_sizes
+        self.actor = self.policy = make_actor(
+            observation_spec,
+            action_spec,
+            hidden_sizes=cfg.network.actor_hidden_sizes,
+            activation_class=act_cls,
+            scale_lb=cfg.network.scale_lb,
+            device=device,
+        )
+        qvalue = make_qvalue(
+            obs_dim, act_dim, hidden_sizes=hidden, activation_class=act_cls, device=device
+        )
+        value = make_value(obs_dim, hidden_sizes=hidden, activation_class=act_cls, device=device)
+        self.world_model = WorldModel(cfg, observation_spec, action_spec, device, env=env)
+        self.dynamics, self.reward = self.world_model.dynamics, self.world_model.reward
+        self.termination = self.world_model.termination
+        target_entropy = cfg.loss.target_entropy
+        self.loss = S2VGLoss(
+            self.actor,
+            qvalue,
+            value,
+            self.dynamics,
+            self.reward,
+            self.termination,
+            horizon=cfg.loss.horizon,
+            alpha_init=cfg.loss.alpha_init,
+            fixed_alpha=cfg.loss.fixed_alpha,
+            target_entropy=target_entropy if target_entropy == "auto" else float(target_entropy),
+            action_spec=action_spec,
+            loss_function=cfg.loss.loss_function,
+            expansion_entropy=cfg.loss.expansion_entropy,
+        )
+        self.loss.make_value_estimator(gamma=cfg.loss.gamma)
+        self.target_updater = SoftUpdate(self.loss, tau=cfg.loss.tau)
+        self._actor_params = trainable(self.loss.actor_network_params)
+        self._critic_params = trainable(self.loss.qvalue_network_params) + trainable(
+            self.loss.value_network_params
+        )
+        groups = [
+            {"params": self._actor_params, "lr": cfg.optim.actor_lr},
+            {"params": self._critic_params, "lr": cfg.optim.critic_lr},
+        ]
+        if not cfg.loss.fixed_alpha:
+            groups.append({"params": [self.loss.log_alpha], "lr": cfg.optim.alpha_lr})
+        self.optimizer = torch.optim.Adam(groups, fused=device.type in ("cpu", "cuda"))
+
+    @property
+    def model_loss(self):
+        """The world model's :class:`~torchrl_svg.objectives.GaussianWorldModelLoss`."""
+        return self.world_model.loss
+
+    def update_model(self, batch: TensorDictBase) -> TensorDictBase:
+        """One world-model gradient step on a replay batch; returns the detached losses."""
+        return self.world_model.update(batch)
+
+    def update(self, batch: TensorDictBase) -> TensorDictBase:
+        """One actor-critic step (eqs 7, 8, 11 and alpha) and the Polyak update of the target V."""
+        out = self.loss(batch)
+        guarded_step(
+            self.optimizer,
+            out,
+            self.loss_keys,
+            max_grad_norm=self.cfg.optim.max_grad_norm,
+            parameters=self._actor_params + self._critic_params,
+        )
+        self.target_updater.step()
+        return out.detach()
+
+    def train_on_batch(self, fresh: TensorDictBase, replay: ReplayBuffer):
+        """Model updates, then m actor-critic updates per collected step, from replay."""
+        n = fresh.numel()
+        model_updates = n * self.cfg.model.updates_per_step
+        for _ in range(model_updates):
+            self.update_model(self.sample(replay, self.cfg.model.batch_size))
+        out = None
+        updates = n * self.cfg.loss.updates_per_step
+        for _ in range(updates):
+            out = self.update(self.sample(replay, self.cfg.replay_buffer.batch_size))
+        return out, updates, model_updates
+
+    def state_dict(self) -> dict:
+        """Parameters, targets, normalisation statistics, alpha and optimiser states."""
+        return {
+            "loss": self.loss.state_dict(),
+            "world_model": self.world_model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Inverse of :meth:`state_dict`."""
+        self.loss.load_state_dict(state["loss"])
+        self.world_model.load_state_dict(state["world_model"])
+        self.optimizer.load_state_dict(state["optimizer"])

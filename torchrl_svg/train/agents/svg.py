@@ -1,0 +1,297 @@
+"""Agents of the SVG family: SVG(0), SVG(1), SVG(1)-ER, SVG(k) and SVG(inf)."""
+
+from __future__ import annotations
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from torchrl.data import ReplayBuffer, TensorSpec
+from torchrl.envs import EnvBase
+from torchrl.objectives import HardUpdate, SoftUpdate
+
+from torchrl_svg.modules import make_actor, make_qvalue, make_value
+from torchrl_svg.objectives import SVG0Loss, SVGInfLoss, SVGLoss
+from torchrl_svg.train.agents.base import Agent, WorldModel, _transitions, guarded_step, trainable
+from torchrl_svg.train.builders import ACTIVATIONS
+from torchrl_svg.train.config import Config
+
+__all__ = ["SVG0Agent", "SVGAgent", "SVGInfAgent"]
+
+
+def _fused(device: torch.device) -> bool:
+    return device.type in ("cpu", "cuda")
+
+
+def _actor(
+    cfg: Config, observation_spec: TensorSpec, action_spec: TensorSpec, device: torch.device
+):
+    return make_actor(
+        observation_spec,
+        action_spec,
+        hidden_sizes=cfg.network.actor_hidden_sizes,
+        activation_class=ACTIVATIONS[cfg.network.activation],
+        scale_lb=cfg.network.scale_lb,
+        device=device,
+    )
+
+
+class SVG0Agent(Agent):
+    """SVG(0) with replay (Algorithm 3): a Q critic by TD with a Polyak target, no model.
+
+    Per collected environment step: ``svg.policy_updates_per_step`` updates of
+    the actor and the critic, each on a fresh replay batch.
+    """
+
+    name = "svg0"
+
+    def __init__(
+        self,
+        cfg: Config,
+        observation_spec: TensorSpec,
+        action_spec: TensorSpec,
+        device: torch.device | str = "cpu",
+        env: EnvBase | None = None,
+    ):
+        self.cfg = cfg
+        device = torch.device(device)
+        obs_dim, act_dim = observation_spec.shape[-1], action_spec.shape[-1]
+        self.policy = _actor(cfg, observation_spec, action_spec, device)
+        qvalue = make_qvalue(
+            obs_dim,
+            act_dim,
+            hidden_sizes=cfg.network.critic_hidden_sizes,
+            activation_class=ACTIVATIONS[cfg.network.activation],
+            device=device,
+        )
+        self.loss = SVG0Loss(
+            self.policy, qvalue, noise=cfg.svg.noise, loss_function=cfg.loss.loss_function
+        )
+        self.loss.make_value_estimator(gamma=cfg.loss.gamma)
+        self.target_updater = SoftUpdate(self.loss, tau=cfg.loss.tau)
+        self._actor_params = trainable(self.loss.actor_network_params)
+        self._critic_params = trainable(self.loss.qvalue_network_params)
+        self.optimizer = torch.optim.Adam(
+            [
+                {"params": self._actor_params, "lr": cfg.optim.actor_lr},
+                {"params": self._critic_params, "lr": cfg.optim.critic_lr},
+            ],
+            fused=_fused(device),
+        )
+
+    def train_on_batch(self, fresh: TensorDictBase, replay: ReplayBuffer):
+        """Actor and critic updates from replay."""
+        out = None
+        updates = fresh.numel() * self.cfg.svg.policy_updates_per_step
+        for _ in range(updates):
+            out = self.loss(self.sample(replay, self.cfg.replay_buffer.batch_size))
+            guarded_step(self.optimizer, out, ("loss_actor", "loss_qvalue"))
+            self.target_updater.step()
+        return (None if out is None else out.detach()), updates, 0
+
+    def state_dict(self) -> dict:
+        """Parameters, targets and optimiser state."""
+        return {"loss": self.loss.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Inverse of :meth:`state_dict`."""
+        self.loss.load_state_dict(state["loss"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+class SVGAgent(Agent):
+    """SVG(1), SVG(1)-ER and SVG(k) (Algorithms 2 and 4) with a learned model and a V critic.
+
+    Per collected batch of ``n`` environment steps: ``n * model.updates_per_step``
+    model updates and ``n * svg.critic_updates_per_step`` value updates (fitted
+    policy evaluation with truncated importance weights and a hard target copy
+    every ``svg.value_target_interval`` updates), all from replay; then the policy:
+
+    * ``svg1``: one update per freshly observed transition, in order (no policy
+      replay, as Algorithm 2 run without a database; the weights are about 1);
+    * ``svg1_er`` / ``svgk``: ``n * svg.policy_updates_per_step`` updates on
+      replay batches (``svgk``: real sub-trajectories of ``svg.horizon`` steps),
+      importance-weighted, with the KL penalty against the policy at the start
+      of the round when ``svg.kl_coef > 0``.
+
+    The policy gradient is clipped to ``svg.actor_max_grad_norm`` (App. D).
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        observation_spec: TensorSpec,
+        action_spec: TensorSpec,
+        device: torch.device | str = "cpu",
+        env: EnvBase | None = None,
+    ):
+        self.cfg = cfg
+        self.name = cfg.algorithm
+        device = torch.device(device)
+        obs_dim = observation_spec.shape[-1]
+        horizon = cfg.svg.horizon if cfg.algorithm == "svgk" else 1
+        self.slice_len = horizon if horizon > 1 else None
+        self.replays_policy = cfg.algorithm in ("svg1_er", "svgk")
+        self.policy = _actor(cfg, observation_spec, action_spec, device)
+        value = make_value(
+            obs_dim,
+            hidden_sizes=cfg.network.critic_hidden_sizes,
+            activation_class=ACTIVATIONS[cfg.network.activation],
+            device=device,
+        )
+        self.world_model = WorldModel(
+            cfg, observation_spec, action_spec, device, env=env, termination=False
+        )
+        self.loss = SVGLoss(
+            self.policy,
+            value,
+            self.world_model.dynamics,
+            self.world_model.reward,
+            horizon=horizon,
+            max_importance_weight=cfg.svg.max_importance_weight,
+            noise=cfg.svg.noise,
+            kl_coef=cfg.svg.kl_coef if self.replays_policy else 0.0,
+            loss_function=cfg.loss.loss_function,
+        )
+        self.loss.make_value_estimator(gamma=cfg.loss.gamma)
+        self.target_updater = HardUpdate(
+            self.loss, value_network_update_interval=cfg.svg.value_target_interval
+        )
+        self._actor_params = trainable(self.loss.actor_network_params)
+        self._value_params = trainable(self.loss.value_network_params)
+        self.actor_optimizer = torch.optim.Adam(
+            self._actor_params, lr=cfg.optim.actor_lr, fused=_fused(device)
+        )
+        self.value_optimizer = torch.optim.Adam(
+            self._value_params, lr=cfg.optim.critic_lr, fused=_fused(device)
+        )
+        self.actor_keys = ("loss_actor", "loss_kl") if self.loss.kl_coef > 0 else ("loss_actor",)
+
+    def _policy_step(self, batch: TensorDictBase) -> TensorDictBase:
+        loss_actor, meta = self.loss.actor_loss(batch)
+        out = TensorDict(
+            {"loss_actor": loss_actor, "importance_weight": meta["importance_weight"].mean()}, []
+        )
+        if self.loss.kl_coef > 0:
+            out["loss_kl"] = self.loss.kl_loss(batch)
+        guarded_step(
+            self.actor_optimizer,
+            out,
+            self.actor_keys,
+            max_grad_norm=self.cfg.svg.actor_max_grad_norm,
+            parameters=self._actor_params,
+        )
+        return out.detach()
+
+    def train_on_batch(self, fresh: TensorDictBase, replay: ReplayBuffer):
+        """Model and value updates from replay, then the policy (fresh data or replay)."""
+        cfg = self.cfg
+        n = fresh.numel()
+        model_updates = n * cfg.model.updates_per_step
+        for _ in range(model_updates):
+            self.world_model.update(_transitions(self.sample(replay, cfg.model.batch_size)))
+        value_loss = None
+        for _ in range(n * cfg.svg.critic_updates_per_step):
+            value_loss, _ = self.loss.value_loss(
+                self.sample(replay, self.cfg.replay_buffer.batch_size)
+            )
+            guarded_step(
+                self.value_optimizer, TensorDict({"loss_value": value_loss}, []), ("loss_value",)
+            )
+            self.target_updater.step()
+        if self.replays_policy:
+            if self.loss.kl_coef > 0:
+                self.loss.update_reference_policy()
+            policy_updates = n * cfg.svg.policy_updates_per_step
+            out = None
+            for _ in range(policy_updates):
+                out = self._policy_step(self.sample(replay, self.cfg.replay_buffer.batch_size))
+        else:
+            # no policy replay: one update per observed transition, in the order they came
+            transitions = _transitions(fresh)
+            policy_updates = transitions.numel()
+            for i in range(policy_updates):
+                out = self._policy_step(transitions[i : i + 1])
+        if value_loss is not None and out is not None:
+            out["loss_value"] = value_loss.detach()
+        return out, policy_updates, model_updates
+
+    def state_dict(self) -> dict:
+        """Parameters, targets, statistics and optimiser states."""
+        return {
+            "loss": self.loss.state_dict(),
+            "world_model": self.world_model.state_dict(),
+            "actor_optimizer": self.actor_optimizer.state_dict(),
+            "value_optimizer": self.value_optimizer.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Inverse of :meth:`state_dict`."""
+        self.loss.load_state_dict(state["loss"])
+        self.world_model.load_state_dict(state["world_model"])
+        self.actor_optimizer.load_state_dict(state["actor_optimizer"])
+        self.value_optimizer.load_state_dict(state["value_optimizer"])
+
+
+class SVGInfAgent(Agent):
+    """SVG(inf) (Algorithm 1): on-policy, episode by episode, no critic.
+
+    Each collected batch holds ``svg.episodes_per_batch`` complete real
+    episodes (``[N, T]``). The model is fitted for ``svg.model_updates_per_batch``
+    steps on all data seen, then one policy-gradient step (clipped to
+    ``svg.actor_max_grad_norm``) back-propagates through the episodes with
+    inferred noise (``svg.noise="sampled"``: the planner of the paper's Fig. 2).
+    """
+
+    name = "svginf"
+    episodic = True
+
+    def __init__(
+        self,
+        cfg: Config,
+        observation_spec: TensorSpec,
+        action_spec: TensorSpec,
+        device: torch.device | str = "cpu",
+        env: EnvBase | None = None,
+    ):
+        self.cfg = cfg
+        device = torch.device(device)
+        self.policy = _actor(cfg, observation_spec, action_spec, device)
+        self.world_model = WorldModel(
+            cfg, observation_spec, action_spec, device, env=env, termination=False
+        )
+        self.loss = SVGInfLoss(
+            self.policy, self.world_model.dynamics, self.world_model.reward, noise=cfg.svg.noise
+        )
+        self.loss.make_value_estimator(gamma=cfg.loss.gamma)
+        self._actor_params = trainable(self.loss.actor_network_params)
+        self.actor_optimizer = torch.optim.Adam(
+            self._actor_params, lr=cfg.optim.actor_lr, fused=_fused(device)
+        )
+
+    def train_on_batch(self, fresh: TensorDictBase, replay: ReplayBuffer):
+        """Fit the model on all data, then one policy step on the fresh episodes."""
+        cfg = self.cfg
+        for _ in range(cfg.svg.model_updates_per_batch):
+            self.world_model.update(_transitions(self.sample(replay, cfg.model.batch_size)))
+        out = self.loss(fresh)
+        guarded_step(
+            self.actor_optimizer,
+            out,
+            ("loss_actor",),
+            max_grad_norm=cfg.svg.actor_max_grad_norm,
+            parameters=self._actor_params,
+        )
+        return out.detach(), 1, cfg.svg.model_updates_per_batch
+
+    def state_dict(self) -> dict:
+        """Parameters, statistics and optimiser states."""
+        return {
+            "loss": self.loss.state_dict(),
+            "world_model": self.world_model.state_dict(),
+            "actor_optimizer": self.actor_optimizer.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Inverse of :meth:`state_dict`."""
+        self.loss.load_state_dict(state["loss"])
+        self.world_model.load_state_dict(state["world_model"])
+        self.actor_optimizer.load_state_dict(state["actor_optimizer"])
