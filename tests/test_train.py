@@ -209,18 +209,42 @@ def test_guarded_step_refuses_nan_and_leaves_parameters(tmp_path):
         ("svg1_er", "InvertedPendulum-v5", ["svg.kl_coef=0.1"]),
         ("svgk", "InvertedPendulum-v5", ["svg.horizon=3"]),
         ("svg1_er", "Hand-v0", ["env.max_episode_steps=50"]),
-        ("svginf", "Hand-v0", ["env.max_episode_steps=50", "svg.episodes_per_batch=4",
-                               "svg.model_updates_per_batch=5"]),
+        (
+            "svginf",
+            "Hand-v0",
+            [
+                "env.max_episode_steps=50",
+                "svg.episodes_per_batch=4",
+                "svg.model_updates_per_batch=5",
+            ],
+        ),
         ("svginf", "LQG-v0", ["svg.episodes_per_batch=8", "svg.model_updates_per_batch=5"]),
-        ("svginf", "InvertedPendulum-v5", ["env.max_episode_steps=40", "svg.episodes_per_batch=2",
-                                           "svg.model_updates_per_batch=5"]),
+        (
+            "svginf",
+            "InvertedPendulum-v5",
+            [
+                "env.max_episode_steps=40",
+                "svg.episodes_per_batch=2",
+                "svg.model_updates_per_batch=5",
+            ],
+        ),
     ],
 )
 def test_every_algorithm_trains_through_the_cli_recipe(algorithm, env_name, extra, tmp_path):
-    cfg = load_config([*TINY, f"algorithm={algorithm}", f"env.name={env_name}",
-                       "collector.total_frames=400", "collector.init_random_frames=100",
-                       "eval.interval=200", "eval.max_steps=100", "logger.backend=csv",
-                       f"logger.run_dir={tmp_path}", *extra])
+    cfg = load_config(
+        [
+            *TINY,
+            f"algorithm={algorithm}",
+            f"env.name={env_name}",
+            "collector.total_frames=400",
+            "collector.init_random_frames=100",
+            "eval.interval=200",
+            "eval.max_steps=100",
+            "logger.backend=csv",
+            f"logger.run_dir={tmp_path}",
+            *extra,
+        ]
+    )
     result = train(cfg)
     assert result.frames >= 400 and result.updates > 0
     assert all(r.mean == r.mean for r in result.records)
@@ -231,9 +255,18 @@ def test_every_algorithm_trains_through_the_cli_recipe(algorithm, env_name, extr
 
 
 def test_svg1_without_replay_makes_one_policy_update_per_observed_step(tmp_path):
-    cfg = load_config([*TINY, "algorithm=svg1", "env.name=InvertedPendulum-v5",
-                       "collector.total_frames=300", "collector.init_random_frames=100",
-                       "eval.interval=300", "logger.backend=none", f"logger.run_dir={tmp_path}"])
+    cfg = load_config(
+        [
+            *TINY,
+            "algorithm=svg1",
+            "env.name=InvertedPendulum-v5",
+            "collector.total_frames=300",
+            "collector.init_random_frames=100",
+            "eval.interval=300",
+            "logger.backend=none",
+            f"logger.run_dir={tmp_path}",
+        ]
+    )
     assert train(cfg).updates == 200
 
 
@@ -250,10 +283,19 @@ def test_warm_up_transitions_store_the_uniform_behaviour_log_prob(tmp_path, monk
         return rb
 
     monkeypatch.setattr(loop, "make_replay_buffer", spy)
-    cfg = load_config([*TINY, "algorithm=svg1_er", "env.name=InvertedPendulum-v5",
-                       "collector.total_frames=60", "collector.init_random_frames=30",
-                       "collector.frames_per_batch=10", "eval.interval=60", "logger.backend=none",
-                       f"logger.run_dir={tmp_path}"])
+    cfg = load_config(
+        [
+            *TINY,
+            "algorithm=svg1_er",
+            "env.name=InvertedPendulum-v5",
+            "collector.total_frames=60",
+            "collector.init_random_frames=30",
+            "collector.frames_per_batch=10",
+            "eval.interval=60",
+            "logger.backend=none",
+            f"logger.run_dir={tmp_path}",
+        ]
+    )
     train(cfg)
     uniform = -torch.log(torch.tensor(6.0))  # InvertedPendulum actions in [-3, 3]
     for batch in seen[:3]:
