@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from tensordict import TensorDict, TensorDictBase
-from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModuleBase
+from tensordict.nn import (
+    ProbabilisticTensorDictModule,
+    ProbabilisticTensorDictSequential,
+    TensorDictModule,
+    TensorDictModuleBase,
+)
 from tensordict.utils import NestedKey
 from torch import Tensor
 from torch import distributions as D
 from torchrl.envs.utils import ExplorationType, set_exploration_type
+from torchrl.modules import ValueOperator
 from torchrl.modules.distributions.utils import rsample_and_log_prob
 
 __all__ = [
@@ -16,28 +25,80 @@ __all__ = [
     "expected_reward",
     "imagine_rollout",
     "model_dist",
+    "module_outputs",
     "policy_dist",
     "policy_sample",
     "state_value",
+    "swapped",
     "transition",
 ]
 
 
+@contextmanager
+def swapped(params: TensorDictBase | None, module) -> Iterator[None]:
+    """Run ``module`` with ``params`` swapped in (``None``: with its current parameters).
+
+    A plain generator context (tensordict's own ``to_module`` context returns a
+    TensorDict from ``__exit__``, which :class:`contextlib.ExitStack` cannot use).
+    """
+    if params is None:
+        yield
+        return
+    with params.to_module(module, preserve_module_state=False):
+        yield
+
+
+# Plain wrappers whose forward only reads in_keys, calls .module and writes out_keys.
+_PLAIN_MODULES = (TensorDictModule, ValueOperator)
+
+
+def _is_plain(module) -> bool:
+    return type(module) in _PLAIN_MODULES
+
+
+def module_outputs(module: TensorDictModuleBase, tensordict: TensorDictBase) -> tuple[Tensor, ...]:
+    """The outputs of a TensorDict module on ``tensordict``, in ``out_keys`` order.
+
+    A plain :class:`~tensordict.nn.TensorDictModule` (or ``ValueOperator``) is
+    called directly on the input tensors: the same computation without the
+    per-call cost of writing a tensordict. Anything else runs as usual on a
+    shallow copy of the input.
+    """
+    if _is_plain(module):
+        out = module.module(*(tensordict.get(k) for k in module.in_keys))
+        return out if isinstance(out, tuple) else (out,)
+    td = module(tensordict.copy())
+    return tuple(td.get(k) for k in module.out_keys)
+
+
+def _actor_dist(actor: ProbabilisticTensorDictSequential, td: TensorDictBase) -> D.Distribution:
+    """``actor.get_dist(td)``, with a fast path for ``ProbabilisticActor(plain module, dist)``."""
+    parts = getattr(actor, "module", None)
+    if (
+        isinstance(actor, ProbabilisticTensorDictSequential)
+        and len(parts) == 2
+        and _is_plain(parts[0])
+        and isinstance(parts[1], ProbabilisticTensorDictModule)
+    ):
+        outputs = module_outputs(parts[0], td)
+        params = TensorDict(dict(zip(parts[0].out_keys, outputs, strict=True)), td.batch_size)
+        return parts[1].get_dist(params)
+    return actor.get_dist(td)
+
+
 def policy_dist(
     actor: ProbabilisticTensorDictSequential,
-    params: TensorDictBase,
+    params: TensorDictBase | None,
     tensordict: TensorDictBase,
 ) -> D.Distribution:
     """The policy distribution at the states of ``tensordict``, computed with ``params``.
 
-    The actor runs on a shallow selection of ``tensordict`` (the input is not modified).
+    The actor runs on a shallow selection of ``tensordict`` (the input is not
+    modified). ``params=None`` uses the parameters currently in the module.
     """
     td = tensordict.select(*actor.in_keys, strict=False)
-    with (
-        set_exploration_type(ExplorationType.RANDOM),
-        params.to_module(actor, preserve_module_state=False),
-    ):
-        return actor.get_dist(td)
+    with set_exploration_type(ExplorationType.RANDOM), swapped(params, actor):
+        return _actor_dist(actor, td)
 
 
 def policy_sample(
@@ -77,26 +138,26 @@ def transition(
 
 
 def model_dist(
-    model: TensorDictModuleBase, params: TensorDictBase, tensordict: TensorDictBase
+    model: TensorDictModuleBase, params: TensorDictBase | None, tensordict: TensorDictBase
 ) -> D.Distribution:
     """The dynamics model's distribution over the next observation, computed with ``params``."""
-    with params.to_module(model, preserve_module_state=False):
+    with swapped(params, model):
         return model.get_dist(tensordict.copy())
 
 
 def expected_reward(
-    model: TensorDictModuleBase, params: TensorDictBase, tensordict: TensorDictBase
+    model: TensorDictModuleBase, params: TensorDictBase | None, tensordict: TensorDictBase
 ) -> Tensor:
     """``E[r(s, a[, s'])]`` from a reward model: the mean of its ``get_dist``, or its output, ``[*B]``.
 
     A deterministic reward module (e.g. a known reward) is called on a shallow
     copy of ``tensordict`` and its last out key is read.
     """
-    with params.to_module(model, preserve_module_state=False):
+    with swapped(params, model):
         if hasattr(model, "get_dist"):
             reward = model.get_dist(tensordict.copy()).mean
         else:
-            reward = model(tensordict.copy()).get(model.out_keys[-1])
+            reward = module_outputs(model, tensordict)[-1]
     return reward.squeeze(-1)
 
 
@@ -109,7 +170,9 @@ def state_value(
 ) -> Tensor:
     """``V(observation)`` computed with ``params``: ``[*B]``."""
     td = TensorDict({observation_key: observation}, observation.shape[:-1])
-    with params.to_module(value_network, preserve_module_state=False):
+    with swapped(params, value_network):
+        if _is_plain(value_network) and list(value_network.out_keys) == [value_key]:
+            return module_outputs(value_network, td)[0].squeeze(-1)
         value_network(td)
     return td.get(value_key).squeeze(-1)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +23,7 @@ from torchrl_svg.objectives._common import (
     policy_dist,
     policy_sample,
     state_value,
+    swapped,
     transition,
 )
 from torchrl_svg.objectives.noise import LocationScale, location_scale
@@ -103,46 +105,78 @@ def _unroll_real(
     real_rewards = data.get(("next", keys.reward)).squeeze(-1)
     stored_policy_noise = data.get(keys.policy_noise, None)
     stored_model_noise = data.get(keys.model_noise, None)
-    actor_params = loss.actor_network_params
-    dynamics_params = loss._cached_detached_dynamics_params
-    reward_params = loss._cached_detached_reward_params
-
     state = observations[..., 0, :]
     rewards, log_probs = [], []
-    for t in range(steps):
-        td_state = TensorDict({obs_key: state}, state.shape[:-1])
-        pol = location_scale(policy_dist(loss.actor_network, actor_params, td_state))
-        if noise == "inferred":
-            real_action = actions[..., t, :]
-            frozen = _detached(pol)
-            eta = (
-                stored_policy_noise[..., t, :]
-                if stored_policy_noise is not None
-                else frozen.infer_noise(real_action)
+    with ExitStack() as stack:
+        # swap the parameters in once for the whole unroll (detached for the models)
+        stack.enter_context(swapped(loss.actor_network_params, loss.actor_network))
+        stack.enter_context(swapped(loss._cached_detached_dynamics_params, loss.dynamics_model))
+        stack.enter_context(swapped(loss._cached_detached_reward_params, loss.reward_model))
+        for t in range(steps):
+            state, step_reward, log_prob = _unroll_step(
+                loss,
+                state,
+                t,
+                actions,
+                next_observations,
+                real_rewards,
+                stored_policy_noise,
+                stored_model_noise,
+                noise,
             )
-            log_probs.append(frozen.log_prob(real_action))
-        else:
-            eta = torch.randn_like(pol.loc)
-        action = pol.rebuild(eta)
-        step = transition(obs_key, act_key, state, action)
-        dyn = location_scale(model_dist(loss.dynamics_model, dynamics_params, step))
-        if noise == "inferred":
-            xi = (
-                stored_model_noise[..., t, :]
-                if stored_model_noise is not None
-                else _detached(dyn).infer_noise(next_observations[..., t, :])
-            )
-        else:
-            xi = torch.randn_like(dyn.loc)
-        next_state = dyn.rebuild(xi)
-        step.set(("next", obs_key), next_state)
-        model_reward = expected_reward(loss.reward_model, reward_params, step)
-        if noise == "inferred":
-            rewards.append(real_rewards[..., t] + model_reward - model_reward.detach())
-        else:
-            rewards.append(model_reward)
-        state = next_state
+            rewards.append(step_reward)
+            if log_prob is not None:
+                log_probs.append(log_prob)
     return {"rewards": rewards, "final_state": state, "log_prob": log_probs}
+
+
+def _unroll_step(
+    loss: LossModule,
+    state: Tensor,
+    t: int,
+    actions: Tensor,
+    next_observations: Tensor,
+    real_rewards: Tensor,
+    stored_policy_noise: Tensor | None,
+    stored_model_noise: Tensor | None,
+    noise: str,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """One step of :func:`_unroll_real` (parameters already swapped in): ``(s_{t+1}, r_t, log_pi_t)``."""
+    keys = loss.tensor_keys
+    obs_key, act_key = keys.observation, keys.action
+    log_prob = None
+    td_state = TensorDict({obs_key: state}, state.shape[:-1])
+    pol = location_scale(policy_dist(loss.actor_network, None, td_state))
+    if noise == "inferred":
+        real_action = actions[..., t, :]
+        frozen = _detached(pol)
+        eta = (
+            stored_policy_noise[..., t, :]
+            if stored_policy_noise is not None
+            else frozen.infer_noise(real_action)
+        )
+        log_prob = frozen.log_prob(real_action)
+    else:
+        eta = torch.randn_like(pol.loc)
+    action = pol.rebuild(eta)
+    step = transition(obs_key, act_key, state, action)
+    dyn = location_scale(model_dist(loss.dynamics_model, None, step))
+    if noise == "inferred":
+        xi = (
+            stored_model_noise[..., t, :]
+            if stored_model_noise is not None
+            else _detached(dyn).infer_noise(next_observations[..., t, :])
+        )
+    else:
+        xi = torch.randn_like(dyn.loc)
+    next_state = dyn.rebuild(xi)
+    step.set(("next", obs_key), next_state)
+    model_reward = expected_reward(loss.reward_model, None, step)
+    if noise == "inferred":
+        step_reward = real_rewards[..., t] + model_reward - model_reward.detach()
+    else:
+        step_reward = model_reward
+    return next_state, step_reward, log_prob
 
 
 def _episode_masks(data: TensorDictBase, keys, steps: int) -> tuple[Tensor, Tensor]:
