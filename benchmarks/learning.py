@@ -90,11 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--target", type=float, default=None, help="return the runs should reach")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--name", default=None, help="results folder name (default <algorithm>_<env>)"
+    )
     parser.add_argument("--run-root", type=Path, default=ROOT / "runs" / "bench")
     parser.add_argument("overrides", nargs="*", help="group.key=value training overrides")
     args = parser.parse_args(argv)
 
-    name = f"{args.algorithm}_{args.env}"
+    name = args.name or f"{args.algorithm}_{args.env}"
     out = args.out or ROOT / "benchmarks" / "results" / name
     out.mkdir(parents=True, exist_ok=True)
     run_root = args.run_root / name
@@ -102,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         argv if argv is not None else sys.argv[1:]
     )
 
+    commit = _git_commit()  # the code the seeds run
     start = time.time()
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = {
@@ -145,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         "seeds": args.seeds,
         "overrides": args.overrides,
         "command": command,
-        "git_commit": _git_commit(),
+        "git_commit": commit,
         "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores".strip(),
         "wall_time_s": wall,
         "target": args.target,
