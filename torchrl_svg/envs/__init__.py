@@ -1,9 +1,11 @@
-"""Small reference tasks: the SVG paper's "Hand" and a linear-quadratic-Gaussian problem.
+"""Small reference tasks (the SVG paper's "Hand", an LQG problem) and the imagined-rollout env.
 
-Both are batched TorchRL :class:`~torchrl.envs.EnvBase` environments whose
+The two tasks are batched TorchRL :class:`~torchrl.envs.EnvBase` environments whose
 transition and reward are also available as exact, differentiable TensorDict
 modules (a true dynamics model, a known reward). The LQG task adds closed-form
 returns, values and policy gradients for checking SVG estimators.
+:class:`WorldModelEnv` turns learned (or known) models into an environment for
+imagined rollouts.
 """
 
 from torchrl_svg.envs.hand import HandEnv, HandParams, hand_dynamics_model, hand_reward_module
@@ -17,12 +19,15 @@ from torchrl_svg.envs.lqg import (
     lqg_value_function,
     lqg_value_module,
 )
+from torchrl_svg.envs.world_model_env import InitialObservations, WorldModelEnv
 
 __all__ = [
     "HandEnv",
     "HandParams",
+    "InitialObservations",
     "LQGEnv",
     "LinearGaussianPolicy",
+    "WorldModelEnv",
     "hand_dynamics_model",
     "hand_reward_module",
     "linear_gaussian_actor",
