@@ -15,7 +15,15 @@ from torchrl.envs import GymEnv
 
 from torchrl_svg import NonFiniteLossError
 from torchrl_svg.modules import GaussianDynamics, env_specs
-from torchrl_svg.train import PRESETS, ConfigError, S2VGAgent, load_config, make_agent, train
+from torchrl_svg.train import (
+    PRESETS,
+    ConfigError,
+    S2VGAgent,
+    load_checkpoint,
+    load_config,
+    make_agent,
+    train,
+)
 from torchrl_svg.train.builders import check_against_env, episode_length, make_env
 
 TINY = [
@@ -88,8 +96,8 @@ def _assert_run_files(run_dir: Path, n_evals: int) -> None:
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["final_return"] == pytest.approx(float(rows[-1]["return_mean"]))
-    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=False)
-    assert {"config", "agent", "frames", "updates"} <= set(ckpt)
+    ckpt = load_checkpoint(run_dir / "checkpoint.pt")
+    assert {"config", "agent", "replay", "counters", "rng", "records"} <= set(ckpt)
     assert (run_dir / "config.yaml").is_file()
 
 
@@ -118,8 +126,9 @@ def test_cli_end_to_end_on_pendulum_with_wandb_offline(tmp_path):
     _assert_run_files(run_dir, n_evals=2)
     runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("run-*.wandb")), "no W&B offline run files"
-    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=False)
-    assert ckpt["frames"] == 300 and ckpt["updates"] == 200 * 5
+    ckpt = load_checkpoint(run_dir / "checkpoint.pt")
+    assert ckpt["counters"]["frames"] == 300 and ckpt["counters"]["updates"] == 200 * 5
+    assert len(ckpt["replay"]["data"]) == 300  # every collected transition
 
 
 def test_mujoco_task_runs_by_name_and_the_checkpoint_reloads(tmp_path):
@@ -139,8 +148,8 @@ def test_mujoco_task_runs_by_name_and_the_checkpoint_reloads(tmp_path):
     _assert_run_files(tmp_path, n_evals=2)
     env = GymEnv("InvertedPendulum-v5")
     agent = S2VGAgent(cfg, *env_specs(env))
-    agent.load_state_dict(torch.load(tmp_path / "checkpoint.pt", weights_only=False)["agent"])
-    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["agent"]["loss"]
+    agent.load_state_dict(load_checkpoint(tmp_path / "checkpoint.pt")["agent"])
+    saved = load_checkpoint(tmp_path / "checkpoint.pt")["agent"]["loss"]
     for key, value in agent.loss.state_dict().items():
         torch.testing.assert_close(value, saved[key], msg=key)
     assert agent.dynamics.input_normalizer.count.item() == 200  # statistics of all real data
@@ -178,8 +187,8 @@ def test_non_finite_loss_is_reported_with_the_step_and_not_applied(tmp_path):
         match=r"non-finite loss_\w+.* after \d+ updates and \d+ model updates \(environment step \d+\)",
     ) as err:
         train(cfg)
-    assert "was not applied" in str(err.value)
-    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert "No non-finite update was applied" in str(err.value)
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
     for name, value in ckpt["agent"]["loss"].items():
         if value.is_floating_point():
             assert torch.isfinite(value).all(), f"{name} holds non-finite values"
@@ -249,7 +258,7 @@ def test_every_algorithm_trains_through_the_cli_recipe(algorithm, env_name, extr
     assert result.frames >= 400 and result.updates > 0
     assert all(r.mean == r.mean for r in result.records)
     _assert_run_files(tmp_path, n_evals=len(result.records))
-    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
     fresh = make_agent(cfg, *env_specs(make_env(cfg)), env=make_env(cfg))
     fresh.load_state_dict(ckpt["agent"])
 

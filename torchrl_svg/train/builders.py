@@ -36,6 +36,7 @@ __all__ = [
     "make_logger",
     "make_replay_buffer",
     "make_run_dir",
+    "warm_up_frames",
 ]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -139,7 +140,12 @@ def check_against_env(
 
 
 def make_collector(
-    cfg: Config, env: EnvBase, policy: nn.Module, *, episodic: bool = False
+    cfg: Config,
+    env: EnvBase,
+    policy: nn.Module,
+    *,
+    episodic: bool = False,
+    frames_done: int = 0,
 ) -> Collector:
     """A single-process TorchRL :class:`~torchrl.collectors.Collector`.
 
@@ -147,14 +153,17 @@ def make_collector(
     ``collector.init_random_frames`` uniformly random ones. Episodic agents
     (SVG(inf)) get whole fresh episodes: ``env`` must be batched
     (``[episodes_per_batch]``) and each batch is ``[N, T]`` complete episodes.
+    A resumed run passes the ``frames_done`` so far: the collector then runs
+    the remaining frames (and the remaining warm-up frames).
     """
     if episodic:
         frames = env.numel() * episode_length(env)
+        total = -(-cfg.collector.total_frames // frames) * frames
         return Collector(
             env,
             policy,
             frames_per_batch=frames,
-            total_frames=-(-cfg.collector.total_frames // frames) * frames,
+            total_frames=max(total - frames_done, frames),
             reset_at_each_iter=True,
             split_trajs=False,
             device="cpu",
@@ -162,18 +171,25 @@ def make_collector(
             auto_register_policy_transforms=False,
         )
     fpb = cfg.collector.frames_per_batch
-    # The collector counts random frames in whole batches.
-    init_random = -(-cfg.collector.init_random_frames // fpb) * fpb
+    init_random = max(0, warm_up_frames(cfg) - frames_done)
     return Collector(
         env,
         policy,
         frames_per_batch=fpb,
-        total_frames=cfg.collector.total_frames,
+        total_frames=max(cfg.collector.total_frames - frames_done, fpb),
         init_random_frames=init_random or None,
         device="cpu",
         storing_device="cpu",
         auto_register_policy_transforms=False,
     )
+
+
+def warm_up_frames(cfg: Config) -> int:
+    """Uniformly random warm-up frames, rounded up to whole collector batches (0 for SVG(inf))."""
+    if cfg.algorithm == "svginf":
+        return 0
+    fpb = cfg.collector.frames_per_batch
+    return -(-cfg.collector.init_random_frames // fpb) * fpb
 
 
 def make_replay_buffer(
@@ -200,8 +216,8 @@ def make_run_dir(cfg: Config) -> Path:
     return path
 
 
-def make_logger(cfg: Config, run_dir: Path) -> Logger | None:
-    """A TorchRL logger writing into ``run_dir`` (W&B offline by default)."""
+def make_logger(cfg: Config, run_dir: Path, run_id: str | None = None) -> Logger | None:
+    """A TorchRL logger writing into ``run_dir`` (W&B offline by default; ``run_id`` resumes a W&B run)."""
     exp_name = cfg.logger.exp_name or run_dir.name
     backend = cfg.logger.backend
     if backend == "none":
@@ -216,5 +232,6 @@ def make_logger(cfg: Config, run_dir: Path) -> Logger | None:
         offline=offline,
         save_dir=str(run_dir),
         project=cfg.logger.project,
+        id=run_id,
         **({} if offline else {"mode": cfg.logger.mode}),
     )

@@ -194,6 +194,32 @@ class OptimConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    """Checkpoints and resuming.
+
+    Attributes:
+        interval: environment steps between checkpoints (one is also written at the end,
+            on Ctrl-C and when the environment fails).
+        resume: continue the run in ``logger.run_dir`` from its ``checkpoint.pt``.
+    """
+
+    interval: int = 10_000
+    resume: bool = False
+
+
+@dataclass
+class GuardConfig:
+    """Protection against bad values.
+
+    Attributes:
+        max_nonfinite_updates: non-finite losses or gradients in a row that are skipped
+            (and counted) before the run stops with the last checkpoint.
+    """
+
+    max_nonfinite_updates: int = 10
+
+
+@dataclass
 class EvalConfig:
     """Periodic deterministic evaluation.
 
@@ -259,6 +285,8 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
 
 
 #: The package's own reference tasks (torchrl_svg.envs), run by these names.
@@ -375,6 +403,7 @@ _POSITIVE_INTS: tuple[tuple[str, ...], ...] = (
     ("svg", "horizon"),
     ("svg", "value_target_interval"),
     ("svg", "episodes_per_batch"),
+    ("checkpoint", "interval"),
 )
 
 
@@ -424,6 +453,10 @@ def _validate(cfg: Config) -> None:
             f"svg.max_importance_weight must be positive, got {cfg.svg.max_importance_weight}."
         )
     _validate_env_name(cfg.env.name)
+    if cfg.checkpoint.resume and cfg.logger.run_dir is None:
+        raise ConfigError(
+            "checkpoint.resume=true needs logger.run_dir: the run directory to continue."
+        )
     if cfg.model.reward == "known" and cfg.env.name not in KNOWN_REWARD_ENVS:
         raise ConfigError(
             f"model.reward='known' needs a task with a known differentiable reward "

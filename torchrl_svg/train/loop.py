@@ -1,23 +1,27 @@
-"""The training loop: collect, fit the world model, update the actor-critic, evaluate, record."""
+"""The training loop: collect, fit the world model, update the agent, evaluate, record, checkpoint."""
 
 from __future__ import annotations
 
 import json
-import os
+import logging
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from omegaconf import OmegaConf
 from tensordict import TensorDictBase
+from torchrl.data import ReplayBuffer
 from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from tqdm import tqdm
 
 from torchrl_svg._utils import NonFiniteLossError
 from torchrl_svg.modules import env_specs
-from torchrl_svg.train.agents import AGENTS, make_agent
+from torchrl_svg.train.agents import AGENTS, NonFiniteGuard, make_agent
 from torchrl_svg.train.builders import (
     REPLAY_KEYS,
     make_collector,
@@ -25,11 +29,19 @@ from torchrl_svg.train.builders import (
     make_logger,
     make_replay_buffer,
     make_run_dir,
+    warm_up_frames,
 )
+from torchrl_svg.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from torchrl_svg.train.config import Config, to_dict
 from torchrl_svg.train.records import EvalRecord, EvalRecords
 
-__all__ = ["TrainResult", "evaluate", "train"]
+__all__ = ["EnvironmentFailure", "TrainResult", "Trainer", "evaluate", "train"]
+
+log = logging.getLogger("torchrl_svg")
+
+
+class EnvironmentFailure(RuntimeError):
+    """The environment raised during collection; a resumable checkpoint was written first."""
 
 
 @dataclass
@@ -60,23 +72,341 @@ def evaluate(env: EnvBase, policy: torch.nn.Module, episodes: int, max_steps: in
     return returns
 
 
-def _save_checkpoint(path: Path, payload: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-
-
-def _log(logger, values: dict[str, float], step: int) -> None:
-    if logger is None:
-        return
-    for key, value in values.items():
-        logger.log_scalar(key, value, step=step)
-
-
 def _uniform_log_prob(action_spec) -> float:
     """Log-density of the uniform warm-up policy over the action box."""
     low, high = action_spec.space.low, action_spec.space.high
     return float(-torch.log(high - low).sum())
+
+
+def _finite_rows(data: TensorDictBase) -> torch.Tensor:
+    """``[N]`` mask of transitions whose observations and reward are all finite."""
+    n = data.numel()
+    ok = torch.ones(n, dtype=torch.bool, device=data.device)
+    for key in ("observation", ("next", "observation"), ("next", "reward")):
+        value = data.get(key, None)
+        if value is not None:
+            ok &= torch.isfinite(value.reshape(n, -1)).all(-1)
+    return ok
+
+
+def replay_state(replay: ReplayBuffer) -> dict[str, Any]:
+    """The stored transitions (filled rows only, in storage order) and the writer's position."""
+    n = len(replay)
+    data = replay.storage.get(torch.arange(n)) if n else None
+    if data is not None and "index" in data.keys():
+        data = data.exclude("index")
+    return {"data": None if data is None else data.cpu(), "writer": replay._writer.state_dict()}
+
+
+def load_replay_state(replay: ReplayBuffer, state: dict[str, Any], device: torch.device) -> None:
+    """Refill an empty buffer with :func:`replay_state`'s rows and restore the writer's position."""
+    if state["data"] is not None:
+        replay.extend(state["data"].to(device))
+    replay._writer.load_state_dict(state["writer"])
+
+
+class Trainer:
+    """The training recipe of :func:`train` as an object that can checkpoint and resume.
+
+    Building a ``Trainer`` makes the environments, the agent of
+    ``cfg.algorithm``, the collector, the replay buffer and the logger; with
+    ``cfg.checkpoint.resume`` it then restores everything from the run
+    directory's ``checkpoint.pt``: parameters, targets, optimiser states,
+    alpha, normalisation statistics, the replay buffer's contents and writer
+    position, the RNG states, the counters and the evaluation history.
+
+    Checkpoints are written every ``checkpoint.interval`` environment steps,
+    at the end, on Ctrl-C and when the environment raises (the run then stops
+    with :class:`EnvironmentFailure`, resumable with nothing collected lost).
+    Transitions with a non-finite observation or reward are dropped before
+    they enter the buffer and reported with the step; non-finite losses or
+    gradients skip their update and, after ``guard.max_nonfinite_updates`` in
+    a row, stop the run with the last checkpoint (written before the fault).
+
+    Args:
+        cfg: the configuration (see :mod:`torchrl_svg.train.config`).
+    """
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        torch.set_num_threads(cfg.num_threads)
+        torch.manual_seed(cfg.env.seed)
+        np.random.seed(cfg.env.seed)
+        random.seed(cfg.env.seed)
+        self.device = torch.device(cfg.device)
+        self.run_dir = make_run_dir(cfg)
+        self.checkpoint_path = self.run_dir / "checkpoint.pt"
+        state = self._read_resume_state() if cfg.checkpoint.resume else None
+        OmegaConf.save(OmegaConf.structured(cfg), self.run_dir / "config.yaml")
+
+        self.episodic = AGENTS[cfg.algorithm].episodic
+        self.frames = self.updates = self.model_updates = 0
+        self.dropped_transitions = 0
+        self.next_eval = cfg.eval.interval
+        self.next_log = cfg.logger.log_interval
+        self.next_checkpoint = cfg.checkpoint.interval
+        self.pretrained = self.episodic
+        self.elapsed_before = 0.0
+        self.records = EvalRecords(
+            self.run_dir, title=f"{cfg.algorithm.upper()} on {cfg.env.name} (seed {cfg.env.seed})"
+        )
+        self.eval_env = make_env(cfg, seed_offset=10_000)
+        self.observation_spec, self.action_spec = env_specs(self.eval_env)
+        self.agent = make_agent(
+            cfg, self.observation_spec, self.action_spec, self.device, env=self.eval_env
+        )
+        self.agent.guard = NonFiniteGuard(cfg.guard.max_nonfinite_updates)
+        self.replay = make_replay_buffer(cfg, self.device, slice_len=self.agent.slice_len)
+        self.warm_up = warm_up_frames(cfg)
+        self.uniform_log_prob = _uniform_log_prob(self.action_spec)
+        run_id = None
+        if state is not None:
+            self.load_state_dict(state)
+            run_id = state.get("logger_run_id")
+        # a resumed run re-seeds its env from the step reached (the episode in flight restarts)
+        self.env = make_env(
+            cfg,
+            seed_offset=self.frames,
+            num_envs=cfg.svg.episodes_per_batch if self.episodic else None,
+        )
+        self.collector = make_collector(
+            cfg, self.env, self.agent.policy, episodic=self.episodic, frames_done=self.frames
+        )
+        self.collector.set_seed(cfg.env.seed + self.frames)
+        self.logger = make_logger(cfg, self.run_dir, run_id=run_id)
+        if self.logger is not None and state is None:
+            self.logger.log_hparams(to_dict(cfg))
+
+    # ------------------------------------------------------------ checkpoints
+    def _read_resume_state(self) -> dict[str, Any]:
+        state = load_checkpoint(self.checkpoint_path)
+        saved = state.get("config", {})
+        for group, key in (("algorithm", None), ("env", "name")):
+            old = saved.get(group) if key is None else saved.get(group, {}).get(key)
+            new = (
+                getattr(self.cfg, group) if key is None else getattr(getattr(self.cfg, group), key)
+            )
+            if old != new:
+                name = group if key is None else f"{group}.{key}"
+                raise CheckpointError(
+                    f"Cannot resume {self.checkpoint_path}: it was written with {name}={old!r}, "
+                    f"the configuration has {name}={new!r}."
+                )
+        return state
+
+    def state_dict(self) -> dict[str, Any]:
+        """The full training state (see the class docstring)."""
+        logger_id = getattr(getattr(self.logger, "experiment", None), "id", None)
+        return {
+            "config": to_dict(self.cfg),
+            "agent": self.agent.state_dict(),
+            "replay": replay_state(self.replay),
+            "counters": {
+                "frames": self.frames,
+                "updates": self.updates,
+                "model_updates": self.model_updates,
+                "dropped_transitions": self.dropped_transitions,
+                "skipped_updates": self.agent.guard.skipped,
+                "next_eval": self.next_eval,
+                "next_log": self.next_log,
+                "next_checkpoint": self.next_checkpoint,
+                "pretrained": self.pretrained,
+                "elapsed": self.elapsed_before + getattr(self, "_elapsed", 0.0),
+            },
+            "records": [vars(r) for r in self.records.records],
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "numpy": np.random.get_state(),
+                "random": random.getstate(),
+            },
+            "logger_run_id": logger_id,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict` (into a freshly built trainer)."""
+        self.agent.load_state_dict(state["agent"])
+        load_replay_state(self.replay, state["replay"], self.device)
+        c = state["counters"]
+        self.frames, self.updates, self.model_updates = (
+            c["frames"],
+            c["updates"],
+            c["model_updates"],
+        )
+        self.dropped_transitions = c["dropped_transitions"]
+        self.agent.guard.skipped = c["skipped_updates"]
+        self.next_eval, self.next_log = c["next_eval"], c["next_log"]
+        self.next_checkpoint, self.pretrained = c["next_checkpoint"], c["pretrained"]
+        self.elapsed_before = c["elapsed"]
+        self.records.records = [EvalRecord(**r) for r in state["records"]]
+        self.records.write()
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["random"])
+
+    def save(self) -> Path:
+        """Write the checkpoint atomically (the previous one is kept as ``checkpoint.prev.pt``)."""
+        return save_checkpoint(self.checkpoint_path, self.state_dict())
+
+    # --------------------------------------------------------------- pieces
+    def _log(self, values: dict[str, float]) -> None:
+        if self.logger is not None:
+            for key, value in values.items():
+                self.logger.log_scalar(key, value, step=self.frames)
+
+    def _evaluate(self) -> EvalRecord:
+        cfg = self.cfg
+        returns = evaluate(self.eval_env, self.agent.policy, cfg.eval.episodes, cfg.eval.max_steps)
+        record = EvalRecord(self.frames, self.updates, self.elapsed_before + self._elapsed, returns)
+        self.records.add(record)
+        self._log({"eval/return": record.mean, "eval/return_std": record.std})
+        return record
+
+    def _clean(self, data: TensorDictBase) -> TensorDictBase:
+        """Drop (and report) transitions with non-finite observations or rewards."""
+        ok = _finite_rows(data)
+        if bool(ok.all()):
+            return data
+        bad = int((~ok).sum())
+        self.dropped_transitions += bad
+        log.warning(
+            "Dropped %d transition(s) with a non-finite observation or reward collected up to "
+            "environment step %d (%d dropped in all); they were not stored.",
+            bad,
+            self.frames + data.numel(),
+            self.dropped_transitions,
+        )
+        self._log({"data/dropped_transitions": float(self.dropped_transitions)})
+        return data[ok]
+
+    def _train(self, fresh: TensorDictBase) -> TensorDictBase | None:
+        cfg = self.cfg
+        if not self.pretrained:
+            self.model_updates += self.agent.pretrain(
+                self.replay, cfg.model.pretrain_updates, cfg.model.batch_size
+            )
+            self.pretrained = True
+        out, n_updates, n_model = self.agent.train_on_batch(fresh.to(self.device), self.replay)
+        self.updates += n_updates
+        self.model_updates += n_model
+        return out
+
+    def _fault(self, err: NonFiniteLossError) -> NonFiniteLossError:
+        return NonFiniteLossError(
+            f"{err} after {self.updates} updates and {self.model_updates} model updates "
+            f"(environment step {self.frames}). No non-finite update was applied; the checkpoint "
+            f"{self.checkpoint_path} holds the state from before the fault."
+        )
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> TrainResult:
+        """Train to ``collector.total_frames`` environment steps and return the evaluation records."""
+        cfg = self.cfg
+        start = time.perf_counter()
+        self._elapsed = 0.0
+        last: TensorDictBase | None = None
+        pbar = tqdm(
+            total=cfg.collector.total_frames,
+            initial=self.frames,
+            disable=not cfg.logger.progress,
+            unit="step",
+        )
+        iterator = iter(self.collector)
+        completed = False
+        try:
+            while True:
+                try:
+                    data = next(iterator)
+                except StopIteration:
+                    break
+                except Exception as err:
+                    self._elapsed = time.perf_counter() - start
+                    path = self.save()
+                    raise EnvironmentFailure(
+                        f"The environment {cfg.env.name!r} raised while collecting after environment "
+                        f"step {self.frames}: {type(err).__name__}: {err}. All {len(self.replay)} "
+                        f"transitions collected so far are in the checkpoint {path}; resume with "
+                        f"checkpoint.resume=true logger.run_dir={self.run_dir}."
+                    ) from err
+                fresh = data.select(*REPLAY_KEYS, strict=False)
+                if self.frames < self.warm_up:
+                    # warm-up actions come from a uniform policy: store its log-density as behaviour
+                    fresh.set("action_log_prob", torch.full(fresh.shape, self.uniform_log_prob))
+                collected = data.numel()
+                transitions = self._clean(fresh.reshape(-1))
+                if fresh.ndim > 1 and transitions.numel() != collected:
+                    fresh = None  # whole episodes with a bad step: no on-policy update on them
+                elif fresh.ndim == 1:
+                    fresh = transitions
+                self.agent.observe(transitions)
+                self.replay.extend(transitions.to(self.device))
+                self.frames += collected
+                if self.frames > self.warm_up and fresh is not None and transitions.numel():
+                    try:
+                        out = self._train(fresh)
+                        last = out if out is not None else last
+                    except NonFiniteLossError as err:
+                        if not self.checkpoint_path.exists():
+                            # no earlier checkpoint: the current state has no non-finite update in it
+                            self.save()
+                        raise self._fault(err) from err
+                self._elapsed = time.perf_counter() - start
+                if self.updates >= self.next_log and last is not None:
+                    self.next_log = self.updates + cfg.logger.log_interval
+                    values = {f"train/{k}": float(v) for k, v in last.items()}
+                    values["train/skipped_updates"] = float(self.agent.guard.skipped)
+                    self._log(values)
+                pbar.update(collected)
+                if self.frames >= self.next_eval:
+                    while self.next_eval <= self.frames:
+                        self.next_eval += cfg.eval.interval
+                    record = self._evaluate()
+                    total = self.elapsed_before + self._elapsed
+                    pbar.set_postfix(
+                        eval_return=f"{record.mean:.1f}",
+                        env_steps_s=f"{self.frames / total:.0f}",
+                        updates_s=f"{self.updates / total:.0f}",
+                    )
+                if self.frames >= self.next_checkpoint:
+                    while self.next_checkpoint <= self.frames:
+                        self.next_checkpoint += cfg.checkpoint.interval
+                    self.save()
+            if not self.records.records or self.records.records[-1].frames != self.frames:
+                self._evaluate()
+            completed = True
+        except KeyboardInterrupt:
+            self._elapsed = time.perf_counter() - start
+            self.save()
+            raise
+        finally:
+            pbar.close()
+            self.collector.shutdown()
+            if completed:
+                self.save()
+            self._write_summary()
+            if self.logger is not None and hasattr(
+                getattr(self.logger, "experiment", None), "finish"
+            ):
+                self.logger.experiment.finish()
+            for env in (self.env, self.eval_env):
+                if not env.is_closed:  # the collector may have closed its env already
+                    env.close()
+        return TrainResult(self.run_dir, self.frames, self.updates, self.records.records)
+
+    def _write_summary(self) -> None:
+        cfg = self.cfg
+        summary = {
+            "env": cfg.env.name,
+            "algorithm": cfg.algorithm,
+            "seed": cfg.env.seed,
+            "frames": self.frames,
+            "updates": self.updates,
+            "model_updates": self.model_updates,
+            "dropped_transitions": self.dropped_transitions,
+            "skipped_updates": self.agent.guard.skipped,
+            "wall_time_s": self.elapsed_before + getattr(self, "_elapsed", 0.0),
+            "final_return": self.records.records[-1].mean if self.records.records else None,
+        }
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
 
 
 def train(cfg: Config) -> TrainResult:
@@ -84,126 +414,7 @@ def train(cfg: Config) -> TrainResult:
 
     Writes into the run directory: ``config.yaml``, ``eval.csv``,
     ``learning_curve.png``, ``summary.json``, ``checkpoint.pt`` and the
-    logger's files (a W&B offline run by default).
+    logger's files (a W&B offline run by default). With
+    ``checkpoint.resume=true`` it continues the run in ``logger.run_dir``.
     """
-    torch.set_num_threads(cfg.num_threads)
-    torch.manual_seed(cfg.env.seed)
-    device = torch.device(cfg.device)
-    run_dir = make_run_dir(cfg)
-    OmegaConf.save(OmegaConf.structured(cfg), run_dir / "config.yaml")
-
-    episodic = AGENTS[cfg.algorithm].episodic
-    env = make_env(cfg, num_envs=cfg.svg.episodes_per_batch if episodic else None)
-    eval_env = make_env(cfg, seed_offset=10_000)
-    observation_spec, action_spec = env_specs(eval_env)
-    agent = make_agent(cfg, observation_spec, action_spec, device, env=eval_env)
-    collector = make_collector(cfg, env, agent.policy, episodic=episodic)
-    collector.set_seed(cfg.env.seed)
-    replay = make_replay_buffer(cfg, device, slice_len=agent.slice_len)
-    logger = make_logger(cfg, run_dir)
-    if logger is not None:
-        logger.log_hparams(to_dict(cfg))
-    records = EvalRecords(
-        run_dir, title=f"{cfg.algorithm.upper()} on {cfg.env.name} (seed {cfg.env.seed})"
-    )
-
-    fpb = cfg.collector.frames_per_batch
-    random_frames = 0 if episodic else -(-cfg.collector.init_random_frames // fpb) * fpb
-    uniform_log_prob = _uniform_log_prob(action_spec)
-    frames = updates = model_updates = 0
-    next_eval = cfg.eval.interval
-    next_log = cfg.logger.log_interval
-    pretrained = episodic
-    start = time.perf_counter()
-    last_losses: TensorDictBase | None = None
-    pbar = tqdm(total=cfg.collector.total_frames, disable=not cfg.logger.progress, unit="step")
-
-    def run_eval() -> EvalRecord:
-        returns = evaluate(eval_env, agent.policy, cfg.eval.episodes, cfg.eval.max_steps)
-        record = EvalRecord(frames, updates, time.perf_counter() - start, returns)
-        records.add(record)
-        _log(logger, {"eval/return": record.mean, "eval/return_std": record.std}, frames)
-        return record
-
-    def fault(err: NonFiniteLossError) -> NonFiniteLossError:
-        return NonFiniteLossError(
-            f"{err} after {updates} updates and {model_updates} model updates "
-            f"(environment step {frames}). The update was not applied; the last checkpoint "
-            f"is {run_dir / 'checkpoint.pt'}."
-        )
-
-    try:
-        for data in collector:
-            fresh = data.select(*REPLAY_KEYS, strict=False)
-            if frames < random_frames:
-                # warm-up actions come from a uniform policy: store its log-density as behaviour
-                fresh.set("action_log_prob", torch.full(fresh.shape, uniform_log_prob))
-            transitions = fresh.reshape(-1)
-            agent.observe(transitions)
-            replay.extend(transitions.to(device))
-            frames += transitions.numel()
-            try:
-                if frames > random_frames:
-                    if not pretrained:
-                        model_updates += agent.pretrain(
-                            replay, cfg.model.pretrain_updates, cfg.model.batch_size
-                        )
-                        pretrained = True
-                    out, n_updates, n_model = agent.train_on_batch(fresh.to(device), replay)
-                    updates += n_updates
-                    model_updates += n_model
-                    last_losses = out if out is not None else last_losses
-            except NonFiniteLossError as err:
-                raise fault(err) from err
-            if updates >= next_log and last_losses is not None:
-                next_log = updates + cfg.logger.log_interval
-                _log(logger, {f"train/{k}": float(v) for k, v in last_losses.items()}, frames)
-            pbar.update(transitions.numel())
-            if frames >= next_eval:
-                next_eval += cfg.eval.interval * max(
-                    1, -(-transitions.numel() // cfg.eval.interval)
-                )
-                record = run_eval()
-                elapsed = time.perf_counter() - start
-                pbar.set_postfix(
-                    eval_return=f"{record.mean:.1f}",
-                    env_steps_s=f"{frames / elapsed:.0f}",
-                    updates_s=f"{updates / elapsed:.0f}",
-                )
-        if not records.records or records.records[-1].frames != frames:
-            run_eval()
-    finally:
-        pbar.close()
-        collector.shutdown()
-        elapsed = time.perf_counter() - start
-        _save_checkpoint(
-            run_dir / "checkpoint.pt",
-            {
-                "config": to_dict(cfg),
-                "agent": agent.state_dict(),
-                "frames": frames,
-                "updates": updates,
-                "model_updates": model_updates,
-            },
-        )
-        summary = {
-            "env": cfg.env.name,
-            "algorithm": cfg.algorithm,
-            "seed": cfg.env.seed,
-            "frames": frames,
-            "updates": updates,
-            "model_updates": model_updates,
-            "wall_time_s": elapsed,
-            "final_return": records.records[-1].mean if records.records else None,
-        }
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        if (
-            logger is not None
-            and hasattr(logger, "experiment")
-            and hasattr(logger.experiment, "finish")
-        ):
-            logger.experiment.finish()
-        for e in (env, eval_env):
-            if not e.is_closed:  # the collector may have closed its env already
-                e.close()
-    return TrainResult(run_dir, frames, updates, records.records)
+    return Trainer(cfg).run()

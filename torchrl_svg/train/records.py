@@ -78,14 +78,19 @@ class EvalRecords:
         return Path(self.run_dir) / "learning_curve.png"
 
     def add(self, record: EvalRecord) -> None:
-        """Record an evaluation: append it to the CSV and redraw the curve."""
+        """Record an evaluation: rewrite the CSV with every record so far and redraw the curve."""
         self.records.append(record)
-        new = not self.csv_path.exists() or len(self.records) == 1
-        with self.csv_path.open("w" if new else "a", newline="") as f:
+        self.write()
+
+    def write(self) -> None:
+        """Write ``eval.csv`` and ``learning_curve.png`` from the records (a resumed run rewrites them)."""
+        with self.csv_path.open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-            if new:
-                writer.writeheader()
-            writer.writerow(record.row())
+            writer.writeheader()
+            for r in self.records:
+                writer.writerow(r.row())
+        if not self.records:
+            return
         plot_curves(
             {self.title: [(r.frames, r.mean, r.std) for r in self.records]},
             self.png_path,

@@ -22,12 +22,46 @@ from torchrl_svg.objectives import GaussianWorldModelLoss
 from torchrl_svg.train.builders import ACTIVATIONS, check_against_env, make_known_reward
 from torchrl_svg.train.config import Config
 
-__all__ = ["Agent", "WorldModel", "guarded_step", "trainable"]
+__all__ = ["Agent", "NonFiniteGuard", "WorldModel", "guarded_step", "trainable"]
 
 
 def trainable(params: TensorDictBase) -> list[nn.Parameter]:
     """The trainable parameters held in a loss's ``*_params`` TensorDict."""
     return [p for p in params.values(True, True) if isinstance(p, nn.Parameter) and p.requires_grad]
+
+
+class NonFiniteGuard:
+    """Counts skipped (non-finite) updates and stops after too many in a row.
+
+    Args:
+        max_consecutive: how many non-finite updates in a row are skipped
+            before :class:`~torchrl_svg.NonFiniteLossError` is raised (0: raise
+            on the first).
+
+    Examples:
+        >>> guard = NonFiniteGuard(max_consecutive=1)
+        >>> guard.record(False, "non-finite loss_actor")  # skipped, counted
+        >>> guard.record(True, "")  # a good update resets the streak
+        >>> guard.skipped, guard.consecutive
+        (1, 0)
+    """
+
+    def __init__(self, max_consecutive: int = 0):
+        self.max_consecutive = int(max_consecutive)
+        self.consecutive = 0
+        self.skipped = 0
+
+    def record(self, ok: bool, what: str) -> None:
+        """Record one update; raise if the streak of bad ones exceeds the limit."""
+        if ok:
+            self.consecutive = 0
+            return
+        self.skipped += 1
+        self.consecutive += 1
+        if self.consecutive > self.max_consecutive:
+            raise NonFiniteLossError(
+                f"{what} ({self.consecutive} non-finite update(s) in a row, {self.skipped} in all)"
+            )
 
 
 def guarded_step(
@@ -37,22 +71,40 @@ def guarded_step(
     *,
     max_grad_norm: float | None = None,
     parameters: Iterable[torch.Tensor] = (),
-) -> None:
-    """Back-propagate the sum of ``losses[keys]`` and step, refusing non-finite losses.
+    guard: NonFiniteGuard | None = None,
+) -> bool:
+    """Back-propagate the sum of ``losses[keys]`` and step, skipping non-finite updates.
+
+    A non-finite loss, or a non-finite gradient norm over ``parameters``,
+    skips the update (no parameter changes) and is recorded by ``guard``.
+
+    Returns:
+        Whether the update was applied.
 
     Raises:
-        NonFiniteLossError: naming the non-finite entries; no gradient is
-            applied, so the parameters keep their last finite values.
+        NonFiniteLossError: naming the non-finite entries, when ``guard``
+            (by default one that allows none) has seen too many in a row.
     """
+    guard = guard if guard is not None else NonFiniteGuard(0)
     total = sum(losses.get(k) for k in keys)
     if not torch.isfinite(total):
         bad = [k for k in keys if not torch.isfinite(losses.get(k)).all()]
-        raise NonFiniteLossError(f"non-finite {', '.join(bad)}")
+        guard.record(False, f"non-finite {', '.join(bad)}")
+        return False
     optimizer.zero_grad(set_to_none=True)
     total.backward()
-    if max_grad_norm is not None:
-        torch.nn.utils.clip_grad_norm_(list(parameters), max_grad_norm)
+    params = [p for p in parameters if p.grad is not None]
+    if params:
+        norm = torch.nn.utils.clip_grad_norm_(
+            params, max_grad_norm if max_grad_norm is not None else float("inf")
+        )
+        if not torch.isfinite(norm):
+            optimizer.zero_grad(set_to_none=True)
+            guard.record(False, f"non-finite gradient of {', '.join(keys)}")
+            return False
     optimizer.step()
+    guard.record(True, "")
+    return True
 
 
 class WorldModel:
@@ -123,6 +175,7 @@ class WorldModel:
             + (("loss_termination",) if self.loss.learns_termination else ())
         )
         self.parameters = [p for p in self.loss.parameters() if p.requires_grad]
+        self.guard = NonFiniteGuard(0)
         self.optimizer = torch.optim.Adam(
             self.parameters,
             lr=cfg.optim.model_lr,
@@ -143,6 +196,7 @@ class WorldModel:
             self.loss_keys,
             max_grad_norm=self.cfg.optim.max_grad_norm,
             parameters=self.parameters,
+            guard=self.guard,
         )
         return out.detach()
 
@@ -175,6 +229,20 @@ class Agent:
     world_model: WorldModel | None = None
     episodic: bool = False
     slice_len: int | None = None
+    _guard: NonFiniteGuard | None = None
+
+    @property
+    def guard(self) -> NonFiniteGuard:
+        """The agent's :class:`NonFiniteGuard` (shared with its world model)."""
+        if self._guard is None:
+            self._guard = NonFiniteGuard(0)
+        return self._guard
+
+    @guard.setter
+    def guard(self, guard: NonFiniteGuard) -> None:
+        self._guard = guard
+        if self.world_model is not None:
+            self.world_model.guard = guard
 
     def sample(self, replay: ReplayBuffer, batch_size: int) -> TensorDictBase:
         """``batch_size`` transitions from replay (whole slices of ``slice_len`` when set)."""

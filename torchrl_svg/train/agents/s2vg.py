@@ -112,6 +112,7 @@ class S2VGAgent(Agent):
             self.loss_keys,
             max_grad_norm=self.cfg.optim.max_grad_norm,
             parameters=self._actor_params + self._critic_params,
+            guard=self.guard,
         )
         self.target_updater.step()
         return out.detach()

@@ -83,7 +83,13 @@ class SVG0Agent(Agent):
         updates = fresh.numel() * self.cfg.svg.policy_updates_per_step
         for _ in range(updates):
             out = self.loss(self.sample(replay, self.cfg.replay_buffer.batch_size))
-            guarded_step(self.optimizer, out, ("loss_actor", "loss_qvalue"))
+            guarded_step(
+                self.optimizer,
+                out,
+                ("loss_actor", "loss_qvalue"),
+                parameters=self._actor_params + self._critic_params,
+                guard=self.guard,
+            )
             self.target_updater.step()
         return (None if out is None else out.detach()), updates, 0
 
@@ -178,6 +184,7 @@ class SVGAgent(Agent):
             self.actor_keys,
             max_grad_norm=self.cfg.svg.actor_max_grad_norm,
             parameters=self._actor_params,
+            guard=self.guard,
         )
         return out.detach()
 
@@ -194,7 +201,11 @@ class SVGAgent(Agent):
                 self.sample(replay, self.cfg.replay_buffer.batch_size)
             )
             guarded_step(
-                self.value_optimizer, TensorDict({"loss_value": value_loss}, []), ("loss_value",)
+                self.value_optimizer,
+                TensorDict({"loss_value": value_loss}, []),
+                ("loss_value",),
+                parameters=self._value_params,
+                guard=self.guard,
             )
             self.target_updater.step()
         if self.replays_policy:
@@ -279,6 +290,7 @@ class SVGInfAgent(Agent):
             ("loss_actor",),
             max_grad_norm=cfg.svg.actor_max_grad_norm,
             parameters=self._actor_params,
+            guard=self.guard,
         )
         return out.detach(), 1, cfg.svg.model_updates_per_batch
 
