@@ -19,9 +19,11 @@ from torchrl_svg.envs.lqg import (
     lqg_value_function,
     lqg_value_module,
 )
+from torchrl_svg.envs.transforms import EndOnNonFinite
 from torchrl_svg.envs.world_model_env import InitialObservations, WorldModelEnv
 
 __all__ = [
+    "EndOnNonFinite",
     "HandEnv",
     "HandParams",
     "InitialObservations",

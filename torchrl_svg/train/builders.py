@@ -23,7 +23,7 @@ from torchrl.record.loggers import CSVLogger, Logger, TensorboardLogger, WandbLo
 
 from torchrl_svg._utils import check_same_shape
 from torchrl_svg.data import slice_replay_buffer
-from torchrl_svg.envs import HandEnv, LQGEnv, hand_reward_module, lqg_reward_module
+from torchrl_svg.envs import EndOnNonFinite, HandEnv, LQGEnv, hand_reward_module, lqg_reward_module
 from torchrl_svg.train.config import Config
 
 __all__ = [
@@ -64,6 +64,9 @@ REPLAY_KEYS = (
 def make_env(cfg: Config, *, seed_offset: int = 0, num_envs: int | None = None) -> TransformedEnv:
     """The task as a TorchRL env (float32 observations, step counter, episode return).
 
+    A step with a non-finite observation or reward ends its episode
+    (:class:`~torchrl_svg.envs.EndOnNonFinite`), so the collector resets it.
+
     ``Hand-v0`` and ``LQG-v0`` are the package's own batched tasks; any other
     name is a Gymnasium environment. With ``num_envs`` the env runs that many
     episodes side by side (batch size ``[num_envs]``; Gymnasium tasks through a
@@ -85,7 +88,9 @@ def make_env(cfg: Config, *, seed_offset: int = 0, num_envs: int | None = None) 
             return GymEnv(name, device="cpu", **kwargs)
 
         base = make_gym() if num_envs is None else SerialEnv(num_envs, make_gym)
-    env = TransformedEnv(base, Compose(DoubleToFloat(), StepCounter(), RewardSum()))
+    env = TransformedEnv(
+        base, Compose(DoubleToFloat(), EndOnNonFinite(), StepCounter(), RewardSum())
+    )
     env.set_seed(seed)
     return env
 

@@ -176,6 +176,9 @@ class Trainer:
         self.logger = make_logger(cfg, self.run_dir, run_id=run_id)
         if self.logger is not None and state is None:
             self.logger.log_hparams(to_dict(cfg))
+        if state is not None:
+            # building the env and collector drew random numbers: continue from the saved stream
+            self._restore_rng(state)
 
     # ------------------------------------------------------------ checkpoints
     def _read_resume_state(self) -> dict[str, Any]:
@@ -239,6 +242,10 @@ class Trainer:
         self.elapsed_before = c["elapsed"]
         self.records.records = [EvalRecord(**r) for r in state["records"]]
         self.records.write()
+        self._restore_rng(state)
+
+    @staticmethod
+    def _restore_rng(state: dict[str, Any]) -> None:
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["random"])
