@@ -194,6 +194,23 @@ class OptimConfig:
 
 
 @dataclass
+class CompileConfig:
+    """Faster updates.
+
+    Attributes:
+        compile: run the losses under :func:`torch.compile` (forward and, through
+            AOTAutograd, backward) for the per-step updates (not SVG(inf)'s long unroll).
+        mode: the ``torch.compile`` mode (``None``, ``"default"``, ``"reduce-overhead"``,
+            ``"max-autotune"``).
+        cudagraphs: capture each update in tensordict's ``CudaGraphModule`` (``device=cuda``).
+    """
+
+    compile: bool = False
+    mode: str | None = None
+    cudagraphs: bool = False
+
+
+@dataclass
 class CheckpointConfig:
     """Checkpoints and resuming.
 
@@ -287,6 +304,7 @@ class Config:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     guard: GuardConfig = field(default_factory=GuardConfig)
+    compile: CompileConfig = field(default_factory=CompileConfig)
 
 
 #: The package's own reference tasks (torchrl_svg.envs), run by these names.
@@ -453,6 +471,18 @@ def _validate(cfg: Config) -> None:
             f"svg.max_importance_weight must be positive, got {cfg.svg.max_importance_weight}."
         )
     _validate_env_name(cfg.env.name)
+    if cfg.compile.cudagraphs and not cfg.device.startswith("cuda"):
+        raise ConfigError(
+            "compile.cudagraphs=true needs device=cuda (CUDA graphs capture GPU work)."
+        )
+    if cfg.compile.mode not in (
+        None,
+        "default",
+        "reduce-overhead",
+        "max-autotune",
+        "max-autotune-no-cudagraphs",
+    ):
+        raise ConfigError(f"compile.mode={cfg.compile.mode!r} is not a torch.compile mode.")
     if cfg.checkpoint.resume and cfg.logger.run_dir is None:
         raise ConfigError(
             "checkpoint.resume=true needs logger.run_dir: the run directory to continue."

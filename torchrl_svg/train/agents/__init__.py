@@ -6,7 +6,13 @@ import torch
 from torchrl.data import TensorSpec
 from torchrl.envs import EnvBase
 
-from torchrl_svg.train.agents.base import Agent, NonFiniteGuard, WorldModel, guarded_step
+from torchrl_svg.train.agents.base import (
+    Agent,
+    GuardedUpdate,
+    NonFiniteGuard,
+    WorldModel,
+    guarded_step,
+)
 from torchrl_svg.train.agents.s2vg import S2VGAgent
 from torchrl_svg.train.agents.svg import SVG0Agent, SVGAgent, SVGInfAgent
 from torchrl_svg.train.config import Config
@@ -14,6 +20,7 @@ from torchrl_svg.train.config import Config
 __all__ = [
     "AGENTS",
     "Agent",
+    "GuardedUpdate",
     "NonFiniteGuard",
     "S2VGAgent",
     "SVG0Agent",

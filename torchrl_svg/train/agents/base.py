@@ -22,7 +22,16 @@ from torchrl_svg.objectives import GaussianWorldModelLoss
 from torchrl_svg.train.builders import ACTIVATIONS, check_against_env, make_known_reward
 from torchrl_svg.train.config import Config
 
-__all__ = ["Agent", "NonFiniteGuard", "WorldModel", "guarded_step", "trainable"]
+__all__ = [
+    "Agent",
+    "GuardedUpdate",
+    "NonFiniteGuard",
+    "WorldModel",
+    "guarded_step",
+    "make_adam",
+    "make_update",
+    "trainable",
+]
 
 
 def trainable(params: TensorDictBase) -> list[nn.Parameter]:
@@ -107,6 +116,140 @@ def guarded_step(
     return True
 
 
+def make_adam(params, cfg: Config, device: torch.device, *, lr: float | None = None, **kwargs):
+    """Adam as the recipe uses it: fused kernels, capturable when CUDA graphs are on.
+
+    ``params`` is a list of tensors or of parameter groups; ``lr`` the default rate.
+    """
+    if cfg.compile.cudagraphs:
+        return torch.optim.Adam(
+            params, lr=lr if lr is not None else 1e-3, capturable=True, **kwargs
+        )
+    return torch.optim.Adam(
+        params, lr=lr if lr is not None else 1e-3, fused=device.type in ("cpu", "cuda"), **kwargs
+    )
+
+
+def make_update(
+    cfg: Config, loss_fn, keys, optimizer, parameters, *, max_grad_norm=None, after_step=None
+):
+    """A :class:`GuardedUpdate` configured by ``cfg.compile`` (and ``cfg.optim.max_grad_norm``)."""
+    return GuardedUpdate(
+        loss_fn,
+        keys,
+        optimizer,
+        parameters,
+        max_grad_norm=max_grad_norm if max_grad_norm is not None else cfg.optim.max_grad_norm,
+        after_step=after_step,
+        compile=cfg.compile.compile,
+        compile_mode=cfg.compile.mode,
+        cudagraphs=cfg.compile.cudagraphs,
+    )
+
+
+class GuardedUpdate:
+    """One optimisation step of a loss: forward, backward, optional clipping, step, guard.
+
+    The step every agent uses for each of its optimisers. Non-finite losses or
+    gradients skip the step and are recorded by :attr:`guard`. ``after_step``
+    (e.g. a target-network update) runs after an applied step.
+
+    * eager (default), and ``compile=True`` (the loss forward, and through
+      AOTAutograd its backward, run under :func:`torch.compile`): the finite
+      check happens before the step, which is skipped;
+    * ``cudagraphs=True`` (CUDA only): the whole step is captured by tensordict's
+      :class:`~tensordict.nn.CudaGraphModule`. There is no host branching
+      inside a graph, so the step always runs and a non-finite one is rolled
+      back in the graph (parameters and optimiser state restored with
+      ``torch.where``); the guard reads the finite flag after the replay.
+
+    Args:
+        loss_fn: ``batch -> TensorDict`` of losses.
+        keys: the ``loss_*`` entries summed and back-propagated.
+        optimizer: its optimiser (``capturable=True`` Adam for CUDA graphs).
+        parameters: the parameters it steps (checked and clipped).
+
+    Keyword Args:
+        max_grad_norm: gradient-norm clipping (``None``: none).
+        after_step: called after an applied step.
+        compile: wrap ``loss_fn`` in :func:`torch.compile` (``compile_mode`` its mode).
+        cudagraphs: capture the step in a CUDA graph.
+    """
+
+    def __init__(
+        self,
+        loss_fn,
+        keys: Sequence[str],
+        optimizer: torch.optim.Optimizer,
+        parameters: Sequence[torch.Tensor],
+        *,
+        max_grad_norm: float | None = None,
+        after_step=None,
+        compile: bool = False,
+        compile_mode: str | None = None,
+        cudagraphs: bool = False,
+    ):
+        self.loss_fn = torch.compile(loss_fn, mode=compile_mode) if compile else loss_fn
+        self.keys = tuple(keys)
+        self.optimizer = optimizer
+        self.parameters = list(parameters)
+        self.max_grad_norm = max_grad_norm
+        self.after_step = after_step
+        self.guard = NonFiniteGuard(0)
+        self._graph = None
+        if cudagraphs:
+            from tensordict.nn import CudaGraphModule
+
+            self._graph = CudaGraphModule(self._captured_step, warmup=5)
+
+    def __call__(self, batch: TensorDictBase) -> TensorDictBase:
+        """Run one step on ``batch``; returns the detached losses."""
+        if self._graph is not None:
+            out = self._graph(batch)
+            finite = bool(out.get("_finite"))
+            self.guard.record(finite, f"non-finite {', '.join(self.keys)} or gradient")
+            return out.exclude("_finite")
+        out = self.loss_fn(batch)
+        applied = guarded_step(
+            self.optimizer,
+            out,
+            self.keys,
+            max_grad_norm=self.max_grad_norm,
+            parameters=self.parameters,
+            guard=self.guard,
+        )
+        if applied and self.after_step is not None:
+            self.after_step()
+        return out.detach()
+
+    def _state_tensors(self) -> list[torch.Tensor]:
+        tensors = [p.data for p in self.parameters]
+        for state in self.optimizer.state.values():
+            tensors.extend(v for v in state.values() if isinstance(v, torch.Tensor))
+        return tensors
+
+    def _captured_step(self, batch: TensorDictBase) -> TensorDictBase:
+        out = self.loss_fn(batch)
+        total = sum(out.get(k) for k in self.keys)
+        self.optimizer.zero_grad(set_to_none=False)
+        total.backward()
+        norm = torch.nn.utils.clip_grad_norm_(
+            self.parameters, self.max_grad_norm if self.max_grad_norm is not None else float("inf")
+        )
+        finite = torch.isfinite(total) & torch.isfinite(norm)
+        with torch.no_grad():
+            saved = [t.clone() for t in self._state_tensors()]
+        self.optimizer.step()
+        with torch.no_grad():
+            for tensor, old in zip(self._state_tensors(), saved, strict=True):
+                tensor.copy_(torch.where(finite, tensor, old))
+        if self.after_step is not None:
+            self.after_step()
+        out = out.detach()
+        out.set("_finite", finite)
+        return out
+
+
 class WorldModel:
     """The dynamics, reward and termination models of an agent, their NLL loss and optimiser.
 
@@ -175,13 +318,14 @@ class WorldModel:
             + (("loss_termination",) if self.loss.learns_termination else ())
         )
         self.parameters = [p for p in self.loss.parameters() if p.requires_grad]
-        self.guard = NonFiniteGuard(0)
-        self.optimizer = torch.optim.Adam(
+        self.optimizer = make_adam(
             self.parameters,
+            cfg,
+            device,
             lr=cfg.optim.model_lr,
             weight_decay=cfg.optim.model_weight_decay,
-            fused=device.type in ("cpu", "cuda"),
         )
+        self.step = make_update(cfg, self.loss, self.loss_keys, self.optimizer, self.parameters)
 
     def observe(self, data: TensorDictBase) -> None:
         """Merge a batch of real transitions into the models' running statistics."""
@@ -189,16 +333,7 @@ class WorldModel:
 
     def update(self, batch: TensorDictBase) -> TensorDictBase:
         """One NLL gradient step on a batch of real transitions; returns the detached losses."""
-        out = self.loss(batch)
-        guarded_step(
-            self.optimizer,
-            out,
-            self.loss_keys,
-            max_grad_norm=self.cfg.optim.max_grad_norm,
-            parameters=self.parameters,
-            guard=self.guard,
-        )
-        return out.detach()
+        return self.step(batch)
 
     def state_dict(self) -> dict:
         """Model parameters, normalisation statistics and optimiser state."""
@@ -241,8 +376,15 @@ class Agent:
     @guard.setter
     def guard(self, guard: NonFiniteGuard) -> None:
         self._guard = guard
+        for step in self.updates():
+            step.guard = guard
+
+    def updates(self) -> list[GuardedUpdate]:
+        """Every :class:`GuardedUpdate` of the agent (and of its world model)."""
+        steps = [v for v in vars(self).values() if isinstance(v, GuardedUpdate)]
         if self.world_model is not None:
-            self.world_model.guard = guard
+            steps.append(self.world_model.step)
+        return steps
 
     def sample(self, replay: ReplayBuffer, batch_size: int) -> TensorDictBase:
         """``batch_size`` transitions from replay (whole slices of ``slice_len`` when set)."""

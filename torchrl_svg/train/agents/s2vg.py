@@ -10,7 +10,7 @@ from torchrl.objectives import SoftUpdate
 
 from torchrl_svg.modules import make_actor, make_qvalue, make_value
 from torchrl_svg.objectives import S2VGLoss
-from torchrl_svg.train.agents.base import Agent, WorldModel, guarded_step, trainable
+from torchrl_svg.train.agents.base import Agent, WorldModel, make_adam, make_update, trainable
 from torchrl_svg.train.builders import ACTIVATIONS
 from torchrl_svg.train.config import Config
 
@@ -55,6 +55,7 @@ class S2VGAgent(Agent):
             hidden_sizes=cfg.network.actor_hidden_sizes,
             activation_class=act_cls,
             scale_lb=cfg.network.scale_lb,
+            safe_tanh=not cfg.compile.compile,  # TorchRL: safe_tanh breaks under torch.compile
             device=device,
         )
         qvalue = make_qvalue(
@@ -90,9 +91,19 @@ class S2VGAgent(Agent):
             {"params": self._actor_params, "lr": cfg.optim.actor_lr},
             {"params": self._critic_params, "lr": cfg.optim.critic_lr},
         ]
+        params = self._actor_params + self._critic_params
         if not cfg.loss.fixed_alpha:
             groups.append({"params": [self.loss.log_alpha], "lr": cfg.optim.alpha_lr})
-        self.optimizer = torch.optim.Adam(groups, fused=device.type in ("cpu", "cuda"))
+            params = params + [self.loss.log_alpha]
+        self.optimizer = make_adam(groups, cfg, device)
+        self.step = make_update(
+            cfg,
+            self.loss,
+            self.loss_keys,
+            self.optimizer,
+            params,
+            after_step=self.target_updater.step,
+        )
 
     @property
     def model_loss(self):
@@ -105,17 +116,7 @@ class S2VGAgent(Agent):
 
     def update(self, batch: TensorDictBase) -> TensorDictBase:
         """One actor-critic step (eqs 7, 8, 11 and alpha) and the Polyak update of the target V."""
-        out = self.loss(batch)
-        guarded_step(
-            self.optimizer,
-            out,
-            self.loss_keys,
-            max_grad_norm=self.cfg.optim.max_grad_norm,
-            parameters=self._actor_params + self._critic_params,
-            guard=self.guard,
-        )
-        self.target_updater.step()
-        return out.detach()
+        return self.step(batch)
 
     def train_on_batch(self, fresh: TensorDictBase, replay: ReplayBuffer):
         """Model updates, then m actor-critic updates per collected step, from replay."""

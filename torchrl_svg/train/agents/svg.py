@@ -10,15 +10,19 @@ from torchrl.objectives import HardUpdate, SoftUpdate
 
 from torchrl_svg.modules import make_actor, make_qvalue, make_value
 from torchrl_svg.objectives import SVG0Loss, SVGInfLoss, SVGLoss
-from torchrl_svg.train.agents.base import Agent, WorldModel, _transitions, guarded_step, trainable
+from torchrl_svg.train.agents.base import (
+    Agent,
+    GuardedUpdate,
+    WorldModel,
+    _transitions,
+    make_adam,
+    make_update,
+    trainable,
+)
 from torchrl_svg.train.builders import ACTIVATIONS
 from torchrl_svg.train.config import Config
 
 __all__ = ["SVG0Agent", "SVGAgent", "SVGInfAgent"]
-
-
-def _fused(device: torch.device) -> bool:
-    return device.type in ("cpu", "cuda")
 
 
 def _actor(
@@ -30,6 +34,7 @@ def _actor(
         hidden_sizes=cfg.network.actor_hidden_sizes,
         activation_class=ACTIVATIONS[cfg.network.activation],
         scale_lb=cfg.network.scale_lb,
+        safe_tanh=not cfg.compile.compile,  # TorchRL: safe_tanh breaks under torch.compile
         device=device,
     )
 
@@ -69,12 +74,21 @@ class SVG0Agent(Agent):
         self.target_updater = SoftUpdate(self.loss, tau=cfg.loss.tau)
         self._actor_params = trainable(self.loss.actor_network_params)
         self._critic_params = trainable(self.loss.qvalue_network_params)
-        self.optimizer = torch.optim.Adam(
+        self.optimizer = make_adam(
             [
                 {"params": self._actor_params, "lr": cfg.optim.actor_lr},
                 {"params": self._critic_params, "lr": cfg.optim.critic_lr},
             ],
-            fused=_fused(device),
+            cfg,
+            device,
+        )
+        self.step = make_update(
+            cfg,
+            self.loss,
+            ("loss_actor", "loss_qvalue"),
+            self.optimizer,
+            self._actor_params + self._critic_params,
+            after_step=self.target_updater.step,
         )
 
     def train_on_batch(self, fresh: TensorDictBase, replay: ReplayBuffer):
@@ -82,16 +96,8 @@ class SVG0Agent(Agent):
         out = None
         updates = fresh.numel() * self.cfg.svg.policy_updates_per_step
         for _ in range(updates):
-            out = self.loss(self.sample(replay, self.cfg.replay_buffer.batch_size))
-            guarded_step(
-                self.optimizer,
-                out,
-                ("loss_actor", "loss_qvalue"),
-                parameters=self._actor_params + self._critic_params,
-                guard=self.guard,
-            )
-            self.target_updater.step()
-        return (None if out is None else out.detach()), updates, 0
+            out = self.step(self.sample(replay, self.cfg.replay_buffer.batch_size))
+        return out, updates, 0
 
     def state_dict(self) -> dict:
         """Parameters, targets and optimiser state."""
@@ -163,30 +169,37 @@ class SVGAgent(Agent):
         )
         self._actor_params = trainable(self.loss.actor_network_params)
         self._value_params = trainable(self.loss.value_network_params)
-        self.actor_optimizer = torch.optim.Adam(
-            self._actor_params, lr=cfg.optim.actor_lr, fused=_fused(device)
+        self.actor_optimizer = make_adam(self._actor_params, cfg, device, lr=cfg.optim.actor_lr)
+        self.value_optimizer = make_adam(self._value_params, cfg, device, lr=cfg.optim.critic_lr)
+        actor_keys = ("loss_actor", "loss_kl") if self.loss.kl_coef > 0 else ("loss_actor",)
+        self.policy_step = make_update(
+            cfg,
+            self._policy_losses,
+            actor_keys,
+            self.actor_optimizer,
+            self._actor_params,
+            max_grad_norm=cfg.svg.actor_max_grad_norm,
         )
-        self.value_optimizer = torch.optim.Adam(
-            self._value_params, lr=cfg.optim.critic_lr, fused=_fused(device)
+        self.value_step = make_update(
+            cfg,
+            self._value_losses,
+            ("loss_value",),
+            self.value_optimizer,
+            self._value_params,
+            after_step=self.target_updater.step,
         )
-        self.actor_keys = ("loss_actor", "loss_kl") if self.loss.kl_coef > 0 else ("loss_actor",)
 
-    def _policy_step(self, batch: TensorDictBase) -> TensorDictBase:
+    def _policy_losses(self, batch: TensorDictBase) -> TensorDictBase:
         loss_actor, meta = self.loss.actor_loss(batch)
         out = TensorDict(
             {"loss_actor": loss_actor, "importance_weight": meta["importance_weight"].mean()}, []
         )
         if self.loss.kl_coef > 0:
             out["loss_kl"] = self.loss.kl_loss(batch)
-        guarded_step(
-            self.actor_optimizer,
-            out,
-            self.actor_keys,
-            max_grad_norm=self.cfg.svg.actor_max_grad_norm,
-            parameters=self._actor_params,
-            guard=self.guard,
-        )
-        return out.detach()
+        return out
+
+    def _value_losses(self, batch: TensorDictBase) -> TensorDictBase:
+        return TensorDict({"loss_value": self.loss.value_loss(batch)[0]}, [])
 
     def train_on_batch(self, fresh: TensorDictBase, replay: ReplayBuffer):
         """Model and value updates from replay, then the policy (fresh data or replay)."""
@@ -195,34 +208,24 @@ class SVGAgent(Agent):
         model_updates = n * cfg.model.updates_per_step
         for _ in range(model_updates):
             self.world_model.update(_transitions(self.sample(replay, cfg.model.batch_size)))
-        value_loss = None
+        value_out = None
         for _ in range(n * cfg.svg.critic_updates_per_step):
-            value_loss, _ = self.loss.value_loss(
-                self.sample(replay, self.cfg.replay_buffer.batch_size)
-            )
-            guarded_step(
-                self.value_optimizer,
-                TensorDict({"loss_value": value_loss}, []),
-                ("loss_value",),
-                parameters=self._value_params,
-                guard=self.guard,
-            )
-            self.target_updater.step()
+            value_out = self.value_step(self.sample(replay, cfg.replay_buffer.batch_size))
         if self.replays_policy:
             if self.loss.kl_coef > 0:
                 self.loss.update_reference_policy()
             policy_updates = n * cfg.svg.policy_updates_per_step
             out = None
             for _ in range(policy_updates):
-                out = self._policy_step(self.sample(replay, self.cfg.replay_buffer.batch_size))
+                out = self.policy_step(self.sample(replay, cfg.replay_buffer.batch_size))
         else:
             # no policy replay: one update per observed transition, in the order they came
             transitions = _transitions(fresh)
             policy_updates = transitions.numel()
             for i in range(policy_updates):
-                out = self._policy_step(transitions[i : i + 1])
-        if value_loss is not None and out is not None:
-            out["loss_value"] = value_loss.detach()
+                out = self.policy_step(transitions[i : i + 1])
+        if value_out is not None and out is not None:
+            out["loss_value"] = value_out["loss_value"]
         return out, policy_updates, model_updates
 
     def state_dict(self) -> dict:
@@ -274,8 +277,14 @@ class SVGInfAgent(Agent):
         )
         self.loss.make_value_estimator(gamma=cfg.loss.gamma)
         self._actor_params = trainable(self.loss.actor_network_params)
-        self.actor_optimizer = torch.optim.Adam(
-            self._actor_params, lr=cfg.optim.actor_lr, fused=_fused(device)
+        self.actor_optimizer = make_adam(self._actor_params, cfg, device, lr=cfg.optim.actor_lr)
+        # the unroll is as long as an episode: it is neither compiled nor captured
+        self.policy_step = GuardedUpdate(
+            self.loss,
+            ("loss_actor",),
+            self.actor_optimizer,
+            self._actor_params,
+            max_grad_norm=cfg.svg.actor_max_grad_norm,
         )
 
     def train_on_batch(self, fresh: TensorDictBase, replay: ReplayBuffer):
@@ -283,16 +292,8 @@ class SVGInfAgent(Agent):
         cfg = self.cfg
         for _ in range(cfg.svg.model_updates_per_batch):
             self.world_model.update(_transitions(self.sample(replay, cfg.model.batch_size)))
-        out = self.loss(fresh)
-        guarded_step(
-            self.actor_optimizer,
-            out,
-            ("loss_actor",),
-            max_grad_norm=cfg.svg.actor_max_grad_norm,
-            parameters=self._actor_params,
-            guard=self.guard,
-        )
-        return out.detach(), 1, cfg.svg.model_updates_per_batch
+        out = self.policy_step(fresh)
+        return out, 1, cfg.svg.model_updates_per_batch
 
     def state_dict(self) -> dict:
         """Parameters, statistics and optimiser states."""
