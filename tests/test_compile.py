@@ -50,9 +50,13 @@ def test_compiled_s2vg_update_matches_eager_on_a_fixed_batch(fallback_random):
         torch.manual_seed(1)
         out_compiled = compiled.update(batch.clone())
         for key in ("loss_actor", "loss_qvalue", "loss_value", "loss_alpha"):
-            torch.testing.assert_close(out_compiled[key], out_eager[key], rtol=1e-4, atol=1e-5, msg=key)
+            torch.testing.assert_close(
+                out_compiled[key], out_eager[key], rtol=1e-4, atol=1e-5, msg=key
+            )
     for key, value in eager.loss.state_dict().items():
-        torch.testing.assert_close(compiled.loss.state_dict()[key], value, rtol=1e-4, atol=1e-5, msg=key)
+        torch.testing.assert_close(
+            compiled.loss.state_dict()[key], value, rtol=1e-4, atol=1e-5, msg=key
+        )
 
 
 def test_compile_options_are_validated():
