@@ -53,10 +53,26 @@ def _read_curve(path: Path) -> list[dict[str, float]]:
     return [{k: float(v) for k, v in row.items()} for row in rows]
 
 
-def run_seed(algorithm: str, env: str, seed: int, overrides: list[str], run_root: Path) -> Path:
-    """Train one seed in a subprocess; return its run directory."""
+def run_seed(
+    algorithm: str,
+    env: str,
+    seed: int,
+    overrides: list[str],
+    run_root: Path,
+    resume: bool = False,
+) -> Path:
+    """Train one seed in a subprocess; return its run directory.
+
+    With ``resume`` a finished seed (its ``summary.json`` written) is reused as is and an
+    interrupted one continues from its ``checkpoint.pt`` (``checkpoint.resume=true``).
+    """
     run_dir = run_root / f"seed{seed}"
-    if run_dir.exists():
+    continuing = False
+    if resume and (run_dir / "summary.json").exists():
+        return run_dir
+    if resume and (run_dir / "checkpoint.pt").exists():
+        continuing = True
+    elif run_dir.exists():
         shutil.rmtree(run_dir)
     cmd = [
         sys.executable,
@@ -71,8 +87,10 @@ def run_seed(algorithm: str, env: str, seed: int, overrides: list[str], run_root
         "num_threads=1",
         *overrides,
     ]
-    run_dir.mkdir(parents=True)
-    with (run_dir / "stdout.log").open("w") as log:
+    if continuing:
+        cmd.append("checkpoint.resume=true")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with (run_dir / "stdout.log").open("a" if continuing else "w") as log:
         env_vars = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
         proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env_vars)
     if proc.returncode != 0:
@@ -94,6 +112,11 @@ def main(argv: list[str] | None = None) -> int:
         "--name", default=None, help="results folder name (default <algorithm>_<env>)"
     )
     parser.add_argument("--run-root", type=Path, default=ROOT / "runs" / "bench")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse finished seeds and continue interrupted ones from their checkpoints",
+    )
     parser.add_argument("overrides", nargs="*", help="group.key=value training overrides")
     args = parser.parse_args(argv)
 
@@ -109,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = {
-            seed: pool.submit(run_seed, args.algorithm, args.env, seed, args.overrides, run_root)
+            seed: pool.submit(
+                run_seed, args.algorithm, args.env, seed, args.overrides, run_root, args.resume
+            )
             for seed in args.seeds
         }
         run_dirs = {seed: f.result() for seed, f in futures.items()}
