@@ -214,6 +214,7 @@ def test_guarded_step_refuses_nan_and_leaves_parameters(tmp_path):
     "algorithm, env_name, extra",
     [
         ("svg0", "InvertedPendulum-v5", []),
+        ("sac", "Pendulum-v1", []),  # the TorchRL baseline of the benchmarks
         ("svg1", "InvertedPendulum-v5", []),
         ("svg1_er", "InvertedPendulum-v5", ["svg.kl_coef=0.1"]),
         ("svgk", "InvertedPendulum-v5", ["svg.horizon=3"]),

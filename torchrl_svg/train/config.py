@@ -391,8 +391,19 @@ def _svg_preset(env: str) -> dict[str, Any]:
 for _algo in ("svg0", "svg1", "svg1_er", "svgk", "svginf"):
     PRESETS[_algo] = {env: _svg_preset(env) for env in _SVG_SIZES}
 
+# The SAC baseline (TorchRL's SACLoss) runs with S2VG's per-task settings (networks,
+# collector, replay, warm-up, learning rates, entropy coefficient) and SAC's own one update
+# per environment step (Haarnoja et al. 2018; TorchRL's sota-implementations/sac).
+PRESETS["sac"] = {
+    env: {
+        **{group: dict(values) for group, values in preset.items() if group != "model"},
+        "loss": {**preset["loss"], "updates_per_step": 1},
+    }
+    for env, preset in PRESETS["s2vg"].items()
+}
+
 _CHOICES: dict[tuple[str, ...], tuple[str, ...]] = {
-    ("algorithm",): ("s2vg", "svg0", "svg1", "svg1_er", "svgk", "svginf"),
+    ("algorithm",): ("s2vg", "svg0", "svg1", "svg1_er", "svgk", "svginf", "sac"),
     ("network", "activation"): ("relu", "tanh", "elu", "silu"),
     ("model", "activation"): ("relu", "tanh", "elu", "silu"),
     ("model", "sigma"): ("state", "constant"),

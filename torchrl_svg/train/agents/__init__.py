@@ -14,6 +14,7 @@ from torchrl_svg.train.agents.base import (
     guarded_step,
 )
 from torchrl_svg.train.agents.s2vg import S2VGAgent
+from torchrl_svg.train.agents.sac import SACAgent
 from torchrl_svg.train.agents.svg import SVG0Agent, SVGAgent, SVGInfAgent
 from torchrl_svg.train.config import Config
 
@@ -23,6 +24,7 @@ __all__ = [
     "GuardedUpdate",
     "NonFiniteGuard",
     "S2VGAgent",
+    "SACAgent",
     "SVG0Agent",
     "SVGAgent",
     "SVGInfAgent",
@@ -38,6 +40,7 @@ AGENTS: dict[str, type[Agent]] = {
     "svg1_er": SVGAgent,
     "svgk": SVGAgent,
     "svginf": SVGInfAgent,
+    "sac": SACAgent,  # the TorchRL baseline of benchmarks/sample_efficiency.py
 }
 
 

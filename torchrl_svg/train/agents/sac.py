@@ -1,0 +1,130 @@
+"""TorchRL's own SAC as a baseline agent of the recipe (``algorithm=sac``)."""
+
+from __future__ import annotations
+
+import torch
+from tensordict import TensorDictBase
+from torchrl.data import ReplayBuffer, TensorSpec
+from torchrl.envs import EnvBase
+from torchrl.objectives import SACLoss, SoftUpdate
+
+from torchrl_svg.modules import make_actor, make_qvalue
+from torchrl_svg.train.agents.base import Agent, make_adam, make_update, trainable
+from torchrl_svg.train.builders import ACTIVATIONS
+from torchrl_svg.train.config import Config
+
+__all__ = ["SACAgent"]
+
+
+class SACAgent(Agent):
+    """TorchRL's :class:`~torchrl.objectives.SACLoss` in the same recipe as S2VG.
+
+    The baseline of ``benchmarks/sample_efficiency.py``: the same actor and
+    twin-Q networks (``network.*``), collector, replay buffer, warm-up, number
+    of actor-critic updates per environment step (``loss.updates_per_step``),
+    discount, Polyak rate, learning rates and entropy settings as
+    :class:`~torchrl_svg.train.S2VGAgent` — only the loss differs (SAC's
+    twin-Q TD target and reparameterised actor loss, no world model, no V).
+
+    Args:
+        cfg: the configuration (``algorithm=sac``; the per-task preset is S2VG's).
+        observation_spec: the environment's observation spec (``[obs_dim]``).
+        action_spec: the environment's bounded action spec (``[action_dim]``).
+        device: where the parameters live.
+        env: unused (the signature of every agent).
+
+    Examples:
+        >>> from torchrl.envs import GymEnv
+        >>> from torchrl_svg.modules import env_specs
+        >>> from torchrl_svg.train import load_config
+        >>> cfg = load_config(["algorithm=sac", "network.actor_hidden_sizes=[16]",
+        ...                    "network.critic_hidden_sizes=[16]"])
+        >>> agent = SACAgent(cfg, *env_specs(GymEnv("Pendulum-v1")))
+        >>> sorted(agent.loss_keys)
+        ['loss_actor', 'loss_alpha', 'loss_qvalue']
+    """
+
+    name = "sac"
+    loss_keys = ("loss_actor", "loss_qvalue", "loss_alpha")
+
+    def __init__(
+        self,
+        cfg: Config,
+        observation_spec: TensorSpec,
+        action_spec: TensorSpec,
+        device: torch.device | str = "cpu",
+        env: EnvBase | None = None,
+    ):
+        self.cfg = cfg
+        device = torch.device(device)
+        obs_dim, act_dim = observation_spec.shape[-1], action_spec.shape[-1]
+        act_cls = ACTIVATIONS[cfg.network.activation]
+        self.actor = self.policy = make_actor(
+            observation_spec,
+            action_spec,
+            hidden_sizes=cfg.network.actor_hidden_sizes,
+            activation_class=act_cls,
+            scale_lb=cfg.network.scale_lb,
+            safe_tanh=not cfg.compile.compile,
+            device=device,
+        )
+        qvalue = make_qvalue(
+            obs_dim,
+            act_dim,
+            hidden_sizes=cfg.network.critic_hidden_sizes,
+            activation_class=act_cls,
+            device=device,
+        )
+        target_entropy = cfg.loss.target_entropy
+        self.loss = SACLoss(
+            self.actor,
+            qvalue,
+            num_qvalue_nets=2,
+            loss_function=cfg.loss.loss_function,
+            alpha_init=cfg.loss.alpha_init,
+            fixed_alpha=cfg.loss.fixed_alpha,
+            target_entropy=target_entropy if target_entropy == "auto" else float(target_entropy),
+            action_spec=action_spec,
+        )
+        self.loss.make_value_estimator(gamma=cfg.loss.gamma)
+        self.target_updater = SoftUpdate(self.loss, tau=cfg.loss.tau)
+        actor_params = trainable(self.loss.actor_network_params)
+        critic_params = trainable(self.loss.qvalue_network_params)
+        groups = [
+            {"params": actor_params, "lr": cfg.optim.actor_lr},
+            {"params": critic_params, "lr": cfg.optim.critic_lr},
+        ]
+        params = actor_params + critic_params
+        if not cfg.loss.fixed_alpha:
+            groups.append({"params": [self.loss.log_alpha], "lr": cfg.optim.alpha_lr})
+            params = params + [self.loss.log_alpha]
+        self.optimizer = make_adam(groups, cfg, device)
+        self.step = make_update(
+            cfg,
+            self.loss,
+            self.loss_keys,
+            self.optimizer,
+            params,
+            after_step=self.target_updater.step,
+        )
+
+    def update(self, batch: TensorDictBase) -> TensorDictBase:
+        """One SAC step and the Polyak update of the target critics."""
+        return self.step(batch)
+
+    def train_on_batch(self, fresh: TensorDictBase, replay: ReplayBuffer):
+        """``loss.updates_per_step`` SAC updates per collected step, from replay."""
+        out = None
+        updates = fresh.numel() * self.cfg.loss.updates_per_step
+        for _ in range(updates):
+            out = self.update(self.sample(replay, self.cfg.replay_buffer.batch_size))
+        return out, updates, 0
+
+    def state_dict(self) -> dict:
+        """Parameters, targets, alpha and the optimiser state."""
+        return {"loss": self.loss.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Inverse of :meth:`state_dict`."""
+        self.loss.load_state_dict(state["loss"])
+        self.optimizer.load_state_dict(state["optimizer"])
