@@ -1,0 +1,20 @@
+"""SVG(inf): back-propagation through whole real episodes (SVG paper Algorithm 1).
+
+Run ``python examples/svginf.py [group.key=value ...]`` (or ``--config FILE``):
+the configuration starts from ``examples/configs/svginf.yaml``; see
+``--print-config`` for the resolved values. The recipe itself (factories,
+collector, replay buffer, updates, evaluation, checkpoints) is
+:class:`torchrl_svg.train.Trainer`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from torchrl_svg.train.__main__ import main
+
+CONFIG = Path(__file__).with_name("configs") / "svginf.yaml"
+
+if __name__ == "__main__":
+    sys.exit(main(default_config=str(CONFIG), prog="python examples/svginf.py"))

@@ -1,0 +1,196 @@
+"""The example scripts, the W&B sweep file and the README's pipeline snippet."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from torchrl_svg.train import ConfigError, load_checkpoint, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+ALGORITHMS = ("s2vg", "svg0", "svg1", "svg1_er", "svgk", "svginf")
+TINY = [
+    "network.actor_hidden_sizes=[32,32]",
+    "network.critic_hidden_sizes=[32,32]",
+    "model.hidden_sizes=[32,32]",
+    "model.pretrain_updates=20",
+    "eval.episodes=1",
+    "eval.max_steps=100",
+    "logger.progress=false",
+]
+
+
+def _sweep() -> dict:
+    return yaml.safe_load((EXAMPLES / "sweep.yaml").read_text())
+
+
+def _candidates(spec: dict) -> list:
+    """The values a W&B sweep can give one parameter (ends of the ranges)."""
+    if "value" in spec:
+        return [spec["value"]]
+    if "values" in spec:
+        return list(spec["values"])
+    return [spec["min"], spec["max"]]
+
+
+def _wandb_arg(key: str, value) -> str:
+    """A parameter as ``wandb agent`` writes it into ``${args}``: ``--key=value``."""
+    return f"--{key}={value}"
+
+
+def _logged_wandb_keys(run_file: Path, names: list[str]) -> set[str]:
+    """Which of ``names`` the W&B run file holds as history keys.
+
+    The ``.wandb`` file is a log of protobuf records; a history key is stored as a
+    length-prefixed string, which is what we look for.
+    """
+    data = run_file.read_bytes()
+    return {n for n in names if bytes([len(n)]) + n.encode() in data}
+
+
+# ---------------------------------------------------------------- sweep
+def test_sweep_parameters_are_configuration_keys_with_valid_values():
+    sweep = _sweep()
+    assert (ROOT / sweep["program"]).is_file()
+    assert "${args}" in sweep["command"]
+    params = sweep["parameters"]
+    assert params, "the sweep has no parameters"
+    base = [_wandb_arg(k, _candidates(v)[0]) for k, v in params.items()]
+    # every single value of every parameter, on top of the first value of the others
+    for key, spec in params.items():
+        for value in _candidates(spec):
+            args = [a for a in base if not a.startswith(f"--{key}=")]
+            cfg = load_config([*args, _wandb_arg(key, value)])
+            got = cfg
+            for part in key.split("."):
+                got = getattr(got, part)
+            if isinstance(value, float):
+                assert got == pytest.approx(value), key
+            else:
+                assert got == value, key
+
+
+def test_a_misspelt_sweep_parameter_is_refused_naming_it():
+    with pytest.raises(ConfigError, match="loss.horizn"):
+        load_config([_wandb_arg("loss.horizn", 3)])
+
+
+def test_sweep_parameters_reach_the_script():
+    params = _sweep()["parameters"]
+    # the last candidate of each parameter, in the agent's --key=value form
+    chosen = {k: _candidates(v)[-1] for k, v in params.items()}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / _sweep()["program"]),
+            *(_wandb_arg(k, v) for k, v in chosen.items()),
+            "--print-config",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    resolved = yaml.safe_load(proc.stdout)
+    for key, value in chosen.items():
+        got = resolved
+        for part in key.split("."):
+            got = got[part]
+        assert got == (pytest.approx(value) if isinstance(value, float) else value), key
+
+
+# ---------------------------------------------------------------- example scripts
+_EXTRA = {
+    "svginf": [
+        "env.max_episode_steps=40",
+        "svg.episodes_per_batch=2",
+        "svg.model_updates_per_batch=5",
+        "eval.interval=80",
+    ],
+}
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_example_script_runs_on_mujoco_and_writes_its_files(algorithm, tmp_path):
+    """The CLI of every algorithm on a real MuJoCo task with W&B offline."""
+    script = EXAMPLES / f"{algorithm}.py"
+    config = yaml.safe_load((EXAMPLES / "configs" / f"{algorithm}.yaml").read_text())
+    assert config["algorithm"] == algorithm
+    run_dir = tmp_path / "run"
+    env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true", OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            *TINY,
+            "env.name=InvertedPendulum-v5",
+            "collector.total_frames=200",
+            "collector.init_random_frames=100",
+            "eval.interval=100",
+            "num_threads=1",
+            f"logger.run_dir={run_dir}",
+            *_EXTRA.get(algorithm, []),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "final evaluation return" in proc.stdout
+    ckpt = load_checkpoint(run_dir / "checkpoint.pt")
+    assert ckpt["config"]["algorithm"] == algorithm
+    assert ckpt["counters"]["frames"] >= 200 and ckpt["counters"]["updates"] > 0
+    rows = (run_dir / "eval.csv").read_text().splitlines()
+    assert rows[0].startswith("frames") and len(rows) >= 2
+    assert (run_dir / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, "no W&B offline run"
+    (run_file,) = runs[0].glob("run-*.wandb")
+    # the sweep's metric is what the trainer logs
+    metric = _sweep()["metric"]["name"]
+    assert _logged_wandb_keys(run_file, [metric, "no/such_key"]) == {metric}
+
+
+def test_every_algorithm_has_an_example_script_and_config():
+    for algorithm in ALGORITHMS:
+        assert (EXAMPLES / f"{algorithm}.py").is_file()
+        cfg = load_config([], config_file=EXAMPLES / "configs" / f"{algorithm}.yaml")
+        assert cfg.algorithm == algorithm
+
+
+# ---------------------------------------------------------------- README snippet
+def _readme_snippet() -> str:
+    text = (ROOT / "README.md").read_text()
+    assert "## Use it in your own TorchRL pipeline" in text
+    start = text.index("<!-- pipeline-snippet -->")
+    match = re.search(r"```python\n(.*?)```", text[start:], re.S)
+    assert match, "no python block after the pipeline-snippet marker"
+    return match.group(1)
+
+
+def test_readme_pipeline_snippet_runs(monkeypatch, tmp_path):
+    code = _readme_snippet()
+    for name in ("Collector", "TensorDictReplayBuffer", "S2VGLoss", "SoftUpdate", "optim.Adam"):
+        assert name in code
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, "README.md:pipeline-snippet", "exec"), {"__name__": "__snippet__"})
+    match = re.search(r"evaluation return after 1000 steps: (-?[\d.]+)", out.getvalue())
+    assert match, out.getvalue()[-2000:]
+    ret = float(match.group(1))
+    assert -1e4 < ret <= 0.0  # Pendulum returns are non-positive and finite
