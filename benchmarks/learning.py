@@ -129,6 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     commit = _git_commit()  # the code the seeds run
+    # seeds reused or continued by --resume ran (in part) at an earlier command and commit
+    earlier = None
+    if args.resume and (out / "summary.json").exists():
+        prev = json.loads((out / "summary.json").read_text())
+        earlier = {k: prev.get(k) for k in ("command", "git_commit", "seeds")}
     start = time.time()
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = {
@@ -175,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         "overrides": args.overrides,
         "command": command,
         "git_commit": commit,
+        "earlier_summary": earlier,
         "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores".strip(),
         "wall_time_s": wall,
         "target": args.target,
