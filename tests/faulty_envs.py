@@ -33,12 +33,22 @@ class CrashingPendulum(_Counting):
     fail_at = 150
 
 
+class EarlyCrashingPendulum(_Counting):
+    """Raises on its 30th step (each collector worker runs its own, counting from 0)."""
+
+    fail_at = 30
+
+
 class NaNPendulum(_Counting):
     """Returns a NaN observation every 50th step."""
 
     nan_every = 50
 
 
-for _name, _cls in (("CrashingPendulum-v0", CrashingPendulum), ("NaNPendulum-v0", NaNPendulum)):
+for _name, _cls in (
+    ("CrashingPendulum-v0", CrashingPendulum),
+    ("EarlyCrashingPendulum-v0", EarlyCrashingPendulum),
+    ("NaNPendulum-v0", NaNPendulum),
+):
     if _name not in gym.envs.registry:
         gym.register(id=_name, entry_point=f"{__name__}:{_cls.__name__}", max_episode_steps=200)

@@ -61,12 +61,25 @@ class CollectorConfig:
         total_frames: environment steps of the whole run.
         frames_per_batch: steps collected between two rounds of updates.
         init_random_frames: warm-up steps with uniformly random actions.
+        backend: ``"single"`` (one TorchRL ``Collector`` in the training process),
+            ``"multi_sync"`` (``MultiSyncCollector``: every batch gathers
+            ``frames_per_batch / num_workers`` steps from each worker process),
+            ``"multi_async"`` (``MultiAsyncCollector``: each batch is the
+            ``frames_per_batch`` steps of whichever worker is ready first) or ``"ray"``
+            (TorchRL's ``RayCollector``, synchronous, one Ray actor per worker).
+        num_workers: worker processes (or Ray actors) of the non-``single`` backends,
+            each with its own environment.
+        ray_address: address of an existing Ray cluster for ``backend=ray``
+            (``None``: start a local one with ``ray.init``).
 
     """
 
     total_frames: int = 10_000
     frames_per_batch: int = 10
     init_random_frames: int = 1_000
+    backend: str = "single"
+    num_workers: int = 2
+    ray_address: str | None = None
 
 
 @dataclass
@@ -244,12 +257,16 @@ class EvalConfig:
         interval: environment steps between evaluations.
         episodes: episodes per evaluation.
         max_steps: cap on the length of an evaluation episode.
+        video: also render one deterministic episode per evaluation to
+            ``<run_dir>/videos/eval_<frames>.gif`` (and to W&B), where the task has
+            an off-screen renderer (MuJoCo tasks through EGL); skipped otherwise.
 
     """
 
     interval: int = 1_000
     episodes: int = 5
     max_steps: int = 1_000
+    video: bool = False
 
 
 @dataclass
@@ -414,11 +431,13 @@ _CHOICES: dict[tuple[str, ...], tuple[str, ...]] = {
     ("loss", "loss_function"): ("l2", "smooth_l1", "l1"),
     ("logger", "backend"): ("wandb", "csv", "tensorboard", "none"),
     ("logger", "mode"): ("offline", "online", "disabled"),
+    ("collector", "backend"): ("single", "multi_sync", "multi_async", "ray"),
 }
 
 _POSITIVE_INTS: tuple[tuple[str, ...], ...] = (
     ("collector", "total_frames"),
     ("collector", "frames_per_batch"),
+    ("collector", "num_workers"),
     ("replay_buffer", "size"),
     ("replay_buffer", "batch_size"),
     ("model", "ensemble_size"),
@@ -482,6 +501,7 @@ def _validate(cfg: Config) -> None:
             f"svg.max_importance_weight must be positive, got {cfg.svg.max_importance_weight}."
         )
     _validate_env_name(cfg.env.name)
+    _validate_collector(cfg)
     if cfg.compile.cudagraphs and not cfg.device.startswith("cuda"):
         raise ConfigError(
             "compile.cudagraphs=true needs device=cuda (CUDA graphs capture GPU work)."
@@ -514,6 +534,31 @@ def _validate_env_name(name: str) -> None:
         )
         hint = f" Did you mean one of {close}?" if close else ""
         raise ConfigError(f"env.name={name!r} is not a registered Gymnasium environment.{hint}")
+
+
+def _validate_collector(cfg: Config) -> None:
+    backend, workers = cfg.collector.backend, cfg.collector.num_workers
+    if backend == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise ConfigError(
+                "collector.backend='ray' needs the ray package: pip install 'torchrl_svg[distributed]'."
+            )
+    if backend not in ("multi_sync", "ray"):
+        return
+    # a synchronous batch takes the same number of steps (or episodes) from every worker
+    if cfg.algorithm == "svginf":
+        if cfg.svg.episodes_per_batch % workers:
+            raise ConfigError(
+                f"svg.episodes_per_batch={cfg.svg.episodes_per_batch} must be a multiple of "
+                f"collector.num_workers={workers} with collector.backend={backend!r}."
+            )
+    elif cfg.collector.frames_per_batch % workers:
+        raise ConfigError(
+            f"collector.frames_per_batch={cfg.collector.frames_per_batch} must be a multiple of "
+            f"collector.num_workers={workers} with collector.backend={backend!r}."
+        )
 
 
 def _parse_overrides(overrides: Sequence[str]) -> DictConfig:

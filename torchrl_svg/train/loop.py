@@ -13,10 +13,11 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import OmegaConf
-from tensordict import TensorDictBase
+from tensordict import TensorDict, TensorDictBase
 from torchrl.data import ReplayBuffer
 from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
+from torchrl.record.loggers.wandb import WandbLogger
 from tqdm import tqdm
 
 from torchrl_svg._utils import NonFiniteLossError
@@ -24,6 +25,8 @@ from torchrl_svg.modules import env_specs
 from torchrl_svg.train.agents import AGENTS, NonFiniteGuard, make_agent
 from torchrl_svg.train.builders import (
     REPLAY_KEYS,
+    WorkerFailures,
+    collector_policy,
     make_collector,
     make_env,
     make_logger,
@@ -116,8 +119,13 @@ class Trainer:
     position, the RNG states, the counters and the evaluation history.
 
     Checkpoints are written every ``checkpoint.interval`` environment steps,
-    at the end, on Ctrl-C and when the environment raises (the run then stops
-    with :class:`EnvironmentFailure`, resumable with nothing collected lost).
+    at the end, on Ctrl-C and when the environment raises, in this process or
+    in a collector worker (the run then stops with :class:`EnvironmentFailure`
+    naming the worker and its step, resumable with every transition already
+    delivered by the collector in the checkpoint).
+    With ``collector.backend`` other than ``single`` the collector's workers
+    get the new policy weights after each round of updates, and the collector
+    is shut down however the run ends.
     Transitions with a non-finite observation or reward are dropped before
     they enter the buffer and reported with the step; non-finite losses or
     gradients skip their update and, after ``guard.max_nonfinite_updates`` in
@@ -164,18 +172,34 @@ class Trainer:
             self.load_state_dict(state)
             run_id = state.get("logger_run_id")
         # a resumed run re-seeds its env from the step reached (the episode in flight restarts)
-        self.env = make_env(
-            cfg,
-            seed_offset=self.frames,
-            num_envs=cfg.svg.episodes_per_batch if self.episodic else None,
+        single = cfg.collector.backend == "single"
+        self.env = (
+            make_env(
+                cfg,
+                seed_offset=self.frames,
+                num_envs=cfg.svg.episodes_per_batch if self.episodic else None,
+            )
+            if single
+            else None  # each collector worker builds its own
         )
+        self.failures = WorkerFailures(self.run_dir / "worker_failures")
+        self.collector_policy = collector_policy(self.agent.policy)
         self.collector = make_collector(
-            cfg, self.env, self.agent.policy, episodic=self.episodic, frames_done=self.frames
+            cfg,
+            self.env,
+            self.collector_policy,
+            episodic=self.episodic,
+            frames_done=self.frames,
+            failures=None if single else self.failures,
         )
-        self.collector.set_seed(cfg.env.seed + self.frames)
-        self.logger = make_logger(cfg, self.run_dir, run_id=run_id)
-        if self.logger is not None and state is None:
-            self.logger.log_hparams(to_dict(cfg))
+        try:
+            self.collector.set_seed(cfg.env.seed + self.frames)
+            self.logger = make_logger(cfg, self.run_dir, run_id=run_id)
+            if self.logger is not None and state is None:
+                self.logger.log_hparams(to_dict(cfg))
+        except BaseException:
+            self._shutdown_collector()  # no worker process outlives a failed start
+            raise
         if state is not None:
             # building the env and collector drew random numbers: continue from the saved stream
             self._restore_rng(state)
@@ -266,7 +290,25 @@ class Trainer:
         record = EvalRecord(self.frames, self.updates, self.elapsed_before + self._elapsed, returns)
         self.records.add(record)
         self._log({"eval/return": record.mean, "eval/return_std": record.std})
+        if cfg.eval.video:
+            self._record_video()
         return record
+
+    def _record_video(self) -> None:
+        """One rendered deterministic episode as a GIF (and to W&B), where a renderer exists."""
+        from torchrl_svg.train.video import record_video
+
+        path = record_video(
+            self.cfg.env.name,
+            self.agent.policy,
+            self.run_dir / "videos" / f"eval_{self.frames}.gif",
+            max_steps=self.cfg.eval.max_steps,
+            seed=self.cfg.env.seed,
+        )
+        if path is not None and isinstance(self.logger, WandbLogger):
+            import wandb
+
+            self.logger.experiment.log({"eval/video": wandb.Video(str(path), format="gif")})
 
     def _clean(self, data: TensorDictBase) -> TensorDictBase:
         """Drop (and report) transitions with non-finite observations or rewards."""
@@ -296,6 +338,45 @@ class Trainer:
         self.updates += n_updates
         self.model_updates += n_model
         return out
+
+    def _push_weights(self) -> None:
+        """Give the collector the policy weights just trained (where it runs a copy of the policy)."""
+        if self.collector_policy is not self.agent.policy:  # a CPU copy of a GPU policy
+            TensorDict.from_module(self.collector_policy).data.update_(
+                TensorDict.from_module(self.agent.policy).data
+            )
+        if self.cfg.collector.backend != "single":  # the workers' copies
+            self.collector.update_policy_weights_()
+
+    def _shutdown_collector(self) -> None:
+        threads = torch.get_num_threads()  # multi-process collectors reset it on shutdown
+        try:
+            self.collector.shutdown()
+        except Exception as err:  # never hide the error that ended the run
+            log.warning("Shutting the collector down raised %s: %s", type(err).__name__, err)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _environment_failure(self, err: Exception, checkpoint: Path) -> EnvironmentFailure:
+        """What the environment raised, where (collector worker and its step) and how to resume."""
+        reports = self.failures.read()
+        if reports:
+            first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            what = (
+                "; ".join(
+                    f"in collector worker {r['worker']} at its {r['where']}: {r['error']}"
+                    for r in reports
+                )
+                + f" (the collector then raised {type(err).__name__}: {first_line})"
+            )
+        else:
+            what = f"{type(err).__name__}: {err}"
+        return EnvironmentFailure(
+            f"The environment {self.cfg.env.name!r} raised while collecting after environment "
+            f"step {self.frames}: {what}. All {len(self.replay)} transitions collected so far "
+            f"are in the checkpoint {checkpoint}; resume with checkpoint.resume=true "
+            f"logger.run_dir={self.run_dir}."
+        )
 
     def _fault(self, err: NonFiniteLossError) -> NonFiniteLossError:
         return NonFiniteLossError(
@@ -327,13 +408,7 @@ class Trainer:
                     break
                 except Exception as err:
                     self._elapsed = time.perf_counter() - start
-                    path = self.save()
-                    raise EnvironmentFailure(
-                        f"The environment {cfg.env.name!r} raised while collecting after environment "
-                        f"step {self.frames}: {type(err).__name__}: {err}. All {len(self.replay)} "
-                        f"transitions collected so far are in the checkpoint {path}; resume with "
-                        f"checkpoint.resume=true logger.run_dir={self.run_dir}."
-                    ) from err
+                    raise self._environment_failure(err, self.save()) from err
                 fresh = data.select(*REPLAY_KEYS, strict=False)
                 if self.frames < self.warm_up:
                     # warm-up actions come from a uniform policy: store its log-density as behaviour
@@ -356,6 +431,7 @@ class Trainer:
                             # no earlier checkpoint: the current state has no non-finite update in it
                             self.save()
                         raise self._fault(err) from err
+                    self._push_weights()
                 self._elapsed = time.perf_counter() - start
                 if self.updates >= self.next_log and last is not None:
                     self.next_log = self.updates + cfg.logger.log_interval
@@ -386,7 +462,7 @@ class Trainer:
             raise
         finally:
             pbar.close()
-            self.collector.shutdown()
+            self._shutdown_collector()
             if completed:
                 self.save()
             self._write_summary()
@@ -395,7 +471,7 @@ class Trainer:
             ):
                 self.logger.experiment.finish()
             for env in (self.env, self.eval_env):
-                if not env.is_closed:  # the collector may have closed its env already
+                if env is not None and not env.is_closed:  # the collector may have closed it
                     env.close()
         return TrainResult(self.run_dir, self.frames, self.updates, self.records.records)
 
