@@ -202,6 +202,7 @@ def test_guarded_step_refuses_nan_and_leaves_parameters(tmp_path):
 
     batch = make_batch((16,), 3, 1)
     batch["next", "reward"][0] = float("nan")
+    agent.loss.check_finite = False  # let the NaN input reach the loss: this tests the guard
     before = [p.detach().clone() for p in agent.loss.parameters()]
     with pytest.raises(NonFiniteLossError, match="loss_qvalue"):
         agent.update(batch)

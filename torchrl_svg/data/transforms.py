@@ -7,10 +7,20 @@ from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModuleBase
 from tensordict.utils import NestedKey
 from torch import nn
-from torchrl.data import LazyTensorStorage, ReplayBuffer, SliceSampler
+from torchrl.data import LazyTensorStorage, ReplayBuffer, SliceSampler, TensorSpec
 from torchrl.envs import Transform
 
-from torchrl_svg._utils import check_dim, get_key
+from torchrl_svg._validation import (
+    Entry,
+    check_batch,
+    check_policy,
+    check_sizes,
+    model_entries,
+    module_dtype,
+    require_get_dist,
+    unique,
+    validate,
+)
 from torchrl_svg.objectives._common import imagine_rollout, model_dist, policy_dist
 from torchrl_svg.objectives.noise import location_scale
 
@@ -29,8 +39,40 @@ def _params(module: nn.Module) -> TensorDictBase:
     return TensorDict.from_module(module, as_module=True)
 
 
+def _policy_entries(
+    actor: nn.Module, action_key: NestedKey, action_dim: int | None, observation_dim: int | None
+) -> list[Entry]:
+    """The policy's inputs and the replayed action."""
+    entries = [Entry(key, observation_dim) for key in getattr(actor, "in_keys", [])]
+    return [*entries, Entry(action_key, action_dim if action_dim is not None else "action_dim")]
+
+
 class _SampleTransform(Transform):
-    """A transform that acts on sampled batches only (``forward``); writes pass through."""
+    """A transform that acts on sampled batches only (``forward``); writes pass through.
+
+    Sampled batches are validated like a loss's input (see
+    :mod:`torchrl_svg.objectives`): a missing entry raises ``KeyError``, a wrong
+    dtype ``TypeError``, a wrong shape, an empty batch or (per ``check_finite``)
+    a NaN/inf entry ``ValueError``, each naming the transform and the entry.
+    """
+
+    check_finite: bool | None = None
+
+    def _entries(self) -> list[Entry]:
+        raise NotImplementedError
+
+    def _dtype_module(self) -> nn.Module:
+        raise NotImplementedError
+
+    def validate_input(self, tensordict: TensorDictBase) -> None:
+        """Check a sampled batch against what the transform reads."""
+        validate(
+            type(self).__name__,
+            tensordict,
+            unique(self._entries()),
+            dtype=module_dtype(self._dtype_module()),
+            check_finite=self.check_finite,
+        )
 
     def _call(self, tensordict: TensorDictBase) -> TensorDictBase:
         return self.forward(tensordict)
@@ -60,6 +102,16 @@ class ImportanceWeight(_SampleTransform):
     Keyword Args:
         max_weight: :math:`w_{\max}` (5 by default, as in the SVG paper).
         action_key / log_prob_key / out_key: entries read and written.
+        action_spec: the environment's action spec, checked against the actor's
+            size and TanhNormal bounds.
+        check_finite: refuse NaN/inf inputs (``None``: when it costs no device sync).
+
+    Raises:
+        TypeError: at construction, for a policy that is not location-scale.
+        ValueError: at construction, for TanhNormal bounds that differ from ``action_spec``'s.
+        KeyError / TypeError / ValueError: on a sampled batch with a missing entry, a
+            wrong dtype, a wrong shape, an empty batch or (per ``check_finite``) a
+            NaN/inf entry, naming it (the contract of :mod:`torchrl_svg.objectives`).
 
     Shapes:
         Reads ``action [*B, A]`` and ``log_prob [*B]``; writes ``out_key [*B]``.
@@ -88,22 +140,38 @@ class ImportanceWeight(_SampleTransform):
         action_key: NestedKey = "action",
         log_prob_key: NestedKey = "action_log_prob",
         out_key: NestedKey = "importance_weight",
+        action_spec: TensorSpec | None = None,
+        check_finite: bool | None = None,
     ):
         if not max_weight > 0:
             raise ValueError(f"max_weight must be positive, got {max_weight}.")
+        sizes = check_policy(
+            "ImportanceWeight", actor, name="actor", action_spec=action_spec, action_key=action_key
+        )
         super().__init__(in_keys=[action_key, log_prob_key], out_keys=[out_key])
+        self.action_dim, self.observation_dim = check_sizes(sizes, {}, actor=actor)
+        self.check_finite = check_finite
         self.actor = actor
         self.max_weight = float(max_weight)
         self.action_key = action_key
         self.log_prob_key = log_prob_key
         self.out_key = out_key
 
+    def _entries(self) -> list[Entry]:
+        return [
+            *_policy_entries(self.actor, self.action_key, self.action_dim, self.observation_dim),
+            Entry(self.log_prob_key, scalar=True),
+        ]
+
+    def _dtype_module(self) -> nn.Module:
+        return self.actor
+
     @torch.no_grad()
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         """Write the truncated weight of every sampled transition."""
-        owner = type(self).__name__
-        action = get_key(owner, tensordict, self.action_key)
-        behaviour = get_key(owner, tensordict, self.log_prob_key).reshape(action.shape[:-1])
+        self.validate_input(tensordict)
+        action = tensordict.get(self.action_key)
+        behaviour = tensordict.get(self.log_prob_key).reshape(action.shape[:-1])
         policy = location_scale(policy_dist(self.actor, _params(self.actor), tensordict))
         log_ratio = policy.log_prob(action) - behaviour
         tensordict.set(self.out_key, log_ratio.exp().clamp_max(self.max_weight))
@@ -118,6 +186,16 @@ class PolicyNoiseInference(_SampleTransform):
 
     Keyword Args:
         action_key / out_key: entries read and written (``out_key [*B, A]``).
+        action_spec: the environment's action spec, checked against the actor's
+            size and TanhNormal bounds.
+        check_finite: refuse NaN/inf inputs (``None``: when it costs no device sync).
+
+    Raises:
+        TypeError: at construction, for a policy that is not location-scale.
+        ValueError: at construction, for TanhNormal bounds that differ from ``action_spec``'s.
+        KeyError / TypeError / ValueError: on a sampled batch with a missing entry, a
+            wrong dtype, a wrong shape, an empty batch or (per ``check_finite``) a
+            NaN/inf entry, naming it (the contract of :mod:`torchrl_svg.objectives`).
 
     Examples:
         >>> import torch
@@ -137,16 +215,34 @@ class PolicyNoiseInference(_SampleTransform):
         *,
         action_key: NestedKey = "action",
         out_key: NestedKey = "policy_noise",
+        action_spec: TensorSpec | None = None,
+        check_finite: bool | None = None,
     ):
+        sizes = check_policy(
+            "PolicyNoiseInference",
+            actor,
+            name="actor",
+            action_spec=action_spec,
+            action_key=action_key,
+        )
         super().__init__(in_keys=[action_key], out_keys=[out_key])
+        self.action_dim, self.observation_dim = check_sizes(sizes, {}, actor=actor)
+        self.check_finite = check_finite
         self.actor = actor
         self.action_key = action_key
         self.out_key = out_key
 
+    def _entries(self) -> list[Entry]:
+        return _policy_entries(self.actor, self.action_key, self.action_dim, self.observation_dim)
+
+    def _dtype_module(self) -> nn.Module:
+        return self.actor
+
     @torch.no_grad()
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         """Write the inferred policy noise of every sampled transition."""
-        action = get_key(type(self).__name__, tensordict, self.action_key)
+        self.validate_input(tensordict)
+        action = tensordict.get(self.action_key)
         policy = location_scale(policy_dist(self.actor, _params(self.actor), tensordict))
         tensordict.set(self.out_key, policy.infer_noise(action))
         return tensordict
@@ -161,6 +257,13 @@ class ModelNoiseInference(_SampleTransform):
 
     Keyword Args:
         next_observation_key / out_key: entries read and written (``out_key [*B, D]``).
+        check_finite: refuse NaN/inf inputs (``None``: when it costs no device sync).
+
+    Raises:
+        TypeError: at construction, for a model without ``get_dist``.
+        KeyError / TypeError / ValueError: on a sampled batch with a missing entry, a
+            wrong dtype, a wrong shape, an empty batch or (per ``check_finite``) a
+            NaN/inf entry, naming it (the contract of :mod:`torchrl_svg.objectives`).
 
     Examples:
         >>> import torch
@@ -180,16 +283,30 @@ class ModelNoiseInference(_SampleTransform):
         *,
         next_observation_key: NestedKey = ("next", "observation"),
         out_key: NestedKey = "model_noise",
+        check_finite: bool | None = None,
     ):
+        require_get_dist("ModelNoiseInference", "dynamics_model", dynamics_model)
         super().__init__(in_keys=[next_observation_key], out_keys=[out_key])
+        self.check_finite = check_finite
         self.dynamics_model = dynamics_model
         self.next_observation_key = next_observation_key
         self.out_key = out_key
 
+    def _entries(self) -> list[Entry]:
+        size = getattr(self.dynamics_model, "observation_dim", None)
+        return [
+            *model_entries(self.dynamics_model),
+            Entry(self.next_observation_key, size if size is not None else None),
+        ]
+
+    def _dtype_module(self) -> nn.Module:
+        return self.dynamics_model
+
     @torch.no_grad()
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         """Write the inferred model noise of every sampled transition."""
-        next_obs = get_key(type(self).__name__, tensordict, self.next_observation_key)
+        self.validate_input(tensordict)
+        next_obs = tensordict.get(self.next_observation_key)
         model = location_scale(
             model_dist(self.dynamics_model, _params(self.dynamics_model), tensordict)
         )
@@ -213,6 +330,17 @@ class ModelRollout(_SampleTransform):
     Keyword Args:
         steps: number of imagined steps (``H - 1``).
         observation_key / action_key / out_key: entries read and written.
+        action_spec: the environment's action spec, checked against the actor's
+            and the models' sizes and the actor's TanhNormal bounds.
+        check_finite: refuse NaN/inf inputs (``None``: when it costs no device sync).
+
+    Raises:
+        TypeError: at construction, for a policy that is not location-scale or a
+            dynamics model without ``get_dist``.
+        ValueError: at construction, for bounds or sizes that disagree.
+        KeyError / TypeError / ValueError: on a sampled batch with a missing entry, a
+            wrong dtype, a wrong shape, an empty batch or (per ``check_finite``) a
+            NaN/inf entry, naming it (the contract of :mod:`torchrl_svg.objectives`).
 
     Examples:
         >>> import torch
@@ -239,10 +367,27 @@ class ModelRollout(_SampleTransform):
         observation_key: NestedKey = "observation",
         action_key: NestedKey = "action",
         out_key: NestedKey = "imagined",
+        action_spec: TensorSpec | None = None,
+        check_finite: bool | None = None,
     ):
         if int(steps) != steps or steps < 1:
             raise ValueError(f"steps must be an integer >= 1, got {steps!r}.")
+        require_get_dist("ModelRollout", "dynamics_model", dynamics_model)
+        sizes = check_policy(
+            "ModelRollout", actor, name="actor", action_spec=action_spec, action_key=action_key
+        )
+        _, observation_dim = check_sizes(
+            sizes,
+            {
+                "dynamics_model": dynamics_model,
+                "reward_model": reward_model,
+                "termination_model": termination_model,
+            },
+            actor=actor,
+        )
         super().__init__(in_keys=[("next", observation_key)], out_keys=[out_key])
+        self.observation_dim = observation_dim
+        self.check_finite = check_finite
         self.actor = actor
         self.dynamics_model = dynamics_model
         self.reward_model = reward_model
@@ -252,13 +397,17 @@ class ModelRollout(_SampleTransform):
         self.action_key = action_key
         self.out_key = out_key
 
+    def _entries(self) -> list[Entry]:
+        return [Entry(("next", self.observation_key), self.observation_dim)]
+
+    def _dtype_module(self) -> nn.Module:
+        return self.actor
+
     @torch.no_grad()
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         """Write the imagined continuation of every sampled transition."""
-        start = get_key(type(self).__name__, tensordict, ("next", self.observation_key))
-        dim = getattr(self.dynamics_model, "observation_dim", None)
-        if dim is not None:
-            check_dim(type(self).__name__, ("next", self.observation_key), start, dim)
+        self.validate_input(tensordict)
+        start = tensordict.get(("next", self.observation_key))
         rollout = imagine_rollout(
             self.actor,
             _params(self.actor),
@@ -288,6 +437,17 @@ class NormalizerUpdate(Transform):
     Args:
         *models: modules with an ``update_normalizer(tensordict)`` method.
 
+    Keyword Args:
+        check_finite: refuse NaN/inf in written batches (``None``: when it costs no
+            device sync). Running statistics are never updated with non-finite
+            values: :class:`~torchrl_svg.modules.RunningNormalizer` refuses them too.
+
+    Raises:
+        TypeError: at construction, for a module without ``update_normalizer``; on
+            write, for an entry that is not floating.
+        KeyError / ValueError: on write, for a missing entry, a wrong shape or a
+            NaN/inf entry, naming it. An empty write is a no-op.
+
     Examples:
         >>> import torch
         >>> from tensordict import TensorDict
@@ -302,12 +462,13 @@ class NormalizerUpdate(Transform):
         10.0
     """
 
-    def __init__(self, *models: nn.Module):
+    def __init__(self, *models: nn.Module, check_finite: bool | None = None):
         super().__init__()
         missing = [type(m).__name__ for m in models if not hasattr(m, "update_normalizer")]
         if missing:
             raise TypeError(f"NormalizerUpdate: {missing} have no update_normalizer method.")
         self.models = nn.ModuleList(models)
+        self.check_finite = check_finite
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         """Sampled data passes through unchanged."""
@@ -317,6 +478,10 @@ class NormalizerUpdate(Transform):
         return tensordict
 
     def _inv_call(self, tensordict: TensorDictBase) -> TensorDictBase:
+        if tensordict.batch_size.numel() == 0:  # an empty write: nothing to merge
+            return tensordict
+        entries = unique([e for m in self.models for e in model_entries(m, targets=True)])
+        validate(type(self).__name__, tensordict, entries, check_finite=self.check_finite)
         for model in self.models:
             model.update_normalizer(tensordict)
         return tensordict
@@ -335,14 +500,22 @@ class UnflattenSlices(Transform):
 
     def __init__(self, slice_len: int):
         super().__init__()
+        if int(slice_len) != slice_len or slice_len < 1:
+            raise ValueError(f"slice_len must be an integer >= 1, got {slice_len!r}.")
         self.slice_len = int(slice_len)
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        """``[B * T] -> [B, T]``."""
+        """``[B * T] -> [B, T]``.
+
+        Raises:
+            ValueError: for an empty sample, or one that is not a whole number of slices.
+        """
+        check_batch(type(self).__name__, tensordict)
         if tensordict.numel() % self.slice_len:
             raise ValueError(
-                f"UnflattenSlices: a sample of {tensordict.numel()} transitions is not a whole "
-                f"number of slices of length {self.slice_len}."
+                f"UnflattenSlices: a sample of batch shape {tuple(tensordict.shape)} "
+                f"({tensordict.numel()} transition(s)) is not a whole number of slices of "
+                f"length {self.slice_len}."
             )
         return tensordict.reshape(-1, self.slice_len)
 

@@ -20,7 +20,10 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.modules import ValueOperator
 from torchrl.modules.distributions.utils import rsample_and_log_prob
 
+from torchrl_svg._validation import Entry, module_dtype, unique, validate
+
 __all__ = [
+    "InputValidation",
     "continuation",
     "expected_reward",
     "imagine_rollout",
@@ -32,6 +35,67 @@ __all__ = [
     "swapped",
     "transition",
 ]
+
+
+class InputValidation:
+    """Mixin of the package's losses: the input check of ``forward`` (the documented contract).
+
+    A subclass lists what it reads in :meth:`_input_entries`; :meth:`validate_input`
+    then refuses a missing entry (``KeyError``), a wrong dtype (``TypeError``), a
+    wrong shape or an empty batch (``ValueError``) and, per :attr:`check_finite`,
+    NaN or infinite values (``ValueError``); see :mod:`torchrl_svg.objectives`.
+
+    Attributes:
+        check_finite: ``None`` (default) checks finiteness when it costs no device
+            synchronisation (CPU inputs, not under ``torch.compile``); ``True``
+            always (eagerly); ``False`` never.
+
+    """
+
+    check_finite: bool | None = None
+    _min_batch_ndim: int = 0
+
+    def _input_entries(self) -> list[Entry]:
+        raise NotImplementedError
+
+    def set_keys(self, **kwargs) -> None:
+        """As :meth:`LossModule.set_keys`; also forgets the cached input description."""
+        self.__dict__.pop("_input_entries_cache", None)
+        return super().set_keys(**kwargs)
+
+    def _input_dtype(self) -> torch.dtype | None:
+        """The dtype of the loss's parameters (cached; ``.to()``/``.double()`` reset it)."""
+        dtype = self.__dict__.get("_param_dtype")
+        if dtype is None:
+            dtype = module_dtype(self)
+            self.__dict__["_param_dtype"] = dtype
+        return dtype
+
+    def _apply(self, fn, *args, **kwargs):
+        self.__dict__.pop("_param_dtype", None)
+        return super()._apply(fn, *args, **kwargs)
+
+    def validate_input(self, tensordict: TensorDictBase) -> None:
+        """Check ``tensordict`` against what the loss reads; raise with a message naming the entry.
+
+        Raises:
+            KeyError: a required entry is missing.
+            TypeError: an entry has the wrong dtype.
+            ValueError: an entry has the wrong shape, the batch is empty or has the
+                wrong batch shape, or (per :attr:`check_finite`) an entry holds NaN or inf.
+
+        """
+        entries = self.__dict__.get("_input_entries_cache")
+        if entries is None:
+            entries = self.__dict__["_input_entries_cache"] = unique(self._input_entries())
+        validate(
+            type(self).__name__,
+            tensordict,
+            entries,
+            dtype=self._input_dtype(),
+            check_finite=self.check_finite,
+            min_ndim=self._min_batch_ndim,
+        )
 
 
 @contextmanager

@@ -10,7 +10,7 @@ from tensordict import TensorDict, TensorDictBase, TensorDictParams
 from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule, TensorDictModuleBase
 from tensordict.utils import NestedKey
 from torch import Tensor
-from torchrl.data import Composite, TensorSpec
+from torchrl.data import TensorSpec
 from torchrl.objectives import LossModule
 from torchrl.objectives.utils import (
     ValueEstimators,
@@ -20,9 +20,10 @@ from torchrl.objectives.utils import (
 )
 from torchrl.objectives.value import TD0Estimator
 
-from torchrl_svg._utils import check_dim, check_same_shape, get_key
+from torchrl_svg._validation import Entry, check_policy, check_sizes, require_get_dist
 from torchrl_svg.modules.termination import Termination
 from torchrl_svg.objectives._common import (
+    InputValidation,
     continuation,
     expected_reward,
     imagine_rollout,
@@ -35,7 +36,7 @@ from torchrl_svg.objectives._common import (
 __all__ = ["S2VGLoss"]
 
 
-class S2VGLoss(LossModule):
+class S2VGLoss(InputValidation, LossModule):
     r"""The S2VG loss: soft SVG(1) through learned dynamics and reward models.
 
     Paper: *S2VG: Soft Stochastic Value Gradient* (Algorithm 1, eqs 7, 8, 10, 11).
@@ -111,12 +112,26 @@ class S2VGLoss(LossModule):
         target_entropy: ``"auto"`` (``-action_dim``) or a float.
         min_alpha / max_alpha: optional bounds on alpha.
         action_spec: the environment's action spec; checked against the
-            actor's and the models' action sizes.
+            actor's and the models' action sizes and the actor's TanhNormal bounds.
         loss_function: distance for the critics (``"l2"``, ``"smooth_l1"``, ``"l1"``).
         expansion_entropy: include :math:`-\alpha\log\pi` of imagined steps in the
             expansion target (soft-consistent). Default ``True``.
         reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
         deactivate_vmap: replace vmap by a loop over the Q networks.
+        check_finite: refuse NaN/inf inputs: ``None`` (default) when it costs no
+            device synchronisation (CPU inputs, eager), ``True`` always, ``False`` never.
+
+    Inputs are checked by :meth:`validate_input` as :mod:`torchrl_svg.objectives` documents.
+
+    Raises:
+        TypeError: at construction, for an actor that is not location-scale (e.g. a
+            Categorical, OneHot or Delta policy) or a dynamics model without ``get_dist``;
+            in ``forward``, for an entry of the wrong dtype (naming it and both dtypes).
+        ValueError: at construction, for TanhNormal bounds or action/observation sizes
+            that disagree with the action spec or the models (naming both); in
+            ``forward``, for a wrong shape (naming the entry and both shapes), an
+            empty batch or, per ``check_finite``, a NaN/inf entry (naming it).
+        KeyError: in ``forward``, for a missing entry (naming it and the loss).
 
     Shapes:
         Input ``[*B]`` or ``[*B, T]``: ``observation [*B, obs_dim]``,
@@ -231,6 +246,7 @@ class S2VGLoss(LossModule):
         expansion_entropy: bool = True,
         reduction: str = "mean",
         deactivate_vmap: bool = False,
+        check_finite: bool | None = None,
     ) -> None:
         super().__init__()
         if reduction not in ("mean", "sum", "none"):
@@ -241,12 +257,10 @@ class S2VGLoss(LossModule):
             raise ValueError(f"num_qvalue_nets must be >= 1, got {num_qvalue_nets}.")
         if alpha_init <= 0:
             raise ValueError(f"alpha_init must be positive, got {alpha_init}.")
-        for name, module in (("dynamics_model", dynamics_model), ("actor_network", actor_network)):
-            if not hasattr(module, "get_dist"):
-                raise TypeError(
-                    f"S2VGLoss: {name} must provide get_dist(tensordict) returning a location-scale "
-                    f"distribution; got {type(module).__name__}."
-                )
+        require_get_dist("S2VGLoss", "dynamics_model", dynamics_model)
+        action_sizes = check_policy(
+            "S2VGLoss", actor_network, action_spec=action_spec, action_key=self.tensor_keys.action
+        )
         if termination_model is not None and not isinstance(termination_model, Termination):
             raise TypeError(
                 "S2VGLoss: termination_model must be a torchrl_svg.modules.Termination "
@@ -259,6 +273,7 @@ class S2VGLoss(LossModule):
         self.expansion_entropy = bool(expansion_entropy)
         self.reduction = reduction
         self.deactivate_vmap = deactivate_vmap
+        self.check_finite = check_finite
 
         self.convert_to_functional(actor_network, "actor_network")
         self.convert_to_functional(qvalue_network, "qvalue_network", num_qvalue_nets)
@@ -270,7 +285,15 @@ class S2VGLoss(LossModule):
         else:
             self.__dict__["termination_model"] = None
 
-        action_dim = self._check_specs(action_spec)
+        action_dim, self._observation_dim = check_sizes(
+            action_sizes,
+            {
+                "dynamics_model": self.dynamics_model,
+                "reward_model": self.reward_model,
+                "termination_model": self.termination_model,
+            },
+            actor=actor_network,
+        )
         self.action_dim = action_dim
 
         device = next(iter(self.actor_network_params.values(True, True))).device
@@ -299,35 +322,6 @@ class S2VGLoss(LossModule):
         self._make_vmap()
 
     # ------------------------------------------------------------ set-up
-    def _check_specs(self, action_spec: TensorSpec | None) -> int | None:
-        """Cross-check the action/observation sizes of the actor, the env spec and the models."""
-        sizes: list[tuple[str, int]] = []
-        actor_spec = getattr(self.actor_network, "spec", None)
-        if isinstance(actor_spec, Composite):
-            actor_spec = actor_spec.get(self.tensor_keys.action, None)
-        if actor_spec is not None:
-            sizes.append(("actor action spec", int(actor_spec.shape[-1])))
-        if action_spec is not None:
-            if isinstance(action_spec, Composite):
-                action_spec = action_spec[self.tensor_keys.action]
-            sizes.append(("environment action spec", int(action_spec.shape[-1])))
-        for name in ("dynamics_model", "reward_model"):
-            dim = getattr(getattr(self, name), "action_dim", None)
-            if dim is not None:
-                sizes.append((f"{name} action", int(dim)))
-        for (name_a, a), (name_b, b) in zip(sizes[:-1], sizes[1:], strict=True):
-            check_same_shape(name_a, (a,), name_b, (b,))
-
-        obs_sizes: list[tuple[str, int]] = []
-        for name in ("dynamics_model", "reward_model", "termination_model"):
-            dim = getattr(getattr(self, name), "observation_dim", None)
-            if dim is not None:
-                obs_sizes.append((f"{name} observation", int(dim)))
-        for (name_a, a), (name_b, b) in zip(obs_sizes[:-1], obs_sizes[1:], strict=True):
-            check_same_shape(name_a, (a,), name_b, (b,))
-        self._observation_dim = obs_sizes[0][1] if obs_sizes else None
-        return sizes[0][1] if sizes else None
-
     def _make_vmap(self) -> None:
         self._vmap_qnetworkN0 = _vmap_func(
             self.qvalue_network,
@@ -430,21 +424,20 @@ class S2VGLoss(LossModule):
         return self.termination_model_params.detach()
 
     # ------------------------------------------------------------ pieces
-    def _check_input(self, tensordict: TensorDictBase) -> None:
-        owner = type(self).__name__
+    def _input_entries(self) -> list[Entry]:
+        """What :meth:`forward` reads (``"terminated"`` falls back to ``"done"``)."""
         keys = self.tensor_keys
-        obs = get_key(owner, tensordict, keys.observation)
-        next_obs = get_key(owner, tensordict, ("next", keys.observation))
-        action = get_key(owner, tensordict, keys.action)
-        reward = get_key(owner, tensordict, ("next", keys.reward))
-        if tensordict.get(("next", keys.terminated), None) is None:
-            get_key(owner, tensordict, ("next", keys.done))
-        if self._observation_dim is not None:
-            check_dim(owner, keys.observation, obs, self._observation_dim)
-            check_dim(owner, ("next", keys.observation), next_obs, self._observation_dim)
-        if self.action_dim is not None:
-            check_dim(owner, keys.action, action, self.action_dim)
-        check_dim(owner, ("next", keys.reward), reward, 1)
+        obs = self._observation_dim if self._observation_dim is not None else "obs_dim"
+        act = self.action_dim if self.action_dim is not None else "action_dim"
+        return [
+            Entry(keys.observation, obs),
+            Entry(keys.action, act),
+            Entry(("next", keys.observation), obs),
+            Entry(("next", keys.reward), 1),
+            Entry(("next", keys.terminated), 1, any_real=True, required=False),
+            Entry(("next", keys.done), 1, any_real=True, unless=("next", keys.terminated)),
+            Entry(keys.priority_weight, scalar=True, any_real=True, required=False),
+        ]
 
     def _terminated(self, tensordict: TensorDictBase) -> Tensor:
         """Real termination flags ``[*B]`` as floats (``done`` if ``terminated`` is absent)."""
@@ -640,7 +633,7 @@ class S2VGLoss(LossModule):
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         """All four terms on a replay batch; the actor's policy draw is re-used for eq 8."""
-        self._check_input(tensordict)
+        self.validate_input(tensordict)
         loss_qvalue, meta_q = self.qvalue_loss(tensordict)
         loss_actor, meta_actor = self.actor_loss(tensordict)
         policy = (meta_actor["action"], meta_actor["log_prob"])

@@ -11,13 +11,15 @@ from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule, T
 from tensordict.utils import NestedKey
 from torch import Tensor
 from torch import distributions as D
+from torchrl.data import TensorSpec
 from torchrl.objectives import LossModule
 from torchrl.objectives.common import _make_target_param
 from torchrl.objectives.utils import ValueEstimators, _cache_values, _vmap_func, distance_loss
 from torchrl.objectives.value import TD0Estimator
 
-from torchrl_svg._utils import check_dim, get_key
+from torchrl_svg._validation import Entry, check_policy, check_sizes, require_get_dist
 from torchrl_svg.objectives._common import (
+    InputValidation,
     expected_reward,
     model_dist,
     policy_dist,
@@ -198,7 +200,7 @@ def _episode_masks(data: TensorDictBase, keys, steps: int) -> tuple[Tensor, Tens
     return alive.to(dtype), bootstrap.to(dtype)
 
 
-class SVG0Loss(_DiscountMixin, LossModule):
+class SVG0Loss(InputValidation, _DiscountMixin, LossModule):
     r"""SVG(0) with replay (SVG paper, Algorithm 3): a stochastic analogue of DPG.
 
     * ``loss_qvalue``: TD regression of :math:`Q_\phi(s, a)` on real transitions,
@@ -219,6 +221,20 @@ class SVG0Loss(_DiscountMixin, LossModule):
         num_qvalue_nets: number of Q networks (the actor uses their mean). Default 1.
         noise: ``"inferred"`` or ``"sampled"`` policy noise in the actor term.
         loss_function: critic distance. ``reduction``: ``"mean"`` | ``"sum"`` | ``"none"``.
+        action_spec: the environment's action spec, checked against the actor's
+            size and TanhNormal bounds.
+        check_finite: refuse NaN/inf inputs: ``None`` (default) when it costs no
+            device synchronisation (CPU inputs, eager), ``True`` always, ``False`` never.
+
+    Inputs are checked by :meth:`validate_input` as :mod:`torchrl_svg.objectives` documents.
+
+    Raises:
+        TypeError: at construction, for a policy that is not location-scale; in
+            ``forward``, for an entry of the wrong dtype.
+        ValueError: at construction, for TanhNormal bounds that differ from
+            ``action_spec``'s; in ``forward``, for a wrong shape, an empty batch or
+            (per ``check_finite``) a NaN/inf entry.
+        KeyError: in ``forward``, for a missing entry.
 
     Examples:
         >>> import torch
@@ -282,15 +298,22 @@ class SVG0Loss(_DiscountMixin, LossModule):
         noise: str = "inferred",
         loss_function: str = "l2",
         reduction: str = "mean",
+        action_spec: TensorSpec | None = None,
+        check_finite: bool | None = None,
     ) -> None:
         super().__init__()
         if noise not in NOISE_MODES:
             raise ValueError(f"noise must be one of {NOISE_MODES}, got {noise!r}.")
         if reduction not in ("mean", "sum", "none"):
             raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}.")
+        sizes = check_policy(
+            "SVG0Loss", actor_network, action_spec=action_spec, action_key=self.tensor_keys.action
+        )
+        self.action_dim, self.observation_dim = check_sizes(sizes, {}, actor=actor_network)
         self.noise = noise
         self.loss_function = loss_function
         self.reduction = reduction
+        self.check_finite = check_finite
         self.num_qvalue_nets = int(num_qvalue_nets)
         self.convert_to_functional(actor_network, "actor_network")
         self.convert_to_functional(
@@ -316,6 +339,22 @@ class SVG0Loss(_DiscountMixin, LossModule):
         return (
             self._vmap_qnetworkN0(td, params).get(self.tensor_keys.state_action_value).squeeze(-1)
         )
+
+    def _input_entries(self) -> list[Entry]:
+        """What :meth:`forward` reads (``"terminated"`` falls back to ``"done"``)."""
+        keys = self.tensor_keys
+        obs = self.observation_dim if self.observation_dim is not None else "obs_dim"
+        act = self.action_dim if self.action_dim is not None else "action_dim"
+        return [
+            Entry(keys.observation, obs),
+            Entry(keys.action, act),
+            Entry(("next", keys.observation), obs),
+            Entry(("next", keys.reward), 1),
+            Entry(("next", keys.terminated), 1, any_real=True, required=False),
+            Entry(("next", keys.done), 1, any_real=True, unless=("next", keys.terminated)),
+            Entry(keys.policy_noise, act, required=False),
+            Entry(keys.priority_weight, scalar=True, any_real=True, required=False),
+        ]
 
     def qvalue_loss(self, tensordict: TensorDictBase) -> tuple[Tensor, dict[str, Tensor]]:
         """TD regression of the Q networks on real transitions."""
@@ -345,9 +384,7 @@ class SVG0Loss(_DiscountMixin, LossModule):
         if self.noise == "inferred":
             eta = tensordict.get(keys.policy_noise, None)
             if eta is None:
-                eta = _detached(pol).infer_noise(
-                    get_key(type(self).__name__, tensordict, keys.action)
-                )
+                eta = _detached(pol).infer_noise(tensordict.get(keys.action))
         else:
             eta = torch.randn_like(pol.loc)
         action = pol.rebuild(eta)
@@ -357,13 +394,7 @@ class SVG0Loss(_DiscountMixin, LossModule):
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         """``loss_actor`` and ``loss_qvalue`` on a replay batch ``[*B]``."""
         keys = self.tensor_keys
-        for key in (
-            keys.observation,
-            keys.action,
-            ("next", keys.observation),
-            ("next", keys.reward),
-        ):
-            get_key(type(self).__name__, tensordict, key)
+        self.validate_input(tensordict)
         loss_qvalue, meta = self.qvalue_loss(tensordict)
         loss_actor, actor_meta = self.actor_loss(tensordict)
         tensordict.set(keys.priority, meta["td_error"])
@@ -374,7 +405,7 @@ class SVG0Loss(_DiscountMixin, LossModule):
         return TensorDict(out, [])
 
 
-class SVGLoss(_DiscountMixin, LossModule):
+class SVGLoss(InputValidation, _DiscountMixin, LossModule):
     r"""SVG(k) along real (sub-)trajectories; ``horizon=1`` is SVG(1) / SVG(1)-ER (SVG paper eq 13, Alg. 2, 4).
 
     Inputs are real transitions ``[*B]`` (``horizon=1``) or sub-trajectories
@@ -426,6 +457,23 @@ class SVGLoss(_DiscountMixin, LossModule):
         noise: ``"inferred"`` (gradients along real trajectories) or ``"sampled"``.
         kl_coef: weight of the KL penalty (0: off).
         loss_function / reduction: as usual.
+        action_spec: the environment's action spec, checked against the actor's
+            and the models' sizes and the actor's TanhNormal bounds.
+        check_finite: refuse NaN/inf inputs: ``None`` (default) when it costs no
+            device synchronisation (CPU inputs, eager), ``True`` always, ``False`` never.
+
+    Inputs are checked by :meth:`validate_input` as :mod:`torchrl_svg.objectives` documents.
+
+    Raises:
+        TypeError: at construction, for a policy that is not location-scale or a
+            dynamics model without ``get_dist``; in ``forward``, for an entry of the
+            wrong dtype.
+        ValueError: at construction, for bounds or sizes that disagree with
+            ``action_spec`` or the models; in ``forward``, for a wrong shape, a batch
+            that is not ``[*B, horizon]`` (``horizon > 1``), an empty batch or (per
+            ``check_finite``) a NaN/inf entry.
+        KeyError: in ``forward``, for a missing entry (``action_log_prob`` is needed
+            for the importance weights unless ``importance_weight`` is stored).
 
     Examples:
         >>> import torch
@@ -505,6 +553,8 @@ class SVGLoss(_DiscountMixin, LossModule):
         kl_coef: float = 0.0,
         loss_function: str = "l2",
         reduction: str = "mean",
+        action_spec: TensorSpec | None = None,
+        check_finite: bool | None = None,
     ) -> None:
         super().__init__()
         if int(horizon) != horizon or horizon < 1:
@@ -517,12 +567,18 @@ class SVGLoss(_DiscountMixin, LossModule):
             )
         if reduction not in ("mean", "sum", "none"):
             raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}.")
-        for name, module in (("dynamics_model", dynamics_model), ("actor_network", actor_network)):
-            if not hasattr(module, "get_dist"):
-                raise TypeError(
-                    f"{type(self).__name__}: {name} must provide get_dist(tensordict) returning a "
-                    f"location-scale distribution; got {type(module).__name__}."
-                )
+        owner = type(self).__name__
+        require_get_dist(owner, "dynamics_model", dynamics_model)
+        action_sizes = check_policy(
+            owner, actor_network, action_spec=action_spec, action_key=self.tensor_keys.action
+        )
+        self.action_dim, self.observation_dim = check_sizes(
+            action_sizes,
+            {"dynamics_model": dynamics_model, "reward_model": reward_model},
+            actor=actor_network,
+        )
+        self.check_finite = check_finite
+        self._min_batch_ndim = 0 if horizon == 1 else 1
         self.horizon = int(horizon)
         self.max_importance_weight = float(max_importance_weight)
         self.importance_weights = bool(importance_weights)
@@ -567,29 +623,41 @@ class SVGLoss(_DiscountMixin, LossModule):
         self.kl_reference_params.update_(self.actor_network_params.data)
 
     # ----------------------------------------------------------------- data
+    def _input_entries(self) -> list[Entry]:
+        """What the loss reads, ``[*B]`` (``horizon=1``) or ``[*B, horizon]``."""
+        keys = self.tensor_keys
+        obs = self.observation_dim if self.observation_dim is not None else "obs_dim"
+        act = self.action_dim if self.action_dim is not None else "action_dim"
+        return [
+            Entry(keys.observation, obs),
+            Entry(keys.action, act),
+            Entry(("next", keys.observation), obs),
+            Entry(("next", keys.reward), 1),
+            Entry(("next", keys.done), 1, any_real=True),
+            Entry(("next", keys.terminated), 1, any_real=True, required=False),
+            Entry(
+                keys.sample_log_prob,
+                scalar=True,
+                required=self.importance_weights,
+                unless=keys.importance_weight,
+            ),
+            Entry(keys.importance_weight, scalar=True, required=False),
+            Entry(keys.policy_noise, act, required=False),
+            Entry(keys.model_noise, obs, required=False),
+            Entry(("collector", "mask"), scalar=True, any_real=True, required=False),
+            Entry(keys.priority_weight, scalar=True, any_real=True, required=False),
+        ]
+
     def _as_sequence(self, tensordict: TensorDictBase) -> TensorDictBase:
         """View the input as ``[*B, T]`` with ``T == horizon`` (``horizon=1`` accepts ``[*B]``)."""
-        owner = type(self).__name__
-        keys = self.tensor_keys
-        for key in (
-            keys.observation,
-            keys.action,
-            ("next", keys.observation),
-            ("next", keys.reward),
-            ("next", keys.done),
-        ):
-            get_key(owner, tensordict, key)
-        if self.importance_weights and tensordict.get(keys.importance_weight, None) is None:
-            get_key(owner, tensordict, keys.sample_log_prob)
-        obs_dim = getattr(self.dynamics_model, "observation_dim", None)
-        if obs_dim is not None:
-            check_dim(owner, keys.observation, tensordict.get(keys.observation), obs_dim)
         if self.horizon == 1:
             return tensordict.unsqueeze(-1)
         if tensordict.ndim < 1 or tensordict.shape[-1] != self.horizon:
+            owner = type(self).__name__
             raise ValueError(
-                f"{owner}(horizon={self.horizon}) needs sub-trajectories of shape [*B, {self.horizon}] "
-                f"(e.g. SliceSampler(slice_len={self.horizon})); got batch shape {tuple(tensordict.shape)}."
+                f"{owner}(horizon={self.horizon}) needs sub-trajectories of batch shape "
+                f"[*B, {self.horizon}] (e.g. SliceSampler(slice_len={self.horizon})); got batch "
+                f"shape {tuple(tensordict.shape)}."
             )
         return tensordict
 
@@ -701,6 +769,8 @@ class SVGLoss(_DiscountMixin, LossModule):
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         """``loss_actor``, ``loss_value`` (and ``loss_kl``) plus detached diagnostics."""
+        self.validate_input(tensordict)
+        self._as_sequence(tensordict)  # the batch shape, before any computation
         loss_actor, meta = self.actor_loss(tensordict)
         loss_value, _ = self.value_loss(tensordict, step_weights=meta["step_weights"])
         out = {"loss_actor": loss_actor, "loss_value": loss_value}
@@ -736,7 +806,7 @@ class SVG1Loss(SVGLoss):
         super().__init__(*args, horizon=1, **kwargs)
 
 
-class SVGInfLoss(_DiscountMixin, LossModule):
+class SVGInfLoss(InputValidation, _DiscountMixin, LossModule):
     r"""SVG(:math:`\infty`) (SVG paper, Algorithm 1): back-propagation through whole real episodes, no critic.
 
     Input: whole episodes ``[*B, T]`` (padded ones marked by ``("collector", "mask")``).
@@ -758,6 +828,22 @@ class SVGInfLoss(_DiscountMixin, LossModule):
     Keyword Args:
         noise: ``"inferred"`` or ``"sampled"``.
         reduction: over the episodes ``[*B]``.
+        action_spec: the environment's action spec, checked against the actor's
+            and the models' sizes and the actor's TanhNormal bounds.
+        check_finite: refuse NaN/inf inputs: ``None`` (default) when it costs no
+            device synchronisation (CPU inputs, eager), ``True`` always, ``False`` never.
+
+    Inputs are checked by :meth:`validate_input` as :mod:`torchrl_svg.objectives` documents.
+
+    Raises:
+        TypeError: at construction, for a policy that is not location-scale or a
+            dynamics model without ``get_dist``; in ``forward``, for an entry of the
+            wrong dtype.
+        ValueError: at construction, for bounds or sizes that disagree with
+            ``action_spec`` or the models; in ``forward``, for a wrong shape, a batch
+            without a time dimension, an empty batch or (per ``check_finite``) a
+            NaN/inf entry.
+        KeyError: in ``forward``, for a missing entry.
 
     Examples:
         >>> import torch
@@ -789,6 +875,7 @@ class SVGInfLoss(_DiscountMixin, LossModule):
 
     default_keys = _AcceptedKeys
     tensor_keys: _AcceptedKeys
+    _min_batch_ndim = 1  # whole episodes [*B, T]
     actor_network: ProbabilisticTensorDictSequential
     dynamics_model: TensorDictModuleBase
     reward_model: TensorDictModuleBase
@@ -807,12 +894,24 @@ class SVGInfLoss(_DiscountMixin, LossModule):
         *,
         noise: str = "inferred",
         reduction: str = "mean",
+        action_spec: TensorSpec | None = None,
+        check_finite: bool | None = None,
     ) -> None:
         super().__init__()
         if noise not in NOISE_MODES:
             raise ValueError(f"noise must be one of {NOISE_MODES}, got {noise!r}.")
         if reduction not in ("mean", "sum", "none"):
             raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}.")
+        require_get_dist("SVGInfLoss", "dynamics_model", dynamics_model)
+        action_sizes = check_policy(
+            "SVGInfLoss", actor_network, action_spec=action_spec, action_key=self.tensor_keys.action
+        )
+        self.action_dim, self.observation_dim = check_sizes(
+            action_sizes,
+            {"dynamics_model": dynamics_model, "reward_model": reward_model},
+            actor=actor_network,
+        )
+        self.check_finite = check_finite
         self.noise = noise
         self.reduction = reduction
         self.convert_to_functional(actor_network, "actor_network")
@@ -829,22 +928,26 @@ class SVGInfLoss(_DiscountMixin, LossModule):
     def _cached_detached_reward_params(self) -> TensorDictBase:
         return self.reward_model_params.detach()
 
+    def _input_entries(self) -> list[Entry]:
+        """What the loss reads from whole episodes ``[*B, T]``."""
+        keys = self.tensor_keys
+        obs = self.observation_dim if self.observation_dim is not None else "obs_dim"
+        act = self.action_dim if self.action_dim is not None else "action_dim"
+        return [
+            Entry(keys.observation, obs),
+            Entry(keys.action, act),
+            Entry(("next", keys.observation), obs),
+            Entry(("next", keys.reward), 1),
+            Entry(("next", keys.done), 1, any_real=True),
+            Entry(("next", keys.terminated), 1, any_real=True, required=False),
+            Entry(keys.policy_noise, act, required=False),
+            Entry(keys.model_noise, obs, required=False),
+            Entry(("collector", "mask"), scalar=True, any_real=True, required=False),
+        ]
+
     def actor_loss(self, tensordict: TensorDictBase) -> tuple[Tensor, dict[str, Tensor]]:
         """Minus the (re-built or simulated) discounted episode return, ``[*B]`` before reduction."""
-        owner = type(self).__name__
         keys = self.tensor_keys
-        for key in (
-            keys.observation,
-            keys.action,
-            ("next", keys.observation),
-            ("next", keys.reward),
-            ("next", keys.done),
-        ):
-            get_key(owner, tensordict, key)
-        if tensordict.ndim < 1:
-            raise ValueError(
-                f"{owner} needs whole episodes of shape [*B, T]; got a batch of shape ()."
-            )
         steps = tensordict.shape[-1]
         unroll = _unroll_real(self, tensordict, steps, self.noise)
         alive, _ = _episode_masks(tensordict, keys, steps)
@@ -854,6 +957,7 @@ class SVGInfLoss(_DiscountMixin, LossModule):
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         """``loss_actor`` on whole episodes ``[*B, T]``."""
+        self.validate_input(tensordict)
         loss, meta = self.actor_loss(tensordict)
         if self.reduction == "none":
             return TensorDict({"loss_actor": loss}, tensordict.batch_size[:-1])

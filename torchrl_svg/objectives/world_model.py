@@ -12,6 +12,14 @@ from tensordict.utils import NestedKey
 from torchrl.objectives import LossModule
 
 from torchrl_svg._utils import get_key
+from torchrl_svg._validation import (
+    Entry,
+    model_entries,
+    module_dtype,
+    require_get_dist,
+    unique,
+    validate,
+)
 from torchrl_svg.modules.termination import LearnedTermination, Termination
 
 __all__ = ["GaussianWorldModelLoss"]
@@ -63,6 +71,17 @@ class GaussianWorldModelLoss(LossModule):
     Keyword Args:
         reward_coef / termination_coef: weights of those terms.
         reduction: ``"mean"`` | ``"sum"`` | ``"none"`` over the batch ``[*B]``.
+        check_finite: refuse NaN/inf inputs: ``None`` (default) when it costs no
+            device synchronisation (CPU inputs, eager), ``True`` always, ``False`` never.
+
+    Inputs are checked by :meth:`validate_input` as :mod:`torchrl_svg.objectives` documents.
+
+    Raises:
+        TypeError: at construction, for a dynamics model without ``get_dist``; in
+            ``forward``, for an entry of the wrong dtype.
+        ValueError: in ``forward``, for a wrong shape, an empty batch or (per
+            ``check_finite``) a NaN/inf entry.
+        KeyError: in ``forward``, for a missing entry (the models' inputs and targets).
 
     Examples:
         >>> import torch
@@ -105,15 +124,13 @@ class GaussianWorldModelLoss(LossModule):
         reward_coef: float = 1.0,
         termination_coef: float = 1.0,
         reduction: str = "mean",
+        check_finite: bool | None = None,
     ):
         super().__init__()
         if reduction not in ("mean", "sum", "none"):
             raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}.")
-        if not hasattr(dynamics_model, "get_dist"):
-            raise TypeError(
-                "GaussianWorldModelLoss: the dynamics model must provide get_dist(tensordict) "
-                f"(a location-scale distribution over the next observation); got {type(dynamics_model).__name__}."
-            )
+        require_get_dist("GaussianWorldModelLoss", "dynamics_model", dynamics_model)
+        self.check_finite = check_finite
         self.dynamics_model = dynamics_model
         self.reward_model = reward_model
         self.termination_model = termination_model
@@ -128,6 +145,38 @@ class GaussianWorldModelLoss(LossModule):
     def learns_termination(self) -> bool:
         """Whether a termination head is trained by this loss."""
         return isinstance(self.termination_model, LearnedTermination)
+
+    def _input_entries(self) -> list[Entry]:
+        """The models' inputs and fitting targets."""
+        entries = model_entries(self.dynamics_model, targets=True)
+        if self.reward_model is not None:
+            entries += model_entries(self.reward_model, targets=True)
+            if getattr(self.reward_model, "target_key", None) is None:
+                entries.append(Entry(_target_key(self.reward_model), any_shape=True))
+        if getattr(self.dynamics_model, "target_key", None) is None:
+            entries.append(Entry(_target_key(self.dynamics_model), any_shape=True))
+        if self.learns_termination:
+            entries += model_entries(self.termination_model)
+            entries.append(Entry(("next", self.tensor_keys.terminated), 1, any_real=True))
+        return entries
+
+    def validate_input(self, tensordict: TensorDictBase) -> None:
+        """Check ``tensordict`` against what the models read and are fitted to.
+
+        Raises:
+            KeyError: a required entry is missing.
+            TypeError: an entry has the wrong dtype.
+            ValueError: an entry has the wrong shape, the batch is empty, or (per
+                ``check_finite``) an entry holds NaN or inf.
+
+        """
+        validate(
+            type(self).__name__,
+            tensordict,
+            unique(self._input_entries()),
+            dtype=module_dtype(self.dynamics_model),
+            check_finite=self.check_finite,
+        )
 
     def _nll(self, model: TensorDictModuleBase, tensordict: TensorDictBase) -> torch.Tensor:
         """Per-sample negative log-likelihood ``[*B]`` (summed over ensemble members)."""
@@ -177,6 +226,7 @@ class GaussianWorldModelLoss(LossModule):
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         """All terms on a batch of real transitions, plus detached diagnostics."""
+        self.validate_input(tensordict)
         loss_dynamics, metadata = self.dynamics_loss(tensordict)
         out = {"loss_dynamics": loss_dynamics}
         if self.reward_model is not None:

@@ -1,0 +1,530 @@
+"""Input validation shared by every loss and replay transform.
+
+This module implements the exception contract documented in
+:mod:`torchrl_svg.objectives`: a missing entry raises :class:`KeyError`, a wrong
+dtype :class:`TypeError`, a wrong shape, an empty batch or (per ``check_finite``)
+a NaN/inf entry :class:`ValueError`, each naming the reader and the entry.
+The structural checks read metadata only; finiteness is checked in one fused
+reduction, by default only where that costs no device synchronisation
+(``check_finite=None``: CPU inputs, not under :func:`torch.compile`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.nn import ProbabilisticTensorDictModule
+from tensordict.utils import NestedKey
+from torch import distributions as D
+from torch import nn
+from torchrl.data import Bounded, Composite, TensorSpec
+from torchrl.modules.distributions import IndependentNormal, TanhNormal
+
+from torchrl_svg._utils import MissingKeyError, check_same_shape
+
+__all__ = [
+    "Entry",
+    "check_batch",
+    "check_entries",
+    "check_finite_entries",
+    "check_policy",
+    "check_sizes",
+    "model_entries",
+    "module_dtype",
+    "policy_input_size",
+    "require_get_dist",
+    "unique",
+    "validate",
+]
+
+# Distribution classes whose samples are g(loc + scale * eps), i.e. invertible for eps.
+LOCATION_SCALE = (D.Normal, IndependentNormal, TanhNormal)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One tensordict entry a loss or transform reads, and what it must look like.
+
+    Attributes:
+        key: the entry.
+        size: the trailing feature size: an ``int`` (shape ``[*B, size]``),
+            a name shared by entries whose feature sizes must agree (e.g.
+            ``"obs_dim"`` for ``observation`` and ``("next", "observation")``),
+            or ``None`` (any size). Ignored for ``scalar`` entries.
+        scalar: one value per sample, shape ``[*B]`` or ``[*B, 1]``.
+        any_real: any real dtype (boolean, integer or floating) is accepted, as
+            for flags (``done``, ``terminated``, masks) and sampler weights;
+            otherwise the entry must have the module's floating dtype.
+        any_shape: only ``[*B, ...]`` is required (an entry read by a user's
+            module whose layout the loss does not know).
+        required: whether a missing entry is an error (optional entries are
+            checked when present).
+        unless: not required when this other entry is present (e.g. ``done``
+            stands in for a missing ``terminated``).
+
+    """
+
+    key: NestedKey
+    size: int | str | None = None
+    scalar: bool = False
+    any_real: bool = False
+    any_shape: bool = False
+    required: bool = True
+    unless: NestedKey | None = None
+
+
+def _fmt(shape: Sequence[int | str]) -> str:
+    inner = ", ".join(str(s) for s in shape)
+    return f"({inner},)" if len(shape) == 1 else f"({inner})"
+
+
+def check_batch(owner: str, tensordict: TensorDictBase, *, min_ndim: int = 0) -> None:
+    """Refuse an empty batch, or one with fewer than ``min_ndim`` batch dimensions.
+
+    Raises:
+        TypeError: if ``tensordict`` is not a TensorDict.
+        ValueError: for an empty batch (a zero in the batch shape) or too few
+            batch dimensions.
+
+    """
+    if not isinstance(tensordict, TensorDictBase):
+        raise TypeError(f"{owner} expects a TensorDict, got {type(tensordict).__name__}.")
+    shape = tuple(tensordict.batch_size)
+    if 0 in shape:
+        raise ValueError(
+            f"{owner}: empty batch (batch shape {_fmt(shape)}); it needs at least one sample."
+        )
+    if len(shape) < min_ndim:
+        raise ValueError(
+            f"{owner}: the batch shape {_fmt(shape)} has {len(shape)} dimension(s); it needs at "
+            f"least {min_ndim} (e.g. [*B, T] sub-trajectories)."
+        )
+
+
+def _check_dtype(owner: str, entry: Entry, value: torch.Tensor, dtype: torch.dtype | None) -> None:
+    if entry.any_real:
+        if value.dtype.is_complex:
+            raise TypeError(
+                f"{owner}: entry {entry.key!r} has dtype {value.dtype}, expected bool, an integer "
+                "or a real floating dtype."
+            )
+        return
+    if not value.dtype.is_floating_point:
+        expected = dtype if dtype is not None else "a floating dtype"
+        raise TypeError(
+            f"{owner}: entry {entry.key!r} has dtype {value.dtype}, expected {expected}."
+        )
+    if dtype is not None and value.dtype != dtype:
+        raise TypeError(
+            f"{owner}: entry {entry.key!r} has dtype {value.dtype}, expected {dtype} (the dtype "
+            f"of {owner}'s parameters; cast the batch, or the module with .to({dtype}))."
+        )
+
+
+def _check_shape(
+    owner: str,
+    entry: Entry,
+    value: torch.Tensor,
+    batch: tuple[int, ...],
+    bound: dict[str, tuple[NestedKey, torch.Size]],
+) -> None:
+    shape = tuple(value.shape)
+    if entry.any_shape:
+        return
+    if entry.scalar:
+        if shape != batch and shape != (*batch, 1):
+            raise ValueError(
+                f"{owner}: entry {entry.key!r} has shape {_fmt(shape)}, expected one value per "
+                f"sample: shape {_fmt(batch)} or {_fmt((*batch, 1))} for the batch shape {_fmt(batch)}."
+            )
+        return
+    size = entry.size
+    if isinstance(size, str):
+        first = bound.get(size)
+        if first is None:
+            size_shown: int | str = shape[-1] if len(shape) == len(batch) + 1 else "F"
+        else:
+            size_shown = first[1][-1]
+    else:
+        size_shown = size if size is not None else "F"
+    expected = (*batch, size_shown)
+    if len(shape) != len(batch) + 1:
+        raise ValueError(
+            f"{owner}: entry {entry.key!r} has shape {_fmt(shape)}, expected shape "
+            f"{_fmt(expected)} ([*B, {size_shown}] for the batch shape [*B] = {_fmt(batch)})."
+        )
+    if isinstance(size, int) and shape[-1] != size:
+        raise ValueError(
+            f"{owner}: entry {entry.key!r} has shape {_fmt(shape)}, expected a trailing dimension "
+            f"of {size} (shape {_fmt(expected)} for the batch shape {_fmt(batch)})."
+        )
+    if isinstance(size, str):
+        if first is None:
+            bound[size] = (entry.key, value.shape)
+        elif first[1][-1] != shape[-1]:
+            raise ValueError(
+                f"{owner}: entry {entry.key!r} has shape {_fmt(shape)} but {first[0]!r} has shape "
+                f"{_fmt(tuple(first[1]))}: their trailing dimensions ({size}) must agree."
+            )
+
+
+def check_entries(
+    owner: str,
+    tensordict: TensorDictBase,
+    entries: Sequence[Entry],
+    *,
+    dtype: torch.dtype | None = None,
+) -> list[tuple[NestedKey, torch.Tensor]]:
+    """Check presence, dtype and shape of each entry (metadata only: no kernel, no sync).
+
+    Args:
+        owner: the reader, named in every message (e.g. ``"S2VGLoss"``).
+        tensordict: the input, of batch shape ``[*B]``.
+        entries: what to read.
+        dtype: the floating dtype of the reader's parameters (``None``: any floating dtype).
+
+    Returns:
+        ``(key, tensor)`` of each floating entry read, for :func:`check_finite_entries`.
+
+    Raises:
+        KeyError: a required entry is missing.
+        TypeError: an entry has the wrong dtype.
+        ValueError: an entry has the wrong shape.
+
+    """
+    batch = tuple(tensordict.batch_size)
+    bound: dict[str, tuple[NestedKey, torch.Size]] = {}
+    floats: list[tuple[NestedKey, torch.Tensor]] = []
+    for entry in entries:
+        value = tensordict.get(entry.key, None)
+        if value is None:
+            if entry.required and (
+                entry.unless is None or tensordict.get(entry.unless, None) is None
+            ):
+                raise MissingKeyError(
+                    f"{owner} needs the entry {entry.key!r}, which is missing from the input "
+                    f"tensordict (present keys: {sorted(map(str, tensordict.keys(True, True)))})."
+                )
+            continue
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(
+                f"{owner}: entry {entry.key!r} must be a tensor, got {type(value).__name__}."
+            )
+        _check_dtype(owner, entry, value, dtype)
+        _check_shape(owner, entry, value, batch, bound)
+        if value.dtype.is_floating_point:
+            floats.append((entry.key, value))
+    return floats
+
+
+def _finite_check_runs(mode: bool | None, tensors: Sequence[torch.Tensor]) -> bool:
+    if mode is False or not tensors or torch.compiler.is_compiling():
+        return False
+    if mode is None:
+        return all(t.device.type == "cpu" for t in tensors)
+    return not (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing())
+
+
+def check_finite_entries(
+    owner: str, floats: Sequence[tuple[NestedKey, torch.Tensor]], mode: bool | None = None
+) -> None:
+    """Refuse NaN or infinite values in the given entries (see the module docstring for ``mode``).
+
+    The fast path is one concatenation, one sum per floating dtype and a single
+    host read (a sum is finite only if every term is); only when it is not are
+    the entries searched one by one, so a sum that merely overflowed raises nothing.
+
+    Raises:
+        ValueError: naming the first entry with a non-finite value.
+
+    """
+    tensors = [t for _, t in floats]
+    if not _finite_check_runs(mode, tensors):
+        return
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for t in tensors:
+        by_dtype.setdefault(t.dtype, []).append(t.reshape(-1))
+    sums = [torch.cat(group).sum() for group in by_dtype.values()]
+    total = sums[0] if len(sums) == 1 else torch.stack([x.double() for x in sums]).sum()
+    if bool(torch.isfinite(total)):
+        return
+    for key, value in floats:
+        bad = ~torch.isfinite(value)
+        if bool(bad.any()):
+            raise ValueError(
+                f"{owner}: entry {key!r} holds {int(bad.sum())} non-finite value(s) (NaN or inf) "
+                f"out of {value.numel()}; drop or repair those samples before they reach "
+                f"{owner} (check_finite=False skips this check)."
+            )
+
+
+def validate(
+    owner: str,
+    tensordict: TensorDictBase,
+    entries: Sequence[Entry],
+    *,
+    dtype: torch.dtype | None = None,
+    check_finite: bool | None = None,
+    min_ndim: int = 0,
+) -> None:
+    """:func:`check_batch`, :func:`check_entries` and :func:`check_finite_entries` in one call.
+
+    Examples:
+        >>> import torch
+        >>> from tensordict import TensorDict
+        >>> entries = [Entry("observation", size=3), Entry(("next", "reward"), size=1)]
+        >>> td = TensorDict({"observation": torch.zeros(4, 3), ("next", "reward"): torch.zeros(4, 1)}, [4])
+        >>> validate("MyLoss", td, entries, dtype=torch.float32)
+        >>> validate("MyLoss", td[:0], entries)
+        Traceback (most recent call last):
+        ...
+        ValueError: MyLoss: empty batch (batch shape (0,)); it needs at least one sample.
+        >>> td["observation"][0, 0] = float("nan")
+        >>> validate("MyLoss", td, entries)
+        Traceback (most recent call last):
+        ...
+        ValueError: MyLoss: entry 'observation' holds 1 non-finite value(s) (NaN or inf) out of 12; drop or repair those samples before they reach MyLoss (check_finite=False skips this check).
+
+    """
+    check_batch(owner, tensordict, min_ndim=min_ndim)
+    floats = check_entries(owner, tensordict, entries, dtype=dtype)
+    check_finite_entries(owner, floats, check_finite)
+
+
+def module_dtype(module: nn.Module) -> torch.dtype | None:
+    """The dtype of a module's first floating parameter (``None`` if it has none)."""
+    for param in module.parameters():
+        if param.dtype.is_floating_point:
+            return param.dtype
+    return None
+
+
+def unique(entries: Sequence[Entry]) -> tuple[Entry, ...]:
+    """The entries with repeated keys dropped (the first description of an entry wins)."""
+    found: dict[NestedKey, Entry] = {}
+    for entry in entries:
+        found.setdefault(entry.key, entry)
+    return tuple(found.values())
+
+
+def model_entries(model: nn.Module, *, targets: bool = False) -> list[Entry]:
+    """The entries a world model reads (and, with ``targets``, the entry it is fitted to).
+
+    Sizes come from the model's ``input_dims`` / ``target_dim`` /
+    ``observation_dim`` when it has them
+    (:class:`~torchrl_svg.modules.GaussianDynamics`, ``RewardModel``,
+    ``LearnedTermination``); a user's own module is only required to find
+    its ``in_keys`` present, in any real dtype and layout.
+    """
+    keys = list(getattr(model, "in_keys", []))
+    dims = getattr(model, "input_dims", None)
+    if dims is None and len(keys) == 1 and getattr(model, "observation_dim", None) is not None:
+        dims = (model.observation_dim,)
+    if dims is not None and len(dims) == len(keys):
+        entries = [Entry(k, int(d)) for k, d in zip(keys, dims, strict=True)]
+    else:
+        entries = [Entry(k, any_real=True, any_shape=True) for k in keys]
+    target = getattr(model, "target_key", None)
+    if targets and target is not None:
+        entries.append(Entry(target, getattr(model, "target_dim", None)))
+    return entries
+
+
+# ------------------------------------------------------------------ constructors
+def require_get_dist(owner: str, name: str, module: object) -> None:
+    """Refuse a module without ``get_dist`` where a location-scale distribution is needed.
+
+    Raises:
+        TypeError: naming the argument and the module's type.
+
+    """
+    if not hasattr(module, "get_dist"):
+        raise TypeError(
+            f"{owner}: {name} must provide get_dist(tensordict) returning a location-scale "
+            f"distribution; got {type(module).__name__}."
+        )
+
+
+def _distribution_module(actor: nn.Module) -> ProbabilisticTensorDictModule | None:
+    found = None
+    for module in actor.modules():
+        if isinstance(module, ProbabilisticTensorDictModule):
+            found = module
+    return found
+
+
+def _tanh_bounds(dist_module: ProbabilisticTensorDictModule) -> tuple[torch.Tensor, torch.Tensor]:
+    params = inspect.signature(TanhNormal.__init__).parameters
+    kwargs = dist_module.distribution_kwargs or {}
+    low = kwargs.get("low", params["low"].default)
+    high = kwargs.get("high", params["high"].default)
+    return (
+        torch.as_tensor(low, dtype=torch.float64).cpu(),
+        torch.as_tensor(high, dtype=torch.float64).cpu(),
+    )
+
+
+def _leaf_spec(spec: TensorSpec | None, key: NestedKey) -> TensorSpec | None:
+    if isinstance(spec, Composite):
+        return spec.get(key, None)
+    return spec
+
+
+def _check_bounds(
+    owner: str,
+    name: str,
+    dist_module: ProbabilisticTensorDictModule,
+    spec: TensorSpec,
+    spec_name: str,
+) -> None:
+    if not isinstance(spec, Bounded):
+        return
+    low, high = _tanh_bounds(dist_module)
+    spec_low = spec.space.low.detach().to(torch.float64).cpu()
+    spec_high = spec.space.high.detach().to(torch.float64).cpu()
+    try:
+        match = bool(
+            torch.allclose(low.expand_as(spec_low), spec_low)
+            and torch.allclose(high.expand_as(spec_high), spec_high)
+        )
+    except RuntimeError:  # shapes that do not broadcast: certainly different
+        match = False
+    if not match:
+        raise ValueError(
+            f"{owner}: the TanhNormal bounds of {name} (low={low.tolist()}, high={high.tolist()}) "
+            f"do not match the {spec_name} (low={spec_low.tolist()}, high={spec_high.tolist()}); "
+            "build the actor from that spec (e.g. torchrl_svg.modules.make_actor)."
+        )
+
+
+def policy_input_size(actor: nn.Module) -> int | None:
+    """The feature size of a policy's observation, when its layout makes it certain.
+
+    Known when the policy reads a single entry and its first parametrised layer
+    is an ``nn.Linear`` (as in :func:`~torchrl_svg.modules.make_actor` and any
+    MLP policy); ``None`` otherwise (then only consistency between entries is
+    checked).
+    """
+    if len(getattr(actor, "in_keys", ())) != 1:
+        return None
+    for module in actor.modules():
+        if next(module.parameters(recurse=False), None) is None:
+            continue
+        if isinstance(module, nn.Linear) and not isinstance(module, nn.LazyLinear):
+            return int(module.in_features)
+        return None
+    return None
+
+
+def check_policy(
+    owner: str,
+    actor: nn.Module,
+    *,
+    name: str = "actor_network",
+    action_spec: TensorSpec | None = None,
+    action_key: NestedKey = "action",
+) -> list[tuple[str, int]]:
+    """Refuse a policy that is not location-scale, or whose action bounds disagree with the spec.
+
+    The policy must provide ``get_dist``; if it is a TorchRL
+    ``ProbabilisticActor`` its ``distribution_class`` must be a Normal,
+    IndependentNormal or TanhNormal (the losses infer the policy noise from
+    replayed actions and re-parameterise through it). A TanhNormal's
+    ``low``/``high`` must equal the bounds of ``action_spec`` (the
+    environment's) when it is given and bounded, and otherwise those of the
+    actor's own spec.
+
+    Returns:
+        ``(what, action size)`` pairs known from the actor's spec and ``action_spec``,
+        for a size cross-check with the models.
+
+    Raises:
+        TypeError: the policy has no ``get_dist`` or draws from another distribution.
+        ValueError: the TanhNormal bounds differ from the spec's.
+
+    Examples:
+        >>> from torchrl.data import Bounded
+        >>> from torchrl_svg.modules import make_actor
+        >>> actor = make_actor(3, Bounded(-2.0, 2.0, (1,)), hidden_sizes=(8,))
+        >>> check_policy("MyLoss", actor, action_spec=Bounded(-2.0, 2.0, (1,)))
+        [('actor action spec', 1), ('environment action spec', 1)]
+        >>> check_policy("MyLoss", actor, action_spec=Bounded(-1.0, 1.0, (1,)))
+        Traceback (most recent call last):
+        ...
+        ValueError: MyLoss: the TanhNormal bounds of actor_network (low=[-2.0], high=[2.0]) do not match the environment action spec (low=[-1.0], high=[1.0]); build the actor from that spec (e.g. torchrl_svg.modules.make_actor).
+
+    """
+    require_get_dist(owner, name, actor)
+    actor_spec = _leaf_spec(getattr(actor, "spec", None), action_key)
+    env_spec = _leaf_spec(action_spec, action_key)
+    if action_spec is not None and env_spec is None:
+        raise KeyError(f"{owner}: the action spec has no entry {action_key!r}.")
+    sizes = []
+    if actor_spec is not None and len(actor_spec.shape):
+        sizes.append(("actor action spec", int(actor_spec.shape[-1])))
+    if env_spec is not None and len(env_spec.shape):
+        sizes.append(("environment action spec", int(env_spec.shape[-1])))
+    for (name_a, a), (name_b, b) in zip(sizes[:-1], sizes[1:], strict=True):
+        check_same_shape(name_a, (a,), name_b, (b,))
+
+    dist_module = _distribution_module(actor)
+    cls = getattr(dist_module, "distribution_class", None)
+    if not isinstance(cls, type):  # a factory function: checked when the policy is inverted
+        return sizes
+    if not issubclass(cls, LOCATION_SCALE):
+        raise TypeError(
+            f"{owner}: {name} draws its actions from {cls.__name__}, which is not a "
+            "location-scale distribution. SVG losses write a = g(loc + scale * eta), infer eta "
+            "from replayed actions and differentiate through it, so the policy must be a Normal, "
+            "IndependentNormal or TanhNormal."
+        )
+    if issubclass(cls, TanhNormal):
+        if env_spec is not None:
+            _check_bounds(owner, name, dist_module, env_spec, "environment action spec")
+        elif actor_spec is not None:
+            _check_bounds(owner, name, dist_module, actor_spec, "actor's own action spec")
+    return sizes
+
+
+def check_sizes(
+    action_sizes: Sequence[tuple[str, int]],
+    models: dict[str, nn.Module | None],
+    *,
+    actor: nn.Module | None = None,
+) -> tuple[int | None, int | None]:
+    """Cross-check the action and observation sizes of the policy, the spec and the models.
+
+    Args:
+        action_sizes: ``(what, size)`` pairs from :func:`check_policy`.
+        models: the world models by argument name (``None`` entries are skipped);
+            their ``action_dim`` and ``observation_dim`` attributes are compared.
+        actor: the policy, whose observation size (:func:`policy_input_size`) is
+            compared too when it is known.
+
+    Returns:
+        ``(action_dim, observation_dim)``, each ``None`` when nothing states it.
+
+    Raises:
+        ValueError: naming both sides of the first disagreement.
+
+    """
+    sizes = list(action_sizes)
+    obs_sizes = []
+    actor_obs = None if actor is None else policy_input_size(actor)
+    if actor_obs is not None:
+        obs_sizes.append(("actor observation", actor_obs))
+    for name, model in models.items():
+        dim = getattr(model, "action_dim", None)
+        if dim is not None:
+            sizes.append((f"{name} action", int(dim)))
+        dim = getattr(model, "observation_dim", None)
+        if dim is not None:
+            obs_sizes.append((f"{name} observation", int(dim)))
+    for pairs in (sizes, obs_sizes):
+        for (name_a, a), (name_b, b) in zip(pairs[:-1], pairs[1:], strict=True):
+            check_same_shape(name_a, (a,), name_b, (b,))
+    return (sizes[0][1] if sizes else None, obs_sizes[0][1] if obs_sizes else None)
