@@ -77,6 +77,23 @@ class Entry:
     unless: NestedKey | None = None
 
 
+def transition_entries(keys, obs: int | str, act: int | str) -> list[Entry]:
+    """The entries of a real transition every loss reads.
+
+    ``observation``, ``action``, ``("next", "observation")``, ``("next", "reward")`` and
+    the end flags (``("next", "terminated")``, falling back to ``("next", "done")``), named
+    by the loss's ``tensor_keys`` with observation size ``obs`` and action size ``act``.
+    """
+    return [
+        Entry(keys.observation, obs),
+        Entry(keys.action, act),
+        Entry(("next", keys.observation), obs),
+        Entry(("next", keys.reward), 1),
+        Entry(("next", keys.terminated), 1, any_real=True, required=False),
+        Entry(("next", keys.done), 1, any_real=True, unless=("next", keys.terminated)),
+    ]
+
+
 def _fmt(shape: Sequence[int | str]) -> str:
     inner = ", ".join(str(s) for s in shape)
     return f"({inner},)" if len(shape) == 1 else f"({inner})"

@@ -17,7 +17,13 @@ from torchrl.objectives.common import _make_target_param
 from torchrl.objectives.utils import ValueEstimators, _cache_values, _vmap_func, distance_loss
 from torchrl.objectives.value import TD0Estimator
 
-from torchrl_svg._validation import Entry, check_policy, check_sizes, require_get_dist
+from torchrl_svg._validation import (
+    Entry,
+    check_policy,
+    check_sizes,
+    require_get_dist,
+    transition_entries,
+)
 from torchrl_svg.objectives._common import (
     InputValidation,
     expected_reward,
@@ -346,12 +352,7 @@ class SVG0Loss(InputValidation, _DiscountMixin, LossModule):
         obs = self.observation_dim if self.observation_dim is not None else "obs_dim"
         act = self.action_dim if self.action_dim is not None else "action_dim"
         return [
-            Entry(keys.observation, obs),
-            Entry(keys.action, act),
-            Entry(("next", keys.observation), obs),
-            Entry(("next", keys.reward), 1),
-            Entry(("next", keys.terminated), 1, any_real=True, required=False),
-            Entry(("next", keys.done), 1, any_real=True, unless=("next", keys.terminated)),
+            *transition_entries(keys, obs, act),
             Entry(keys.policy_noise, act, required=False),
             Entry(keys.priority_weight, scalar=True, any_real=True, required=False),
         ]

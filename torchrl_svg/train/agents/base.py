@@ -16,6 +16,8 @@ from torchrl_svg.modules import (
     LearnedTermination,
     RewardModel,
     Termination,
+    make_actor,
+    make_qvalue,
     termination_for_env,
 )
 from torchrl_svg.objectives import GaussianWorldModelLoss
@@ -24,10 +26,12 @@ from torchrl_svg.train.config import Config
 
 __all__ = [
     "Agent",
+    "ModelFreeAgent",
     "GuardedUpdate",
     "NonFiniteGuard",
     "WorldModel",
     "guarded_step",
+    "make_actor_and_qvalue",
     "make_adam",
     "make_update",
     "trainable",
@@ -250,6 +254,31 @@ class GuardedUpdate:
         return out
 
 
+def make_actor_and_qvalue(
+    cfg: Config, observation_spec: TensorSpec, action_spec: TensorSpec, device: torch.device
+) -> tuple[nn.Module, nn.Module]:
+    """The TanhNormal actor and the Q network of ``cfg.network`` for these specs."""
+    obs_dim, act_dim = observation_spec.shape[-1], action_spec.shape[-1]
+    act_cls = ACTIVATIONS[cfg.network.activation]
+    actor = make_actor(
+        observation_spec,
+        action_spec,
+        hidden_sizes=cfg.network.actor_hidden_sizes,
+        activation_class=act_cls,
+        scale_lb=cfg.network.scale_lb,
+        safe_tanh=not cfg.compile.compile,  # TorchRL: safe_tanh breaks under torch.compile
+        device=device,
+    )
+    qvalue = make_qvalue(
+        obs_dim,
+        act_dim,
+        hidden_sizes=cfg.network.critic_hidden_sizes,
+        activation_class=act_cls,
+        device=device,
+    )
+    return actor, qvalue
+
+
 class WorldModel:
     """The dynamics, reward and termination models of an agent, their NLL loss and optimiser.
 
@@ -422,6 +451,44 @@ class Agent:
     def load_state_dict(self, state: dict) -> None:
         """Inverse of :meth:`state_dict`."""
         raise NotImplementedError
+
+
+class ModelFreeAgent(Agent):
+    """An agent with one loss, one optimiser step per update and no world model.
+
+    Subclasses set ``self.loss``, ``self.optimizer`` and ``self.step`` (a
+    :class:`GuardedUpdate`) and say how many updates follow each collected
+    environment step (:meth:`updates_per_step`).
+    """
+
+    loss: nn.Module
+    optimizer: torch.optim.Optimizer
+    step: GuardedUpdate
+
+    def updates_per_step(self) -> int:
+        """Updates per collected environment step."""
+        raise NotImplementedError
+
+    def update(self, batch: TensorDictBase) -> TensorDictBase:
+        """One update of the loss (and its target networks); returns the detached losses."""
+        return self.step(batch)
+
+    def train_on_batch(self, fresh: TensorDictBase, replay: ReplayBuffer):
+        """``updates_per_step()`` updates per collected step, each on a fresh replay batch."""
+        out = None
+        updates = fresh.numel() * self.updates_per_step()
+        for _ in range(updates):
+            out = self.update(self.sample(replay, self.cfg.replay_buffer.batch_size))
+        return out, updates, 0
+
+    def state_dict(self) -> dict:
+        """Parameters, targets (and alpha) and the optimiser state."""
+        return {"loss": self.loss.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Inverse of :meth:`state_dict`."""
+        self.loss.load_state_dict(state["loss"])
+        self.optimizer.load_state_dict(state["optimizer"])
 
 
 def _transitions(batch: TensorDictBase) -> TensorDictBase:

@@ -8,9 +8,16 @@ from torchrl.data import ReplayBuffer, TensorSpec
 from torchrl.envs import EnvBase
 from torchrl.objectives import SoftUpdate
 
-from torchrl_svg.modules import make_actor, make_qvalue, make_value
+from torchrl_svg.modules import make_value
 from torchrl_svg.objectives import S2VGLoss
-from torchrl_svg.train.agents.base import Agent, WorldModel, make_adam, make_update, trainable
+from torchrl_svg.train.agents.base import (
+    Agent,
+    WorldModel,
+    make_actor_and_qvalue,
+    make_adam,
+    make_update,
+    trainable,
+)
 from torchrl_svg.train.builders import ACTIVATIONS
 from torchrl_svg.train.config import Config
 
@@ -46,22 +53,14 @@ class S2VGAgent(Agent):
     ):
         self.cfg = cfg
         device = torch.device(device)
-        obs_dim, act_dim = observation_spec.shape[-1], action_spec.shape[-1]
-        act_cls = ACTIVATIONS[cfg.network.activation]
-        hidden = cfg.network.critic_hidden_sizes
-        self.actor = self.policy = make_actor(
-            observation_spec,
-            action_spec,
-            hidden_sizes=cfg.network.actor_hidden_sizes,
-            activation_class=act_cls,
-            scale_lb=cfg.network.scale_lb,
-            safe_tanh=not cfg.compile.compile,  # TorchRL: safe_tanh breaks under torch.compile
+        self.actor, qvalue = make_actor_and_qvalue(cfg, observation_spec, action_spec, device)
+        self.policy = self.actor
+        value = make_value(
+            observation_spec.shape[-1],
+            hidden_sizes=cfg.network.critic_hidden_sizes,
+            activation_class=ACTIVATIONS[cfg.network.activation],
             device=device,
         )
-        qvalue = make_qvalue(
-            obs_dim, act_dim, hidden_sizes=hidden, activation_class=act_cls, device=device
-        )
-        value = make_value(obs_dim, hidden_sizes=hidden, activation_class=act_cls, device=device)
         self.world_model = WorldModel(cfg, observation_spec, action_spec, device, env=env)
         self.dynamics, self.reward = self.world_model.dynamics, self.world_model.reward
         self.termination = self.world_model.termination

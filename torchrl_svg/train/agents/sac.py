@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import torch
-from tensordict import TensorDictBase
-from torchrl.data import ReplayBuffer, TensorSpec
+from torchrl.data import TensorSpec
 from torchrl.envs import EnvBase
 from torchrl.objectives import SACLoss, SoftUpdate
 
-from torchrl_svg.modules import make_actor, make_qvalue
-from torchrl_svg.train.agents.base import Agent, make_adam, make_update, trainable
-from torchrl_svg.train.builders import ACTIVATIONS
+from torchrl_svg.train.agents.base import (
+    ModelFreeAgent,
+    make_actor_and_qvalue,
+    make_adam,
+    make_update,
+    trainable,
+)
 from torchrl_svg.train.config import Config
 
 __all__ = ["SACAgent"]
 
 
-class SACAgent(Agent):
+class SACAgent(ModelFreeAgent):
     """TorchRL's :class:`~torchrl.objectives.SACLoss` in the same recipe as S2VG.
 
     The baseline of ``benchmarks/sample_efficiency.py``: the same actor and
@@ -57,24 +60,8 @@ class SACAgent(Agent):
     ):
         self.cfg = cfg
         device = torch.device(device)
-        obs_dim, act_dim = observation_spec.shape[-1], action_spec.shape[-1]
-        act_cls = ACTIVATIONS[cfg.network.activation]
-        self.actor = self.policy = make_actor(
-            observation_spec,
-            action_spec,
-            hidden_sizes=cfg.network.actor_hidden_sizes,
-            activation_class=act_cls,
-            scale_lb=cfg.network.scale_lb,
-            safe_tanh=not cfg.compile.compile,
-            device=device,
-        )
-        qvalue = make_qvalue(
-            obs_dim,
-            act_dim,
-            hidden_sizes=cfg.network.critic_hidden_sizes,
-            activation_class=act_cls,
-            device=device,
-        )
+        self.actor, qvalue = make_actor_and_qvalue(cfg, observation_spec, action_spec, device)
+        self.policy = self.actor
         target_entropy = cfg.loss.target_entropy
         self.loss = SACLoss(
             self.actor,
@@ -108,23 +95,6 @@ class SACAgent(Agent):
             after_step=self.target_updater.step,
         )
 
-    def update(self, batch: TensorDictBase) -> TensorDictBase:
-        """One SAC step and the Polyak update of the target critics."""
-        return self.step(batch)
-
-    def train_on_batch(self, fresh: TensorDictBase, replay: ReplayBuffer):
-        """``loss.updates_per_step`` SAC updates per collected step, from replay."""
-        out = None
-        updates = fresh.numel() * self.cfg.loss.updates_per_step
-        for _ in range(updates):
-            out = self.update(self.sample(replay, self.cfg.replay_buffer.batch_size))
-        return out, updates, 0
-
-    def state_dict(self) -> dict:
-        """Parameters, targets, alpha and the optimiser state."""
-        return {"loss": self.loss.state_dict(), "optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Inverse of :meth:`state_dict`."""
-        self.loss.load_state_dict(state["loss"])
-        self.optimizer.load_state_dict(state["optimizer"])
+    def updates_per_step(self) -> int:
+        """``loss.updates_per_step`` SAC updates per environment step."""
+        return self.cfg.loss.updates_per_step

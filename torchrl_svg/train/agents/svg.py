@@ -13,6 +13,7 @@ from torchrl_svg.objectives import SVG0Loss, SVGInfLoss, SVGLoss
 from torchrl_svg.train.agents.base import (
     Agent,
     GuardedUpdate,
+    ModelFreeAgent,
     WorldModel,
     _transitions,
     make_adam,
@@ -39,7 +40,7 @@ def _actor(
     )
 
 
-class SVG0Agent(Agent):
+class SVG0Agent(ModelFreeAgent):
     """SVG(0) with replay (Algorithm 3): a Q critic by TD with a Polyak target, no model.
 
     Per collected environment step: ``svg.policy_updates_per_step`` updates of
@@ -91,22 +92,9 @@ class SVG0Agent(Agent):
             after_step=self.target_updater.step,
         )
 
-    def train_on_batch(self, fresh: TensorDictBase, replay: ReplayBuffer):
-        """Actor and critic updates from replay."""
-        out = None
-        updates = fresh.numel() * self.cfg.svg.policy_updates_per_step
-        for _ in range(updates):
-            out = self.step(self.sample(replay, self.cfg.replay_buffer.batch_size))
-        return out, updates, 0
-
-    def state_dict(self) -> dict:
-        """Parameters, targets and optimiser state."""
-        return {"loss": self.loss.state_dict(), "optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Inverse of :meth:`state_dict`."""
-        self.loss.load_state_dict(state["loss"])
-        self.optimizer.load_state_dict(state["optimizer"])
+    def updates_per_step(self) -> int:
+        """``svg.policy_updates_per_step`` actor and critic updates per environment step."""
+        return self.cfg.svg.policy_updates_per_step
 
 
 class SVGAgent(Agent):
