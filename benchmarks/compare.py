@@ -38,12 +38,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--target", type=float, default=None)
     parser.add_argument("--title", default="")
+    parser.add_argument(
+        "--max-frames",
+        type=float,
+        default=None,
+        help="compare up to this many environment steps (default: the shortest curve's end)",
+    )
     args = parser.parse_args(argv)
-
-    curves, report = {}, {}
+    loaded = {}
     for item in args.curves:
         label, folder = item.split("=", 1)
-        points = _curve(Path(folder))
+        loaded[label] = (folder, _curve(Path(folder)))
+    # every figure over the same range of environment steps
+    limit = args.max_frames or min(points[-1][0] for _, points in loaded.values())
+
+    curves, report = {}, {}
+    for label, (folder, points) in loaded.items():
+        points = [p for p in points if p[0] <= limit]
         curves[label] = points
         area = sum(
             (x1 - x0) * (y0 + y1) / 2
@@ -52,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         hit = next((x for x, y, _ in points if args.target is not None and y >= args.target), None)
         report[label] = {
             "folder": folder,
+            "frames": points[-1][0],
             "final_mean_return": points[-1][1],
             "area_under_mean_curve": area,
             "first_frames_mean_at_target": hit,
@@ -59,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     plot_curves(curves, args.out / "comparison.png", title=args.title, target=args.target)
     (args.out / "comparison.json").write_text(
-        json.dumps({"target": args.target, "curves": report}, indent=2)
+        json.dumps({"target": args.target, "max_frames": limit, "curves": report}, indent=2)
     )
     print(json.dumps(report, indent=2))
     return 0
