@@ -133,7 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     earlier = None
     if args.resume and (out / "summary.json").exists():
         prev = json.loads((out / "summary.json").read_text())
-        earlier = {k: prev.get(k) for k in ("command", "git_commit", "seeds")}
+        earlier = {
+            k: prev.get(k)
+            for k in ("command", "git_commit", "seeds", "provenance", "earlier_summary")
+            if prev.get(k) is not None
+        }
     start = time.time()
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = {
