@@ -33,6 +33,7 @@ __all__ = [
     "guarded_step",
     "make_actor_and_qvalue",
     "make_adam",
+    "make_soft_actor_critic_update",
     "make_update",
     "trainable",
 ]
@@ -149,6 +150,33 @@ def make_update(
         compile_mode=cfg.compile.mode,
         cudagraphs=cfg.compile.cudagraphs,
     )
+
+
+def make_soft_actor_critic_update(
+    cfg: Config,
+    loss,
+    keys: Sequence[str],
+    actor_params: list[torch.Tensor],
+    critic_params: list[torch.Tensor],
+    device: torch.device,
+    *,
+    after_step=None,
+) -> tuple[torch.optim.Optimizer, GuardedUpdate]:
+    """One grouped Adam (actor, critics and, unless fixed, alpha) and its guarded step.
+
+    The learning rates are ``cfg.optim.actor_lr`` / ``critic_lr`` / ``alpha_lr``; a
+    learned alpha is ``loss.log_alpha``.
+    """
+    groups = [
+        {"params": actor_params, "lr": cfg.optim.actor_lr},
+        {"params": critic_params, "lr": cfg.optim.critic_lr},
+    ]
+    params = actor_params + critic_params
+    if not cfg.loss.fixed_alpha:
+        groups.append({"params": [loss.log_alpha], "lr": cfg.optim.alpha_lr})
+        params = params + [loss.log_alpha]
+    optimizer = make_adam(groups, cfg, device)
+    return optimizer, make_update(cfg, loss, keys, optimizer, params, after_step=after_step)
 
 
 class GuardedUpdate:

@@ -10,8 +10,7 @@ from torchrl.objectives import SACLoss, SoftUpdate
 from torchrl_svg.train.agents.base import (
     ModelFreeAgent,
     make_actor_and_qvalue,
-    make_adam,
-    make_update,
+    make_soft_actor_critic_update,
     trainable,
 )
 from torchrl_svg.train.config import Config
@@ -75,23 +74,13 @@ class SACAgent(ModelFreeAgent):
         )
         self.loss.make_value_estimator(gamma=cfg.loss.gamma)
         self.target_updater = SoftUpdate(self.loss, tau=cfg.loss.tau)
-        actor_params = trainable(self.loss.actor_network_params)
-        critic_params = trainable(self.loss.qvalue_network_params)
-        groups = [
-            {"params": actor_params, "lr": cfg.optim.actor_lr},
-            {"params": critic_params, "lr": cfg.optim.critic_lr},
-        ]
-        params = actor_params + critic_params
-        if not cfg.loss.fixed_alpha:
-            groups.append({"params": [self.loss.log_alpha], "lr": cfg.optim.alpha_lr})
-            params = params + [self.loss.log_alpha]
-        self.optimizer = make_adam(groups, cfg, device)
-        self.step = make_update(
+        self.optimizer, self.step = make_soft_actor_critic_update(
             cfg,
             self.loss,
             self.loss_keys,
-            self.optimizer,
-            params,
+            trainable(self.loss.actor_network_params),
+            trainable(self.loss.qvalue_network_params),
+            device,
             after_step=self.target_updater.step,
         )
 
