@@ -51,6 +51,26 @@ def test_task_presets_follow_table_2_and_overrides_win():
     assert cfg.loss.alpha_init == 0.05 and cfg.optim.critic_lr == 3e-4
 
 
+@pytest.mark.parametrize("extra", [[], ["use_preset=false"]])
+def test_sac_is_run_as_its_users_run_it(extra):
+    # a learned alpha from 1.0 towards -|A|, one lr, one update per step; S2VG's networks,
+    # collector and warm-up; the user's own overrides still win
+    cfg = load_config(["algorithm=sac", "env.name=HalfCheetah-v5", *extra])
+    assert (cfg.loss.fixed_alpha, cfg.loss.alpha_init, cfg.loss.target_entropy) == (
+        False,
+        1.0,
+        "auto",
+    )
+    assert (cfg.optim.actor_lr, cfg.optim.critic_lr, cfg.optim.alpha_lr) == (3e-4,) * 3
+    assert cfg.loss.updates_per_step == 1
+    s2vg = load_config(["env.name=HalfCheetah-v5", *extra])
+    assert cfg.network == s2vg.network and cfg.collector == s2vg.collector
+    agent = make_agent(cfg, *env_specs(GymEnv("HalfCheetah-v5")))
+    assert agent.loss.target_entropy.item() == -6.0
+    assert agent.loss.log_alpha.requires_grad and agent.loss.log_alpha.item() == 0.0
+    assert load_config(["algorithm=sac", "loss.alpha_init=0.3"]).loss.alpha_init == 0.3
+
+
 def test_config_file_then_overrides(tmp_path):
     path = tmp_path / "cfg.yaml"
     path.write_text("env:\n  name: InvertedPendulum-v5\nloss:\n  horizon: 2\n")

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 __all__ = [
+    "ALGORITHM_DEFAULTS",
     "OWN_ENVS",
     "Config",
     "ConfigError",
@@ -408,16 +409,33 @@ def _svg_preset(env: str) -> dict[str, Any]:
 for _algo in ("svg0", "svg1", "svg1_er", "svgk", "svginf"):
     PRESETS[_algo] = {env: _svg_preset(env) for env in _SVG_SIZES}
 
-# The SAC baseline (TorchRL's SACLoss) runs with S2VG's per-task settings (networks,
-# collector, replay, warm-up, learning rates, entropy coefficient) and SAC's own one update
-# per environment step (Haarnoja et al. 2018; TorchRL's sota-implementations/sac).
+# The SAC baseline (TorchRL's SACLoss) runs with S2VG's per-task networks, collector, replay
+# and warm-up, and with SAC's own settings as TorchRL's sota-implementations/sac and CleanRL
+# run it: one update per environment step, a learned alpha (initial 1.0, target entropy
+# -|A|) and one learning rate, 3e-4, for the actor, the critics and alpha.
+SAC_SETTINGS: dict[str, dict[str, Any]] = {
+    "loss": {
+        "fixed_alpha": False,
+        "alpha_init": 1.0,
+        "target_entropy": "auto",
+        "updates_per_step": 1,
+    },
+    "optim": {"actor_lr": 3e-4, "critic_lr": 3e-4, "alpha_lr": 3e-4},
+}
 PRESETS["sac"] = {
     env: {
-        **{group: dict(values) for group, values in preset.items() if group != "model"},
-        "loss": {**preset["loss"], "updates_per_step": 1},
+        **{
+            group: dict(values)
+            for group, values in preset.items()
+            if group not in ("model", "loss", "optim")
+        },
+        **{group: dict(values) for group, values in SAC_SETTINGS.items()},
     }
     for env, preset in PRESETS["s2vg"].items()
 }
+#: Settings that are part of what an algorithm is: applied for every task (before its
+#: preset, and also with ``use_preset=false``).
+ALGORITHM_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {"sac": SAC_SETTINGS}
 
 _CHOICES: dict[tuple[str, ...], tuple[str, ...]] = {
     ("algorithm",): ("s2vg", "svg0", "svg1", "svg1_er", "svgk", "svginf", "sac"),
@@ -621,6 +639,8 @@ def load_config(
     # Validate the user's keys and types against the schema before choosing a preset.
     merged = _merge(schema, user)
     layers: list[Any] = [schema]
+    if merged.algorithm in ALGORITHM_DEFAULTS:
+        layers.append(OmegaConf.create(ALGORITHM_DEFAULTS[merged.algorithm]))
     if merged.use_preset:
         preset = PRESETS.get(merged.algorithm, {}).get(merged.env.name)
         if preset is not None:

@@ -21,15 +21,15 @@ __all__ = ["SACAgent"]
 class SACAgent(ModelFreeAgent):
     """TorchRL's :class:`~torchrl.objectives.SACLoss` in the same recipe as S2VG.
 
-    The baseline of ``benchmarks/sample_efficiency.py``: the same actor and
-    twin-Q networks (``network.*``), collector, replay buffer, warm-up, number
-    of actor-critic updates per environment step (``loss.updates_per_step``),
-    discount, Polyak rate, learning rates and entropy settings as
-    :class:`~torchrl_svg.train.S2VGAgent` — only the loss differs (SAC's
-    twin-Q TD target and reparameterised actor loss, no world model, no V).
+    The baseline of the benchmarks, run as TorchRL's sota-implementation and
+    CleanRL run SAC: a learned alpha (initial 1.0, target entropy ``-|A|``),
+    one learning rate (3e-4) for the actor, the critics and alpha, one update
+    per environment step (``config.SAC_SETTINGS``); and the same actor and
+    twin-Q networks (``network.*``), collector, replay buffer, warm-up,
+    discount and Polyak rate as :class:`~torchrl_svg.train.S2VGAgent`.
 
     Args:
-        cfg: the configuration (``algorithm=sac``; the per-task preset is S2VG's).
+        cfg: the configuration (``algorithm=sac``).
         observation_spec: the environment's observation spec (``[obs_dim]``).
         action_spec: the environment's bounded action spec (``[action_dim]``).
         device: where the parameters live.
