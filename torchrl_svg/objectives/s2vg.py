@@ -38,6 +38,12 @@ from torchrl_svg.objectives._common import (
     state_value,
     transition,
 )
+from torchrl_svg.objectives.functional import (
+    s2vg_actor_objective,
+    soft_state_value_target,
+    td_target,
+    temperature_loss,
+)
 
 __all__ = ["S2VGLoss"]
 
@@ -551,7 +557,7 @@ class S2VGLoss(InputValidation, LossModule):
         future = self._state_value(final, self.target_value_network_params)  # G_H
         targets: list[Tensor] = [None] * self.horizon  # type: ignore[list-item]
         for t in reversed(range(self.horizon)):
-            targets[t] = rewards[t] + gamma * continuations[t] * future
+            targets[t] = td_target(rewards[t], continuations[t], future, gamma)
             future = targets[t]
             if t >= 1 and self.expansion_entropy:
                 future = future - alpha * log_probs[t - 1]
@@ -603,7 +609,7 @@ class S2VGLoss(InputValidation, LossModule):
                 policy_sample = self._policy(tensordict)
             action, log_prob = (x.detach() for x in policy_sample)
             q = self._qvalues(tensordict, action, self._cached_detached_qvalue_params)
-            target = q.min(0).values - self._alpha * log_prob
+            target = soft_state_value_target(q, log_prob, self._alpha)
         td = tensordict.select(*self.value_network.in_keys, strict=False)
         with self.value_network_params.to_module(self.value_network, preserve_module_state=False):
             self.value_network(td)
@@ -624,13 +630,15 @@ class S2VGLoss(InputValidation, LossModule):
         )
         cont = self._continuation(next_obs, self._cached_detached_termination_params)
         next_value = self._state_value(next_obs, self._cached_detached_value_params)
-        soft_return = reward - self._alpha * log_prob + self._gamma * cont * next_value
+        soft_return = s2vg_actor_objective(
+            reward, log_prob, cont, next_value, self._alpha, self._gamma
+        )
         loss = self._reduce_loss(-soft_return, tensordict, weights=priority_weight)
         return loss, {"action": action, "log_prob": log_prob, "model_return": soft_return.detach()}
 
     def alpha_loss(self, log_prob: Tensor) -> Tensor:
         """Temperature loss ``-log(alpha) * (log_pi + target_entropy)``, ``[*B]`` before reduction."""
-        return -self.log_alpha * (log_prob.detach() + self.target_entropy)
+        return temperature_loss(self.log_alpha, log_prob, self.target_entropy)
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         """All four terms on a replay batch; the actor's policy draw is re-used for eq 8."""

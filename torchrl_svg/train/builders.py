@@ -55,6 +55,7 @@ __all__ = [
     "make_logger",
     "make_replay_buffer",
     "make_run_dir",
+    "num_threads",
     "warm_up_frames",
 ]
 
@@ -492,11 +493,21 @@ def _make_worker_collector(
         policy,
         init_random_frames=init_random or None,
         use_buffers=True,
-        num_threads=cfg.num_threads,  # else the collector lowers the trainer's thread count
+        num_threads=num_threads(cfg),  # else the collector lowers the trainer's thread count
         auto_register_policy_transforms=False,
         **({"cat_results": 0} if sync else {}),  # [W * B, ...]: worker batches one after the other
         **common,
     )
+
+
+def num_threads(cfg: Config) -> int:
+    """The torch threads of the training process: ``cfg.num_threads``, else every usable core."""
+    if cfg.num_threads is not None:
+        return cfg.num_threads
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity API (macOS, Windows)
+        return os.cpu_count() or 1
 
 
 def warm_up_frames(cfg: Config) -> int:

@@ -217,11 +217,17 @@ class CompileConfig:
         mode: the ``torch.compile`` mode (``None``, ``"default"``, ``"reduce-overhead"``,
             ``"max-autotune"``).
         cudagraphs: capture each update in tensordict's ``CudaGraphModule`` (``device=cuda``).
+        fast_update: run S2VG's actor-critic step and every world-model step through
+            :mod:`torchrl_svg.train.fast` (the same losses and updates on plain tensors,
+            no host synchronisation); ``false`` runs the LossModules themselves. Set-ups
+            the fast steps do not cover (``loss.horizon > 1``, a known reward) use the
+            LossModules either way.
     """
 
     compile: bool = False
     mode: str | None = None
     cudagraphs: bool = False
+    fast_update: bool = True
 
 
 @dataclass
@@ -301,14 +307,19 @@ class Config:
     Attributes:
         algorithm: which algorithm the recipe trains.
         device: where networks and the replay storage live (``"cpu"`` or ``"cuda"``).
-        num_threads: torch intra-op threads (small networks are fastest on few threads).
+        num_threads: torch intra-op threads (``None``: every core this process may use;
+            set 1 when several runs share the machine).
+        precision: ``"fp32"`` or ``"bf16"``: bf16 autocast of the networks' matrix
+            multiplies in the fast update steps (fp32 parameters, optimiser state,
+            losses and targets); the LossModule steps always run in fp32.
         use_preset: apply the per-task preset of the algorithm.
 
     """
 
     algorithm: str = "s2vg"
     device: str = "cpu"
-    num_threads: int = 1
+    num_threads: int | None = None
+    precision: str = "fp32"
     use_preset: bool = True
     env: EnvConfig = field(default_factory=EnvConfig)
     collector: CollectorConfig = field(default_factory=CollectorConfig)
@@ -439,6 +450,7 @@ ALGORITHM_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {"sac": SAC_SETTINGS}
 
 _CHOICES: dict[tuple[str, ...], tuple[str, ...]] = {
     ("algorithm",): ("s2vg", "svg0", "svg1", "svg1_er", "svgk", "svginf", "sac"),
+    ("precision",): ("fp32", "bf16"),
     ("network", "activation"): ("relu", "tanh", "elu", "silu"),
     ("model", "activation"): ("relu", "tanh", "elu", "silu"),
     ("model", "sigma"): ("state", "constant"),
@@ -465,7 +477,6 @@ _POSITIVE_INTS: tuple[tuple[str, ...], ...] = (
     ("eval", "episodes"),
     ("eval", "max_steps"),
     ("logger", "log_interval"),
-    ("num_threads",),
     ("svg", "horizon"),
     ("svg", "value_target_interval"),
     ("svg", "episodes_per_batch"),
@@ -496,6 +507,8 @@ def _validate(cfg: Config) -> None:
     ):
         if _get(cfg, path) < 0:
             raise ConfigError(f"{'.'.join(path)} must be >= 0, got {_get(cfg, path)}.")
+    if cfg.num_threads is not None and cfg.num_threads < 1:
+        raise ConfigError(f"num_threads must be a positive integer, got {cfg.num_threads}.")
     if not 0.0 < cfg.loss.gamma <= 1.0:
         raise ConfigError(f"loss.gamma must be in (0, 1], got {cfg.loss.gamma}.")
     if not 0.0 < cfg.loss.tau <= 1.0:

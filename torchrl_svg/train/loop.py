@@ -32,6 +32,7 @@ from torchrl_svg.train.builders import (
     make_logger,
     make_replay_buffer,
     make_run_dir,
+    num_threads,
     warm_up_frames,
 )
 from torchrl_svg.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -137,7 +138,7 @@ class Trainer:
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
-        torch.set_num_threads(cfg.num_threads)
+        torch.set_num_threads(num_threads(cfg))
         torch.manual_seed(cfg.env.seed)
         np.random.seed(cfg.env.seed)
         random.seed(cfg.env.seed)

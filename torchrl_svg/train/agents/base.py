@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import logging
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from tensordict import TensorDictBase
@@ -10,7 +11,6 @@ from torch import nn
 from torchrl.data import ReplayBuffer, TensorSpec
 from torchrl.envs import EnvBase
 
-from torchrl_svg._utils import NonFiniteLossError
 from torchrl_svg.modules import (
     GaussianDynamics,
     LearnedTermination,
@@ -23,6 +23,10 @@ from torchrl_svg.modules import (
 from torchrl_svg.objectives import GaussianWorldModelLoss
 from torchrl_svg.train.builders import ACTIVATIONS, check_against_env, make_known_reward
 from torchrl_svg.train.config import Config
+from torchrl_svg.train.fast import FastUpdate, FastWorldModelUpdate, transition_tensors
+from torchrl_svg.train.guard import NonFiniteGuard
+
+log = logging.getLogger("torchrl_svg")
 
 __all__ = [
     "Agent",
@@ -32,9 +36,11 @@ __all__ = [
     "WorldModel",
     "guarded_step",
     "make_actor_and_qvalue",
+    "fast_kwargs",
     "make_adam",
-    "make_soft_actor_critic_update",
+    "make_soft_actor_critic_optimizer",
     "make_update",
+    "run_updates",
     "trainable",
 ]
 
@@ -42,40 +48,6 @@ __all__ = [
 def trainable(params: TensorDictBase) -> list[nn.Parameter]:
     """The trainable parameters held in a loss's ``*_params`` TensorDict."""
     return [p for p in params.values(True, True) if isinstance(p, nn.Parameter) and p.requires_grad]
-
-
-class NonFiniteGuard:
-    """Counts skipped (non-finite) updates and stops after too many in a row.
-
-    Args:
-        max_consecutive: how many non-finite updates in a row are skipped
-            before :class:`~torchrl_svg.NonFiniteLossError` is raised (0: raise
-            on the first).
-
-    Examples:
-        >>> guard = NonFiniteGuard(max_consecutive=1)
-        >>> guard.record(False, "non-finite loss_actor")  # skipped, counted
-        >>> guard.record(True, "")  # a good update resets the streak
-        >>> guard.skipped, guard.consecutive
-        (1, 0)
-    """
-
-    def __init__(self, max_consecutive: int = 0):
-        self.max_consecutive = int(max_consecutive)
-        self.consecutive = 0
-        self.skipped = 0
-
-    def record(self, ok: bool, what: str) -> None:
-        """Record one update; raise if the streak of bad ones exceeds the limit."""
-        if ok:
-            self.consecutive = 0
-            return
-        self.skipped += 1
-        self.consecutive += 1
-        if self.consecutive > self.max_consecutive:
-            raise NonFiniteLossError(
-                f"{what} ({self.consecutive} non-finite update(s) in a row, {self.skipped} in all)"
-            )
 
 
 def guarded_step(
@@ -122,13 +94,13 @@ def guarded_step(
 
 
 def make_adam(params, cfg: Config, device: torch.device, *, lr: float | None = None, **kwargs):
-    """Adam as the recipe uses it: fused kernels, capturable when CUDA graphs are on.
+    """Adam as the recipe uses it: fused kernels (also capturable when CUDA graphs are on).
 
     ``params`` is a list of tensors or of parameter groups; ``lr`` the default rate.
     """
     if cfg.compile.cudagraphs:
         return torch.optim.Adam(
-            params, lr=lr if lr is not None else 1e-3, capturable=True, **kwargs
+            params, lr=lr if lr is not None else 1e-3, capturable=True, fused=True, **kwargs
         )
     return torch.optim.Adam(
         params, lr=lr if lr is not None else 1e-3, fused=device.type in ("cpu", "cuda"), **kwargs
@@ -152,17 +124,14 @@ def make_update(
     )
 
 
-def make_soft_actor_critic_update(
+def make_soft_actor_critic_optimizer(
     cfg: Config,
     loss,
-    keys: Sequence[str],
     actor_params: list[torch.Tensor],
     critic_params: list[torch.Tensor],
     device: torch.device,
-    *,
-    after_step=None,
-) -> tuple[torch.optim.Optimizer, GuardedUpdate]:
-    """One grouped Adam (actor, critics and, unless fixed, alpha) and its guarded step.
+) -> tuple[torch.optim.Optimizer, list[torch.Tensor]]:
+    """One grouped Adam (actor, critics and, unless fixed, alpha) and the parameters it steps.
 
     The learning rates are ``cfg.optim.actor_lr`` / ``critic_lr`` / ``alpha_lr``; a
     learned alpha is ``loss.log_alpha``.
@@ -175,8 +144,54 @@ def make_soft_actor_critic_update(
     if not cfg.loss.fixed_alpha:
         groups.append({"params": [loss.log_alpha], "lr": cfg.optim.alpha_lr})
         params = params + [loss.log_alpha]
-    optimizer = make_adam(groups, cfg, device)
-    return optimizer, make_update(cfg, loss, keys, optimizer, params, after_step=after_step)
+    return make_adam(groups, cfg, device), params
+
+
+def fast_kwargs(cfg: Config) -> dict:
+    """The keyword arguments of a :class:`~torchrl_svg.train.fast.FastUpdate` from ``cfg``."""
+    return {
+        "max_grad_norm": cfg.optim.max_grad_norm,
+        "precision": cfg.precision,
+        "compile": cfg.compile.compile,
+        "compile_mode": cfg.compile.mode,
+        "cudagraphs": cfg.compile.cudagraphs,
+    }
+
+
+def run_updates(
+    step: GuardedUpdate | FastUpdate,
+    sample: Callable[[int], TensorDictBase],
+    updates: int,
+    batch_size: int,
+    *,
+    transitions: bool = False,
+) -> TensorDictBase | None:
+    """``updates`` steps, each on a fresh replay batch of ``batch_size``; returns the last losses.
+
+    A :class:`~torchrl_svg.train.fast.FastUpdate` draws all the batches in one
+    replay call (uniform sampling with replacement: the same distribution as one
+    call per update), checks their layout once, runs the steps on row slices and
+    reads its device counters once at the end. ``transitions`` flattens ``[B, T]``
+    slices into independent transitions (for a world model).
+    """
+    if updates == 0:
+        return None
+    if not isinstance(step, FastUpdate):
+        out = None
+        for _ in range(updates):
+            batch = sample(batch_size)
+            out = step(_transitions(batch) if transitions else batch)
+        return out
+    batches = sample(updates * batch_size)
+    batches = _transitions(batches)
+    step.check_layout(batches)
+    tensors = transition_tensors(batches)
+    rows = batches.numel() // updates
+    out = None
+    for i in range(updates):
+        out = step.step_tensors(*(t[i * rows : (i + 1) * rows] for t in tensors))
+    step.report()
+    return step.outputs(out)
 
 
 class GuardedUpdate:
@@ -382,7 +397,17 @@ class WorldModel:
             lr=cfg.optim.model_lr,
             weight_decay=cfg.optim.model_weight_decay,
         )
-        self.step = make_update(cfg, self.loss, self.loss_keys, self.optimizer, self.parameters)
+        self.step: GuardedUpdate | FastUpdate = make_update(
+            cfg, self.loss, self.loss_keys, self.optimizer, self.parameters
+        )
+        if cfg.compile.fast_update:
+            reason = FastWorldModelUpdate.supported(self.loss)
+            if reason is None:
+                self.step = FastWorldModelUpdate(
+                    self.loss, self.optimizer, self.parameters, **fast_kwargs(cfg)
+                )
+            else:
+                log.info("The world model trains through its LossModule: %s", reason)
 
     def observe(self, data: TensorDictBase) -> None:
         """Merge a batch of real transitions into the models' running statistics."""
@@ -391,6 +416,12 @@ class WorldModel:
     def update(self, batch: TensorDictBase) -> TensorDictBase:
         """One NLL gradient step on a batch of real transitions; returns the detached losses."""
         return self.step(batch)
+
+    def fit(
+        self, sample: Callable[[int], TensorDictBase], updates: int, batch_size: int
+    ) -> TensorDictBase | None:
+        """``updates`` NLL steps on fresh replay batches (see :func:`run_updates`)."""
+        return run_updates(self.step, sample, updates, batch_size, transitions=True)
 
     def state_dict(self) -> dict:
         """Model parameters, normalisation statistics and optimiser state."""
@@ -436,9 +467,9 @@ class Agent:
         for step in self.updates():
             step.guard = guard
 
-    def updates(self) -> list[GuardedUpdate]:
-        """Every :class:`GuardedUpdate` of the agent (and of its world model)."""
-        steps = [v for v in vars(self).values() if isinstance(v, GuardedUpdate)]
+    def updates(self) -> list[GuardedUpdate | FastUpdate]:
+        """Every update step of the agent (and of its world model)."""
+        steps = [v for v in vars(self).values() if isinstance(v, (GuardedUpdate, FastUpdate))]
         if self.world_model is not None:
             steps.append(self.world_model.step)
         return steps
@@ -458,8 +489,7 @@ class Agent:
         """Fit the world model on the warm-up data; returns the number of model updates."""
         if self.world_model is None:
             return 0
-        for _ in range(steps):
-            self.world_model.update(_transitions(self.sample(replay, batch_size)))
+        self.world_model.fit(lambda n: self.sample(replay, n), steps, batch_size)
         return steps
 
     def train_on_batch(

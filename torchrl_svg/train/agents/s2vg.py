@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from tensordict import TensorDictBase
 from torchrl.data import ReplayBuffer, TensorSpec
@@ -13,12 +15,18 @@ from torchrl_svg.objectives import S2VGLoss
 from torchrl_svg.train.agents.base import (
     Agent,
     WorldModel,
+    fast_kwargs,
     make_actor_and_qvalue,
-    make_soft_actor_critic_update,
+    make_soft_actor_critic_optimizer,
+    make_update,
+    run_updates,
     trainable,
 )
 from torchrl_svg.train.builders import ACTIVATIONS
 from torchrl_svg.train.config import Config
+from torchrl_svg.train.fast import FastS2VGUpdate, fast_s2vg_supported
+
+log = logging.getLogger("torchrl_svg")
 
 __all__ = ["S2VGAgent"]
 
@@ -81,15 +89,29 @@ class S2VGAgent(Agent):
         )
         self.loss.make_value_estimator(gamma=cfg.loss.gamma)
         self.target_updater = SoftUpdate(self.loss, tau=cfg.loss.tau)
-        self.optimizer, self.step = make_soft_actor_critic_update(
+        self.optimizer, params = make_soft_actor_critic_optimizer(
             cfg,
             self.loss,
-            self.loss_keys,
             trainable(self.loss.actor_network_params),
             trainable(self.loss.qvalue_network_params) + trainable(self.loss.value_network_params),
             device,
-            after_step=self.target_updater.step,
         )
+        reason = fast_s2vg_supported(self.loss) if cfg.compile.fast_update else None
+        if cfg.compile.fast_update and reason is None:
+            self.step = FastS2VGUpdate(
+                self.loss, self.optimizer, params, tau=cfg.loss.tau, **fast_kwargs(cfg)
+            )
+        else:
+            if reason is not None:
+                log.info("S2VG's actor-critic step runs through S2VGLoss: %s", reason)
+            self.step = make_update(
+                cfg,
+                self.loss,
+                self.loss_keys,
+                self.optimizer,
+                params,
+                after_step=self.target_updater.step,
+            )
 
     @property
     def model_loss(self):
@@ -107,13 +129,13 @@ class S2VGAgent(Agent):
     def train_on_batch(self, fresh: TensorDictBase, replay: ReplayBuffer):
         """Model updates, then m actor-critic updates per collected step, from replay."""
         n = fresh.numel()
-        model_updates = n * self.cfg.model.updates_per_step
-        for _ in range(model_updates):
-            self.update_model(self.sample(replay, self.cfg.model.batch_size))
-        out = None
-        updates = n * self.cfg.loss.updates_per_step
-        for _ in range(updates):
-            out = self.update(self.sample(replay, self.cfg.replay_buffer.batch_size))
+        cfg = self.cfg
+        model_updates = n * cfg.model.updates_per_step
+        self.world_model.fit(lambda k: self.sample(replay, k), model_updates, cfg.model.batch_size)
+        updates = n * cfg.loss.updates_per_step
+        out = run_updates(
+            self.step, lambda k: self.sample(replay, k), updates, cfg.replay_buffer.batch_size
+        )
         return out, updates, model_updates
 
     def state_dict(self) -> dict:

@@ -10,7 +10,8 @@ from torchrl.objectives import SACLoss, SoftUpdate
 from torchrl_svg.train.agents.base import (
     ModelFreeAgent,
     make_actor_and_qvalue,
-    make_soft_actor_critic_update,
+    make_soft_actor_critic_optimizer,
+    make_update,
     trainable,
 )
 from torchrl_svg.train.config import Config
@@ -74,13 +75,19 @@ class SACAgent(ModelFreeAgent):
         )
         self.loss.make_value_estimator(gamma=cfg.loss.gamma)
         self.target_updater = SoftUpdate(self.loss, tau=cfg.loss.tau)
-        self.optimizer, self.step = make_soft_actor_critic_update(
+        self.optimizer, params = make_soft_actor_critic_optimizer(
             cfg,
             self.loss,
-            self.loss_keys,
             trainable(self.loss.actor_network_params),
             trainable(self.loss.qvalue_network_params),
             device,
+        )
+        self.step = make_update(
+            cfg,
+            self.loss,
+            self.loss_keys,
+            self.optimizer,
+            params,
             after_step=self.target_updater.step,
         )
 

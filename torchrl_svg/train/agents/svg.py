@@ -194,8 +194,7 @@ class SVGAgent(Agent):
         cfg = self.cfg
         n = fresh.numel()
         model_updates = n * cfg.model.updates_per_step
-        for _ in range(model_updates):
-            self.world_model.update(_transitions(self.sample(replay, cfg.model.batch_size)))
+        self.world_model.fit(lambda k: self.sample(replay, k), model_updates, cfg.model.batch_size)
         value_out = None
         for _ in range(n * cfg.svg.critic_updates_per_step):
             value_out = self.value_step(self.sample(replay, cfg.replay_buffer.batch_size))
@@ -278,8 +277,9 @@ class SVGInfAgent(Agent):
     def train_on_batch(self, fresh: TensorDictBase, replay: ReplayBuffer):
         """Fit the model on all data, then one policy step on the fresh episodes."""
         cfg = self.cfg
-        for _ in range(cfg.svg.model_updates_per_batch):
-            self.world_model.update(_transitions(self.sample(replay, cfg.model.batch_size)))
+        self.world_model.fit(
+            lambda k: self.sample(replay, k), cfg.svg.model_updates_per_batch, cfg.model.batch_size
+        )
         out = self.policy_step(fresh)
         return out, 1, cfg.svg.model_updates_per_batch
 

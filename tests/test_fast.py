@@ -1,0 +1,195 @@
+"""The fast update steps compute the public path's losses and parameter updates."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import make_batch
+from torchrl.data import Bounded
+
+from torchrl_svg import NonFiniteLossError
+from torchrl_svg.train import load_config
+from torchrl_svg.train.agents import NonFiniteGuard, S2VGAgent
+from torchrl_svg.train.agents.base import run_updates
+from torchrl_svg.train.fast import FastS2VGUpdate, FastWorldModelUpdate
+
+OBS, ACT = 5, 2
+SMALL = [
+    "network.actor_hidden_sizes=[32,32]",
+    "network.critic_hidden_sizes=[32,32]",
+    "model.hidden_sizes=[32,16]",
+]
+
+
+def specs(obs: int = OBS):
+    observation = Bounded(-torch.inf, torch.inf, (obs,))
+    return observation, Bounded(-torch.ones(ACT) * 2, torch.ones(ACT) * 2, (ACT,))
+
+
+def agent_pair(overrides, obs: int = OBS):
+    """Two agents with identical parameters: the public path and the fast path."""
+    agents = []
+    for fast in (False, True):
+        torch.manual_seed(1)
+        cfg = load_config([*SMALL, *overrides, f"compile.fast_update={str(fast).lower()}"])
+        agents.append(S2VGAgent(cfg, *specs(obs)))
+    public, fast = agents
+    assert not isinstance(public.step, FastS2VGUpdate) and isinstance(fast.step, FastS2VGUpdate)
+    assert isinstance(fast.world_model.step, FastWorldModelUpdate)
+    data = make_batch((64,), obs, ACT)
+    data["action"] = data["action"] * 2
+    for agent in agents:
+        agent.world_model.observe(data)
+    return public, fast, data
+
+
+def max_relative_difference(a: dict, b: dict) -> float:
+    worst = 0.0
+    for key, x in a.items():
+        if x.is_floating_point():
+            scale = x.abs().max().clamp_min(1e-8)
+            worst = max(worst, float((x - b[key]).abs().max() / scale))
+    return worst
+
+
+@pytest.mark.parametrize(
+    "overrides, obs",
+    [
+        ([], OBS),
+        (["loss.fixed_alpha=false"], OBS),
+        (["env.name=Hopper-v5", "loss.loss_function=smooth_l1"], 11),  # known termination
+        (["model.termination=learned"], OBS),
+        (["model.ensemble_size=3", "optim.max_grad_norm=0.5"], OBS),
+        (["model.ensemble_size=2", "model.ensemble_reduction=mean", "model.sigma=constant"], OBS),
+    ],
+    ids=[
+        "fixed-alpha",
+        "learned-alpha",
+        "known-termination",
+        "learned-termination",
+        "ensemble",
+        "ensemble-mean",
+    ],
+)
+def test_fast_s2vg_step_equals_loss_and_optimizer(overrides, obs):
+    public, fast, data = agent_pair(overrides, obs)
+    if obs == 11:  # a Hopper state: upright (continuing) and fallen (terminated) rows
+        data["next", "observation"][:, 0] = torch.where(torch.arange(64) % 2 == 0, 1.25, 0.5)
+        for agent in (public, fast):
+            agent.world_model.observe(data)
+    for i in range(3):
+        torch.manual_seed(100 + i)
+        expected = public.update(data.clone())
+        torch.manual_seed(100 + i)
+        got = fast.update(data.clone())
+        for key in ("loss_actor", "loss_qvalue", "loss_value", "loss_alpha"):
+            torch.testing.assert_close(got[key], expected[key], rtol=1e-5, atol=1e-6)
+    state_public, state_fast = public.loss.state_dict(), fast.loss.state_dict()
+    assert max_relative_difference(state_public, state_fast) < 1e-5
+    # the world-model step too
+    for _ in range(3):
+        expected = public.world_model.update(data.clone())
+        got = fast.world_model.update(data.clone())
+        for key in public.world_model.loss_keys:
+            torch.testing.assert_close(got[key], expected[key], rtol=1e-5, atol=1e-6)
+    assert (
+        max_relative_difference(
+            public.world_model.loss.state_dict(), fast.world_model.loss.state_dict()
+        )
+        < 1e-5
+    )
+
+
+def test_fast_world_model_step_with_per_dimension_models_equals_the_loss():
+    torch.manual_seed(0)
+    public, fast, data = agent_pair(["model.per_dimension=true", "model.sigma=constant"])
+    for _ in range(3):
+        expected = public.world_model.update(data.clone())
+        got = fast.world_model.update(data.clone())
+        torch.testing.assert_close(got["loss_dynamics"], expected["loss_dynamics"])
+    assert (
+        max_relative_difference(
+            public.world_model.loss.state_dict(), fast.world_model.loss.state_dict()
+        )
+        < 1e-5
+    )
+
+
+def test_bf16_step_is_close_to_fp32():
+    # bf16 autocast of the matrix multiplies: losses within a few percent of fp32, the same
+    # direction of the parameter update (fp32 parameters and optimiser state)
+    _, fp32, data = agent_pair([])
+    torch.manual_seed(1)
+    cfg = load_config([*SMALL, "precision=bf16"])
+    bf16 = S2VGAgent(cfg, *specs())
+    bf16.world_model.observe(data)
+    before = {k: v.clone() for k, v in fp32.loss.state_dict().items()}
+    torch.manual_seed(5)
+    a = fp32.update(data.clone())
+    torch.manual_seed(5)
+    b = bf16.update(data.clone())
+    for key in ("loss_actor", "loss_qvalue", "loss_value"):
+        torch.testing.assert_close(b[key], a[key], rtol=5e-2, atol=5e-2)
+    after_a, after_b = fp32.loss.state_dict(), bf16.loss.state_dict()
+    assert all(after_b[k].dtype == before[k].dtype for k in before)
+    step_a = torch.cat([(after_a[k] - before[k]).flatten() for k in before if "actor" in k])
+    step_b = torch.cat([(after_b[k] - before[k]).flatten() for k in before if "actor" in k])
+    assert torch.nn.functional.cosine_similarity(step_a, step_b, dim=0) > 0.9
+
+
+def test_non_finite_step_is_skipped_on_the_device_and_reported():
+    _, fast, data = agent_pair([])
+    fast.guard = NonFiniteGuard(max_consecutive=1)
+    bad = data.clone()
+    bad["next", "reward"][0] = float("nan")
+    fast.loss.check_finite = False  # let the NaN reach the loss: the guard's case
+    fast.update(data.clone())
+    before = {k: v.clone() for k, v in fast.loss.state_dict().items()}
+    adam_steps = [s["step"].clone() for s in fast.optimizer.state.values()]
+    fast.step.check_layout(bad)
+    out = fast.step.step_tensors(*fast_tensors(bad))  # no host read here
+    assert not torch.isfinite(out[1])  # loss_qvalue
+    assert int(fast.step.skipped) == 1 and int(fast.step.streak) == 1
+    for key, value in fast.loss.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert [s["step"] for s in fast.optimizer.state.values()] == adam_steps
+    assert fast.step.report() == 1 and fast.guard.skipped == 1
+    fast.update(data.clone())  # a good update resets the streak
+    assert int(fast.step.streak) == 0 and fast.guard.consecutive == 0
+    with pytest.raises(NonFiniteLossError, match="loss_qvalue"):
+        run_updates(fast.step, lambda n: bad.repeat(n // 64) if n > 64 else bad, 2, 64)
+    assert fast.guard.skipped == 3
+
+
+def fast_tensors(batch):
+    from torchrl_svg.train.fast import transition_tensors
+
+    return transition_tensors(batch)
+
+
+def test_layout_is_validated_once_and_bad_input_still_names_the_entry():
+    _, fast, data = agent_pair([])
+    calls = []
+    validate = fast.step._validate
+    fast.step._validate = lambda td: (calls.append(1), validate(td))
+    for _ in range(3):
+        fast.update(data.clone())
+    assert len(calls) == 1
+    with pytest.raises(KeyError, match="reward"):
+        fast.update(data.exclude(("next", "reward")))
+    wrong = data.clone()
+    wrong["observation"] = torch.randn(64, OBS + 1)
+    with pytest.raises(ValueError, match="observation"):
+        fast.update(wrong)
+
+
+def test_batched_replay_sampling_makes_one_call_per_round():
+    _, fast, data = agent_pair([])
+    sizes = []
+
+    def sample(n):
+        sizes.append(n)
+        return data[torch.randint(64, (n,))]
+
+    out = run_updates(fast.step, sample, 5, 16)
+    assert sizes == [80] and set(out.keys()) >= {"loss_actor", "loss_qvalue"}
