@@ -193,3 +193,92 @@ def test_batched_replay_sampling_makes_one_call_per_round():
 
     out = run_updates(fast.step, sample, 5, 16)
     assert sizes == [80] and set(out.keys()) >= {"loss_actor", "loss_qvalue"}
+
+
+# ---------------------------------------------------------------- SVG(inf)
+def svginf_pair(noise: str, steps: int, dtype=torch.float64):
+    from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+    from torchrl_svg.modules import env_specs
+    from torchrl_svg.train.agents import SVGInfAgent
+    from torchrl_svg.train.builders import make_env
+    from torchrl_svg.train.fast import FastSVGInfUpdate
+
+    agents = []
+    for fast in (False, True):
+        torch.manual_seed(0)
+        cfg = load_config(
+            [
+                "algorithm=svginf",
+                "env.name=Hand-v0",
+                f"env.max_episode_steps={steps}",
+                f"svg.noise={noise}",
+                f"compile.fast_update={str(fast).lower()}",
+                "svg.actor_max_grad_norm=1e9",
+            ]
+        )
+        env = make_env(cfg, num_envs=3)
+        default = torch.get_default_dtype()
+        torch.set_default_dtype(dtype)  # parameters and statistics in dtype from the start
+        try:
+            agents.append(SVGInfAgent(cfg, *env_specs(env), env=env))
+        finally:
+            torch.set_default_dtype(default)
+    public, fast = agents
+    assert isinstance(fast.policy_step, FastSVGInfUpdate)
+    with torch.no_grad(), set_exploration_type(ExplorationType.RANDOM):
+        data = env.rollout(
+            steps,
+            lambda td: td.set("action", 0.5 * torch.randn(3, 2).clamp(-1, 1)),
+            break_when_any_done=False,
+        )
+    data = data.select(
+        "observation",
+        "action",
+        ("next", "observation"),
+        ("next", "reward"),
+        ("next", "done"),
+        ("next", "terminated"),
+    )
+    data["next", "done"][1, steps // 2] = True  # an episode that ends half-way: masked after
+    data = data.apply(lambda x: x.to(dtype) if x.is_floating_point() else x)
+    for agent in agents:
+        agent.world_model.observe(data.reshape(-1))
+        for _ in range(5):
+            agent.world_model.update(data.reshape(-1))
+    return public, fast, data
+
+
+@pytest.mark.parametrize("noise", ["inferred", "sampled"])
+def test_fast_svginf_gradient_equals_backprop_through_the_unroll(noise):
+    # float64: Algorithm 1's recursion over batched Jacobians is the autograd gradient
+    public, fast, data = svginf_pair(noise, steps=30)
+    torch.manual_seed(3)
+    expected = public.policy_step(data.clone())
+    torch.manual_seed(3)
+    got = fast.policy_step(data.clone())
+    torch.testing.assert_close(got["loss_actor"], expected["loss_actor"], rtol=1e-10, atol=1e-12)
+    for p, q in zip(public._actor_params, fast._actor_params, strict=True):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-8, atol=1e-12)
+        torch.testing.assert_close(q, p, rtol=1e-8, atol=1e-12)
+
+
+def test_fast_svginf_float32_on_long_episodes():
+    public, fast, data = svginf_pair("inferred", steps=300, dtype=torch.float32)
+    expected = public.policy_step(data.clone())
+    got = fast.policy_step(data.clone())
+    torch.testing.assert_close(got["loss_actor"], expected["loss_actor"], rtol=1e-5, atol=1e-6)
+    grads_p = torch.cat([p.grad.flatten() for p in public._actor_params])
+    grads_f = torch.cat([p.grad.flatten() for p in fast._actor_params])
+    assert (grads_p - grads_f).abs().max() <= 1e-4 * grads_p.abs().max()
+
+
+def test_reverse_linear_scan_with_a_final_value():
+    from torchrl_svg.objectives.functional import reverse_linear_scan
+
+    u, m, final = torch.randn(2, 7, 3), 0.5 * torch.randn(2, 7, 3, 3), torch.randn(2, 3)
+    nxt, expected = final, []
+    for t in reversed(range(7)):
+        nxt = u[:, t] + (nxt.unsqueeze(-2) @ m[:, t]).squeeze(-2)
+        expected.insert(0, nxt)
+    torch.testing.assert_close(reverse_linear_scan(u, m, final), torch.stack(expected, 1))

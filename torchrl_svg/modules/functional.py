@@ -295,16 +295,36 @@ class PlainTanhNormalActor:
             safe_tanh=bool(kwargs.get("safe_tanh", True)),
         )
 
+    def detached(self) -> PlainTanhNormalActor:
+        """The same actor with detached parameters (gradients reach its input only)."""
+        out = object.__new__(PlainTanhNormalActor)
+        out.__dict__.update(self.__dict__)
+        out.net = self.net.detached()
+        return out
+
+    def unsquash(self, action: Tensor) -> Tensor:
+        """:math:`g^{-1}(a)`, with actions at (or beyond) the bounds clamped one ulp inside.
+
+        The same clamp as :meth:`~torchrl_svg.objectives.LocationScale.unsquash`.
+        """
+        eps = torch.finfo(action.dtype).eps
+        return torch.atanh(((action - self.mid) / self.half).clamp(-1 + eps, 1 - eps))
+
     def loc_scale(self, observation: Tensor) -> tuple[Tensor, Tensor]:
         """The pre-tanh Normal's location and scale, ``[*B, A]`` each."""
         loc, raw = self.net(observation).chunk(2, -1)
         scale = (F.softplus(raw + self.scale_bias) + self.scale_min).clamp_min(self.scale_lb)
         return loc, scale
 
-    def squash(self, u: Tensor) -> Tensor:
-        """:math:`g(u)`: tanh onto ``[low, high]`` (tanh kept one resolution inside ±1, as TorchRL's safe tanh)."""
+    def squash(self, u: Tensor, safe: bool | None = None) -> Tensor:
+        """:math:`g(u)`: tanh onto ``[low, high]``.
+
+        ``safe`` (default: the actor's ``safe_tanh``) keeps tanh one resolution
+        inside ±1, as TorchRL's safe tanh does when it samples; the SVG losses
+        re-build actions with the plain tanh (``safe=False``).
+        """
         y = torch.tanh(u)
-        if self.safe_tanh:
+        if self.safe_tanh if safe is None else safe:
             lim = 1.0 - torch.finfo(y.dtype).resolution
             y = y.clamp(-lim, lim)
         return y * self.half + self.mid

@@ -11,15 +11,19 @@ Notation (S2VG paper): real transition :math:`(s, a, r, s', d)`; continuation
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from torchrl_svg.modules.functional import normal_log_prob, squashed_normal_log_prob
 
 __all__ = [
+    "episode_masks",
     "normal_log_prob",
     "s2vg_actor_objective",
     "soft_state_value_target",
     "squashed_normal_log_prob",
+    "reverse_linear_scan",
+    "svg_backward_recursion",
     "td_target",
     "temperature_loss",
 ]
@@ -70,3 +74,134 @@ def temperature_loss(log_alpha: Tensor, log_prob: Tensor, target_entropy: Tensor
     ``log_prob`` is detached: only :math:`\log\alpha` receives a gradient.
     """
     return -log_alpha * (log_prob.detach() + target_entropy)
+
+
+def episode_masks(
+    done: Tensor, terminated: Tensor | None = None, valid: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Which steps of real (sub-)trajectories count, and whether the last one may bootstrap.
+
+    A step counts while the trajectory has not ended at an earlier step (``done``)
+    and, for padded slices, while ``valid`` (TorchRL's ``("collector", "mask")``) says
+    so; bootstrapping after the last step is allowed unless it terminated.
+
+    Args:
+        done: ``[*B, T]`` flags.
+        terminated: ``[*B, T]`` flags (``None``: ``done``).
+        valid: ``[*B, T]`` flags (``None``: all valid).
+
+    Returns:
+        ``(alive [*B, T], bootstrap [*B])`` as booleans.
+
+    Examples:
+        >>> import torch
+        >>> alive, bootstrap = episode_masks(torch.tensor([[False, True, False]]))
+        >>> alive.tolist(), bootstrap.tolist()
+        ([[True, True, False]], [False])
+    """
+    done = done.to(torch.bool)
+    terminated = done if terminated is None else terminated.to(torch.bool)
+    valid = torch.ones_like(done) if valid is None else valid.to(torch.bool)
+    ended_before = torch.cumsum(done.to(torch.int64), -1) - done.to(torch.int64) > 0
+    alive = valid & ~ended_before
+    return alive, alive[..., -1] & ~terminated[..., -1]
+
+
+def svg_backward_recursion(
+    reward_state: Tensor,
+    reward_action: Tensor,
+    reward_next_state: Tensor,
+    policy_state: Tensor,
+    model_state: Tensor,
+    model_action: Tensor,
+    gamma: float,
+    final_state_grad: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    r"""The value-gradient recursion of SVG(:math:`\infty`) (SVG paper, Algorithm 1) along a trajectory.
+
+    With :math:`J_t = \sum_{k\ge t}\gamma^{k-t} r_k`, :math:`r_t = r(s_t, a_t, s_{t+1})`,
+    :math:`a_t = \pi(s_t, \eta_t)` and :math:`s_{t+1} = f(s_t, a_t, \xi_t)` (noise held
+    fixed), the state gradient :math:`\lambda_t = \partial J_t/\partial s_t` and the action
+    gradient :math:`g_t = \partial J_t/\partial a_t` obey, backwards from
+    :math:`\lambda_T` (``final_state_grad``, zero without a critic):
+
+    .. math::
+
+        \mu_{t+1} &= r_{s',t} + \gamma\,\lambda_{t+1} \\
+        g_t &= r_{a,t} + \mu_{t+1} f_{a,t} \\
+        \lambda_t &= r_{s,t} + \mu_{t+1} f_{s,t} + g_t\,\pi_{s,t}
+
+    so that :math:`\nabla_\theta J_0 = \sum_t \gamma^t g_t\,\partial\pi(s_t,\eta_t;\theta)/\partial\theta`
+    (the same gradient as back-propagating through the unrolled chain). Vectors are rows.
+
+    Args:
+        reward_state: :math:`r_{s,t}`, ``[*B, T, D]`` (zero on masked steps, as the others).
+        reward_action: :math:`r_{a,t}`, ``[*B, T, A]``.
+        reward_next_state: :math:`r_{s',t}`, ``[*B, T, D]``.
+        policy_state: :math:`\pi_{s,t} = \partial a_t/\partial s_t`, ``[*B, T, A, D]``.
+        model_state: :math:`f_{s,t} = \partial s_{t+1}/\partial s_t`, ``[*B, T, D, D]``.
+        model_action: :math:`f_{a,t} = \partial s_{t+1}/\partial a_t`, ``[*B, T, D, A]``.
+        gamma: the discount.
+        final_state_grad: :math:`\lambda_T` ``[*B, D]`` (``None``: zero).
+
+    Returns:
+        ``(state_grad [*B, T, D], action_grad [*B, T, A])``: :math:`\lambda_t` and :math:`g_t`.
+    """
+    # lambda_t = u_t + lambda_{t+1} M_t with K_t = f_s + f_a pi_s:
+    #   u_t = r_s + r_a pi_s + r_s' K_t,  M_t = gamma K_t
+    row = torch.Tensor.unsqueeze
+    k = model_state + model_action @ policy_state
+    u = (
+        reward_state
+        + (row(reward_action, -2) @ policy_state).squeeze(-2)
+        + (row(reward_next_state, -2) @ k).squeeze(-2)
+    )
+    lam = reverse_linear_scan(u, gamma * k, final_state_grad)
+    final = (
+        torch.zeros_like(lam[..., :1, :]) if final_state_grad is None else row(final_state_grad, -2)
+    )
+    lam_next = torch.cat([lam[..., 1:, :], final], -2)
+    mu = reward_next_state + gamma * lam_next
+    action_grad = reward_action + (row(mu, -2) @ model_action).squeeze(-2)
+    return lam, action_grad
+
+
+def reverse_linear_scan(u: Tensor, m: Tensor, final: Tensor | None = None) -> Tensor:
+    r"""Solve :math:`x_t = u_t + x_{t+1} M_t` backwards from :math:`x_T` (``final``, zero if ``None``).
+
+    A log-depth parallel scan (Hillis-Steele doubling on the affine maps
+    :math:`x_{t+1} \mapsto x_t`): :math:`\lceil\log_2 T\rceil` batched matrix products
+    instead of :math:`T` sequential steps. Vectors are rows.
+
+    Args:
+        u: ``[*B, T, D]``.
+        m: ``[*B, T, D, D]``.
+        final: ``[*B, D]`` or ``None``.
+
+    Returns:
+        ``x [*B, T, D]``.
+
+    Examples:
+        >>> import torch
+        >>> u, m = torch.randn(3, 5, 2), 0.5 * torch.randn(3, 5, 2, 2)
+        >>> x, expected = reverse_linear_scan(u, m), []
+        >>> nxt = torch.zeros(3, 2)
+        >>> for t in reversed(range(5)):
+        ...     nxt = u[:, t] + (nxt.unsqueeze(-2) @ m[:, t]).squeeze(-2)
+        ...     expected.insert(0, nxt)
+        >>> torch.allclose(x, torch.stack(expected, 1), atol=1e-5)
+        True
+    """
+    if final is not None:  # x_T enters as one more step with no successor
+        u = torch.cat([u, final.unsqueeze(-2)], -2)
+        m = torch.cat([m, torch.zeros_like(m[..., :1, :, :])], -3)
+    steps = u.shape[-2]
+    offset = 1
+    while offset < steps:
+        # compose each step's map with the one `offset` steps later (beyond the end: x = 0)
+        u_later = torch.cat([u[..., offset:, :], torch.zeros_like(u[..., :offset, :])], -2)
+        m_later = torch.cat([m[..., offset:, :, :], torch.zeros_like(m[..., :offset, :, :])], -3)
+        u = u + (u_later.unsqueeze(-2) @ m).squeeze(-2)
+        m = m_later @ m
+        offset *= 2
+    return u[..., :-1, :] if final is not None else u

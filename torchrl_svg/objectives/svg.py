@@ -34,6 +34,7 @@ from torchrl_svg.objectives._common import (
     swapped,
     transition,
 )
+from torchrl_svg.objectives.functional import episode_masks
 from torchrl_svg.objectives.noise import LocationScale, location_scale
 
 __all__ = ["SVG0Loss", "SVG1Loss", "SVGInfLoss", "SVGLoss"]
@@ -194,14 +195,13 @@ def _episode_masks(data: TensorDictBase, keys, steps: int) -> tuple[Tensor, Tens
     for padded slices, while TorchRL's ``("collector", "mask")`` marks it valid.
     Bootstrapping after the last step is allowed unless it terminated.
     """
-    done = data.get(("next", keys.done)).squeeze(-1)[..., :steps].to(torch.bool)
+    done = data.get(("next", keys.done)).squeeze(-1)[..., :steps]
     terminated = data.get(("next", keys.terminated), None)
-    terminated = done if terminated is None else terminated.squeeze(-1)[..., :steps].to(torch.bool)
+    terminated = None if terminated is None else terminated.squeeze(-1)[..., :steps]
     valid = data.get(("collector", "mask"), None)
-    valid = torch.ones_like(done) if valid is None else valid[..., :steps].to(torch.bool)
-    ended_before = torch.cumsum(done.to(torch.int64), -1) - done.to(torch.int64) > 0
-    alive = valid & ~ended_before
-    bootstrap = alive[..., -1] & ~terminated[..., -1]
+    alive, bootstrap = episode_masks(
+        done, terminated, None if valid is None else valid[..., :steps]
+    )
     dtype = data.get(keys.observation).dtype
     return alive.to(dtype), bootstrap.to(dtype)
 

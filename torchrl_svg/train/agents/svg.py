@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from tensordict import TensorDict, TensorDictBase
 from torchrl.data import ReplayBuffer, TensorSpec
@@ -22,6 +24,9 @@ from torchrl_svg.train.agents.base import (
 )
 from torchrl_svg.train.builders import ACTIVATIONS
 from torchrl_svg.train.config import Config
+from torchrl_svg.train.fast import FastSVGInfUpdate, fast_svginf_supported
+
+log = logging.getLogger("torchrl_svg")
 
 __all__ = ["SVG0Agent", "SVGAgent", "SVGInfAgent"]
 
@@ -265,14 +270,27 @@ class SVGInfAgent(Agent):
         self.loss.make_value_estimator(gamma=cfg.loss.gamma)
         self._actor_params = trainable(self.loss.actor_network_params)
         self.actor_optimizer = make_adam(self._actor_params, cfg, device, lr=cfg.optim.actor_lr)
-        # the unroll is as long as an episode: it is neither compiled nor captured
-        self.policy_step = GuardedUpdate(
-            self.loss,
-            ("loss_actor",),
-            self.actor_optimizer,
-            self._actor_params,
-            max_grad_norm=cfg.svg.actor_max_grad_norm,
-        )
+        reason = fast_svginf_supported(self.loss) if cfg.compile.fast_update else None
+        if cfg.compile.fast_update and reason is None:
+            # the gradient by Algorithm 1's recursion over batched Jacobians (not compiled)
+            self.policy_step = FastSVGInfUpdate(
+                self.loss,
+                self.actor_optimizer,
+                self._actor_params,
+                max_grad_norm=cfg.svg.actor_max_grad_norm,
+                precision=cfg.precision,
+            )
+        else:
+            if reason is not None:
+                log.info("SVG(inf)'s policy step runs through SVGInfLoss: %s", reason)
+            # the unroll is as long as an episode: it is neither compiled nor captured
+            self.policy_step = GuardedUpdate(
+                self.loss,
+                ("loss_actor",),
+                self.actor_optimizer,
+                self._actor_params,
+                max_grad_norm=cfg.svg.actor_max_grad_norm,
+            )
 
     def train_on_batch(self, fresh: TensorDictBase, replay: ReplayBuffer):
         """Fit the model on all data, then one policy step on the fresh episodes."""
