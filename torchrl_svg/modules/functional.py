@@ -72,15 +72,18 @@ def activation_function(module: nn.Module | type[nn.Module]) -> Callable[[Tensor
 class PlainMLP:
     r"""A stack of affine layers and activations on plain tensors.
 
-    Weights are stored input-major, ``[in, out]`` (or ``[K, in, out]`` for ``K``
-    stacked networks: twin critics, ensemble members), so a layer is one
-    ``addmm`` (``baddbmm``). The last layer has no activation.
+    A layer is one ``addmm`` (``baddbmm`` for ``K`` stacked networks: twin
+    critics, ensemble members). The last layer has no activation. The weights are
+    kept as the modules' own tensors (leaves), so that ``torch.compile`` traces
+    them as parameters; the transposition of ``nn.Linear`` weights is a view
+    taken at call time.
 
     Args:
-        weights: per layer ``[in, out]`` or ``[K, in, out]`` (views of the modules'
-            parameters; e.g. ``linear.weight.mT``).
+        weights: per layer ``[in, out]`` or ``[K, in, out]`` (``input_major``), or
+            ``nn.Linear``'s ``[out, in]`` / ``[K, out, in]``.
         biases: per layer ``[out]`` or ``[K, out]``.
         activation: the hidden activation.
+        input_major: the layout of ``weights``.
 
     Shapes:
         Unstacked: ``[*B, in] -> [*B, out]``. Stacked: ``[*B, in]`` (shared by the
@@ -101,6 +104,8 @@ class PlainMLP:
         weights: Sequence[Tensor],
         biases: Sequence[Tensor],
         activation: Callable[[Tensor], Tensor],
+        input_major: bool = True,
+        single_member: bool = False,
     ):
         if len(weights) != len(biases) or not weights:
             raise ValueError(
@@ -109,7 +114,9 @@ class PlainMLP:
         self.weights = list(weights)
         self.biases = list(biases)
         self.activation = activation
-        self.stacked = self.weights[0].ndim == 3
+        self.input_major = input_major
+        self.single_member = single_member  # [1, ...] tensors used as one unstacked network
+        self.stacked = self.weights[0].ndim == 3 and not single_member
         self.dtype = self.weights[0].dtype
 
     @classmethod
@@ -141,14 +148,16 @@ class PlainMLP:
                         params.get((*prefix, name, "weight")),
                         params.get((*prefix, name, "bias")),
                     )
-                weights.append(w.mT)
+                weights.append(w)
                 biases.append(b)
             else:
                 fn = activation_function(layer)
                 if activation not in (None, fn):
                     raise TypeError("PlainMLP: all hidden activations must be the same.")
                 activation = fn
-        return cls(weights, biases, activation if activation is not None else torch.relu)
+        return cls(
+            weights, biases, activation if activation is not None else torch.relu, input_major=False
+        )
 
     @classmethod
     def from_stacked(cls, mlp: nn.Module, params: TensorDictBase | None = None) -> PlainMLP:
@@ -163,9 +172,12 @@ class PlainMLP:
         else:
             weights = [params.get(("weights", str(i))) for i in range(n)]
             biases = [params.get(("biases", str(i))) for i in range(n)]
-        if mlp.num_members == 1:
-            weights, biases = [w[0] for w in weights], [b[0] for b in biases]
-        return cls(weights, biases, activation_function(mlp.activation))
+        return cls(
+            weights,
+            biases,
+            activation_function(mlp.activation),
+            single_member=mlp.num_members == 1,
+        )
 
     def detached(self) -> PlainMLP:
         """The same network with detached parameters (gradients reach its input only).
@@ -174,7 +186,11 @@ class PlainMLP:
         in-place optimiser steps.
         """
         return PlainMLP(
-            [w.detach() for w in self.weights], [b.detach() for b in self.biases], self.activation
+            [w.detach() for w in self.weights],
+            [b.detach() for b in self.biases],
+            self.activation,
+            self.input_major,
+            self.single_member,
         )
 
     def parameters(self) -> list[Tensor]:
@@ -188,7 +204,9 @@ class PlainMLP:
             shape = x.shape[:-1]
             x = x.reshape(-1, x.shape[-1])
             for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-                x = torch.addmm(b, x, w)
+                if self.single_member:
+                    w, b = w[0], b[0]
+                x = torch.addmm(b, x, w if self.input_major else w.mT)
                 if i < last:
                     x = self.activation(x)
             return x.to(self.dtype).reshape(*shape, x.shape[-1])
@@ -197,7 +215,7 @@ class PlainMLP:
         shape = x.shape[:-1] if shared else x.shape[1:-1]
         x = x.reshape(1 if shared else k, -1, x.shape[-1]).expand(k, -1, -1)
         for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            x = torch.baddbmm(b.unsqueeze(-2), x, w)
+            x = torch.baddbmm(b.unsqueeze(-2), x, w if self.input_major else w.mT)
             if i < last:
                 x = self.activation(x)
         return x.to(self.dtype).reshape(k, *shape, x.shape[-1])
