@@ -282,3 +282,27 @@ def test_reverse_linear_scan_with_a_final_value():
         nxt = u[:, t] + (nxt.unsqueeze(-2) @ m[:, t]).squeeze(-2)
         expected.insert(0, nxt)
     torch.testing.assert_close(reverse_linear_scan(u, m, final), torch.stack(expected, 1))
+
+
+# ---------------------------------------------------------------- guard
+def test_good_world_model_updates_do_not_hide_skipped_actor_critic_updates():
+    _, fast, data = agent_pair([])
+    guard = NonFiniteGuard(max_consecutive=2)
+    fast.guard = guard
+    with torch.no_grad():  # a broken critic: every actor-critic update is non-finite
+        next(iter(fast.loss.qvalue_network_params.values(True, True))).fill_(float("nan"))
+    with pytest.raises(NonFiniteLossError, match="3 non-finite actor-critic update"):
+        for _ in range(3):
+            fast.update_model(data.clone())  # applied, and counted for its own kind only
+            fast.update(data.clone())
+    assert guard.streaks["world-model"] == 0 and guard.applied_by_kind["world-model"] == 3
+
+
+def test_a_kind_of_update_that_never_applied_fails_the_run():
+    guard = NonFiniteGuard(max_consecutive=1000)
+    guard.record(True, "", kind="world-model")
+    guard.record(False, "non-finite loss_actor", kind="actor-critic")
+    with pytest.raises(NonFiniteLossError, match="every actor-critic update"):
+        guard.check_progress()
+    guard.record(True, "", kind="actor-critic")
+    guard.check_progress()

@@ -113,6 +113,7 @@ class FastUpdate:
 
     keys: tuple[str, ...] = ()
     n_trained: int = 0
+    kind: str = "update"
 
     def __init__(
         self,
@@ -149,6 +150,7 @@ class FastUpdate:
         self.streak = zero.clone()
         self.bad = torch.zeros(len(self.keys) + 1, dtype=torch.bool, device=self.device)
         self._reported = 0
+        self._calls = 0  # steps run since the last report
         self._loss_fn = torch.compile(self._losses, mode=compile_mode) if compile else self._losses
         self._step_fn = self._step
         if cudagraphs:
@@ -218,6 +220,7 @@ class FastUpdate:
         if self._storage() != self._built_for:
             self._build()
             self._built_for = self._storage()
+        self._calls += 1
         return self._step_fn(*tensors)
 
     def report(self) -> int:
@@ -231,19 +234,20 @@ class FastUpdate:
                 streak of skipped updates exceeds the guard's limit.
         """
         skipped = int(self.skipped)
-        new = skipped - self._reported
-        self._reported = skipped
-        if new == 0:
-            self.guard.record(True, "")
-            return new
-        names = [k for k, bad in zip(self.keys, self.bad.tolist(), strict=False) if bad]
-        what = f"non-finite {', '.join(names)}" if names else ""
-        if self.bad[-1]:
-            what = (what + "; " if what else "") + (
-                f"non-finite gradient of {', '.join(self.keys[: self.n_trained])}"
-            )
-        self.bad.zero_()
-        self.guard.record_skipped(new, int(self.streak), what)
+        new, calls = skipped - self._reported, self._calls
+        self._reported, self._calls = skipped, 0
+        what = ""
+        if new:
+            names = [k for k, bad in zip(self.keys, self.bad.tolist(), strict=False) if bad]
+            what = f"non-finite {', '.join(names)}" if names else ""
+            if self.bad[-1]:
+                what = (what + "; " if what else "") + (
+                    f"non-finite gradient of {', '.join(self.keys[: self.n_trained])}"
+                )
+            self.bad.zero_()
+        self.guard.record_updates(
+            self.kind, applied=calls - new, skipped=new, streak=int(self.streak), what=what
+        )
         return new
 
     def __call__(self, batch: TensorDictBase) -> TensorDictBase:
@@ -327,6 +331,7 @@ class FastS2VGUpdate(FastUpdate):
         "entropy",
         "model_return",
     )
+    kind = "actor-critic"
 
     def __init__(
         self,
@@ -446,6 +451,7 @@ class FastWorldModelUpdate(FastUpdate):
             keys.append("loss_termination")
         self.n_trained = len(keys)
         self.keys = (*keys, "dynamics_mse", "dynamics_log_std")
+        self.kind = "world-model"
         super().__init__(loss.validate_input, optimizer, parameters, **kwargs)
 
     def _build(self) -> None:
@@ -589,6 +595,7 @@ class FastSVGInfUpdate(FastUpdate):
 
     keys = ("loss_actor", "episode_return")
     n_trained = 1
+    kind = "policy"
 
     def __init__(self, loss: SVGInfLoss, optimizer, parameters, **kwargs):
         reason = fast_svginf_supported(loss)

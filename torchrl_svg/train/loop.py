@@ -456,6 +456,10 @@ class Trainer:
                     self.save()
             if not self.records.records or self.records.records[-1].frames != self.frames:
                 self._evaluate()
+            try:  # a kind of update that never applied once is a failed run, not a done one
+                self.agent.guard.check_progress()
+            except NonFiniteLossError as err:
+                raise self._fault(err) from err
             completed = True
         except KeyboardInterrupt:
             self._elapsed = time.perf_counter() - start

@@ -58,6 +58,7 @@ def guarded_step(
     max_grad_norm: float | None = None,
     parameters: Iterable[torch.Tensor] = (),
     guard: NonFiniteGuard | None = None,
+    kind: str = "update",
 ) -> bool:
     """Back-propagate the sum of ``losses[keys]`` and step, skipping non-finite updates.
 
@@ -75,7 +76,7 @@ def guarded_step(
     total = sum(losses.get(k) for k in keys)
     if not torch.isfinite(total):
         bad = [k for k in keys if not torch.isfinite(losses.get(k)).all()]
-        guard.record(False, f"non-finite {', '.join(bad)}")
+        guard.record(False, f"non-finite {', '.join(bad)}", kind)
         return False
     optimizer.zero_grad(set_to_none=True)
     total.backward()
@@ -86,10 +87,10 @@ def guarded_step(
         )
         if not torch.isfinite(norm):
             optimizer.zero_grad(set_to_none=True)
-            guard.record(False, f"non-finite gradient of {', '.join(keys)}")
+            guard.record(False, f"non-finite gradient of {', '.join(keys)}", kind)
             return False
     optimizer.step()
-    guard.record(True, "")
+    guard.record(True, "", kind)
     return True
 
 
@@ -108,7 +109,15 @@ def make_adam(params, cfg: Config, device: torch.device, *, lr: float | None = N
 
 
 def make_update(
-    cfg: Config, loss_fn, keys, optimizer, parameters, *, max_grad_norm=None, after_step=None
+    cfg: Config,
+    loss_fn,
+    keys,
+    optimizer,
+    parameters,
+    *,
+    max_grad_norm=None,
+    after_step=None,
+    kind: str = "update",
 ):
     """A :class:`GuardedUpdate` configured by ``cfg.compile`` (and ``cfg.optim.max_grad_norm``)."""
     return GuardedUpdate(
@@ -118,6 +127,7 @@ def make_update(
         parameters,
         max_grad_norm=max_grad_norm if max_grad_norm is not None else cfg.optim.max_grad_norm,
         after_step=after_step,
+        kind=kind,
         compile=cfg.compile.compile,
         compile_mode=cfg.compile.mode,
         cudagraphs=cfg.compile.cudagraphs,
@@ -221,6 +231,7 @@ class GuardedUpdate:
         after_step: called after an applied step.
         compile: wrap ``loss_fn`` in :func:`torch.compile` (``compile_mode`` its mode).
         cudagraphs: capture the step in a CUDA graph.
+        kind: the kind of update, for the guard's per-kind streaks.
     """
 
     def __init__(
@@ -235,7 +246,9 @@ class GuardedUpdate:
         compile: bool = False,
         compile_mode: str | None = None,
         cudagraphs: bool = False,
+        kind: str = "update",
     ):
+        self.kind = kind
         self.loss_fn = torch.compile(loss_fn, mode=compile_mode) if compile else loss_fn
         self.keys = tuple(keys)
         self.optimizer = optimizer
@@ -254,7 +267,7 @@ class GuardedUpdate:
         if self._graph is not None:
             out = self._graph(batch)
             finite = bool(out.get("_finite"))
-            self.guard.record(finite, f"non-finite {', '.join(self.keys)} or gradient")
+            self.guard.record(finite, f"non-finite {', '.join(self.keys)} or gradient", self.kind)
             return out.exclude("_finite")
         out = self.loss_fn(batch)
         applied = guarded_step(
@@ -264,6 +277,7 @@ class GuardedUpdate:
             max_grad_norm=self.max_grad_norm,
             parameters=self.parameters,
             guard=self.guard,
+            kind=self.kind,
         )
         if applied and self.after_step is not None:
             self.after_step()
@@ -398,7 +412,7 @@ class WorldModel:
             weight_decay=cfg.optim.model_weight_decay,
         )
         self.step: GuardedUpdate | FastUpdate = make_update(
-            cfg, self.loss, self.loss_keys, self.optimizer, self.parameters
+            cfg, self.loss, self.loss_keys, self.optimizer, self.parameters, kind="world-model"
         )
         if cfg.compile.fast_update:
             reason = FastWorldModelUpdate.supported(self.loss)

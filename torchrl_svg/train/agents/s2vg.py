@@ -111,6 +111,7 @@ class S2VGAgent(Agent):
                 self.optimizer,
                 params,
                 after_step=self.target_updater.step,
+                kind="actor-critic",
             )
 
     @property

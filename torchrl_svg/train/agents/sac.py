@@ -89,6 +89,7 @@ class SACAgent(ModelFreeAgent):
             self.optimizer,
             params,
             after_step=self.target_updater.step,
+            kind="actor-critic",
         )
 
     def updates_per_step(self) -> int:

@@ -95,6 +95,7 @@ class SVG0Agent(ModelFreeAgent):
             self.optimizer,
             self._actor_params + self._critic_params,
             after_step=self.target_updater.step,
+            kind="actor-critic",
         )
 
     def updates_per_step(self) -> int:
@@ -172,6 +173,7 @@ class SVGAgent(Agent):
             self.actor_optimizer,
             self._actor_params,
             max_grad_norm=cfg.svg.actor_max_grad_norm,
+            kind="policy",
         )
         self.value_step = make_update(
             cfg,
@@ -180,6 +182,7 @@ class SVGAgent(Agent):
             self.value_optimizer,
             self._value_params,
             after_step=self.target_updater.step,
+            kind="value",
         )
 
     def _policy_losses(self, batch: TensorDictBase) -> TensorDictBase:
@@ -290,6 +293,7 @@ class SVGInfAgent(Agent):
                 self.actor_optimizer,
                 self._actor_params,
                 max_grad_norm=cfg.svg.actor_max_grad_norm,
+                kind="policy",
             )
 
     def train_on_batch(self, fresh: TensorDictBase, replay: ReplayBuffer):
