@@ -1,7 +1,35 @@
-"""Stochastic Value Gradient methods as native TorchRL parts."""
+"""Stochastic Value Gradient methods as native TorchRL parts.
 
-from torchrl_svg._utils import NonFiniteLossError
+``import torchrl_svg`` is light (torch is imported on first use of what needs it);
+the parts live in :mod:`torchrl_svg.modules`, :mod:`torchrl_svg.objectives`,
+:mod:`torchrl_svg.data`, :mod:`torchrl_svg.envs` and :mod:`torchrl_svg.train`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["NonFiniteLossError", "__version__"]
+__all__ = ["NonFiniteLossError", "__version__", "load_policy"]
+
+if TYPE_CHECKING:
+    from torchrl_svg._utils import NonFiniteLossError
+    from torchrl_svg.train.policy import load_policy
+
+_LAZY = {
+    "NonFiniteLossError": "torchrl_svg._utils",
+    "load_policy": "torchrl_svg.train.policy",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'torchrl_svg' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

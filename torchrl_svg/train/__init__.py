@@ -1,25 +1,76 @@
-"""The training recipe behind ``python -m torchrl_svg.train``."""
+"""The training recipe behind ``python -m torchrl_svg.train``.
 
-from torchrl_svg.train.agents import AGENTS, S2VGAgent, SACAgent, make_agent
-from torchrl_svg.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from torchrl_svg.train.config import PRESETS, Config, ConfigError, load_config
-from torchrl_svg.train.loop import EnvironmentFailure, Trainer, TrainResult, evaluate, train
+The names below are imported on first use, so that the command line answers
+``--help`` and ``--version`` without importing torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torchrl_svg.train.agents import AGENTS, S2VGAgent, SACAgent, make_agent
+    from torchrl_svg.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+    from torchrl_svg.train.config import PRESETS, Config, ConfigError, load_config
+    from torchrl_svg.train.loop import (
+        EnvironmentFailure,
+        Trainer,
+        TrainResult,
+        evaluate,
+        train,
+    )
+    from torchrl_svg.train.policy import evaluate_run, load_policy
+
+_LAZY = {
+    "AGENTS": "torchrl_svg.train.agents",
+    "S2VGAgent": "torchrl_svg.train.agents",
+    "SACAgent": "torchrl_svg.train.agents",
+    "make_agent": "torchrl_svg.train.agents",
+    "CheckpointError": "torchrl_svg.train.checkpoint",
+    "load_checkpoint": "torchrl_svg.train.checkpoint",
+    "save_checkpoint": "torchrl_svg.train.checkpoint",
+    "PRESETS": "torchrl_svg.train.config",
+    "Config": "torchrl_svg.train.config",
+    "ConfigError": "torchrl_svg.train.config",
+    "load_config": "torchrl_svg.train.config",
+    "EnvironmentFailure": "torchrl_svg.train.loop",
+    "Trainer": "torchrl_svg.train.loop",
+    "TrainResult": "torchrl_svg.train.loop",
+    "evaluate": "torchrl_svg.train.loop",
+    "train": "torchrl_svg.train.loop",
+    "evaluate_run": "torchrl_svg.train.policy",
+    "load_policy": "torchrl_svg.train.policy",
+}
 
 __all__ = [
     "AGENTS",
     "CheckpointError",
-    "EnvironmentFailure",
-    "PRESETS",
     "Config",
     "ConfigError",
+    "EnvironmentFailure",
+    "PRESETS",
     "S2VGAgent",
     "SACAgent",
     "TrainResult",
     "Trainer",
     "evaluate",
+    "evaluate_run",
     "load_checkpoint",
     "load_config",
+    "load_policy",
     "make_agent",
     "save_checkpoint",
     "train",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'torchrl_svg.train' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
