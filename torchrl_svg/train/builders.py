@@ -39,7 +39,7 @@ from torchrl.record.loggers import CSVLogger, Logger, TensorboardLogger, WandbLo
 from torchrl_svg._utils import check_same_shape
 from torchrl_svg.data import slice_replay_buffer
 from torchrl_svg.envs import EndOnNonFinite, HandEnv, LQGEnv, hand_reward_module, lqg_reward_module
-from torchrl_svg.train.config import OWN_ENVS, Config
+from torchrl_svg.train.config import OWN_ENVS, Config, wandb_mode
 
 __all__ = [
     "ACTIVATIONS",
@@ -543,7 +543,11 @@ def make_run_dir(cfg: Config) -> Path:
 
 
 def make_logger(cfg: Config, run_dir: Path, run_id: str | None = None) -> Logger | None:
-    """A TorchRL logger writing into ``run_dir`` (W&B offline by default; ``run_id`` resumes a W&B run)."""
+    """A TorchRL logger writing into ``run_dir``; ``run_id`` resumes a W&B run.
+
+    W&B runs in ``logger.mode``; when that is not given, in the mode of W&B's own
+    ``WANDB_MODE`` environment variable, and offline when neither is set.
+    """
     exp_name = cfg.logger.exp_name or run_dir.name
     backend = cfg.logger.backend
     if backend == "none":
@@ -552,12 +556,13 @@ def make_logger(cfg: Config, run_dir: Path, run_id: str | None = None) -> Logger
         return CSVLogger(exp_name=exp_name, log_dir=str(run_dir))
     if backend == "tensorboard":
         return TensorboardLogger(exp_name=exp_name, log_dir=str(run_dir))
-    offline = cfg.logger.mode == "offline"
+    # The mode goes to wandb.init itself: TorchRL's offline=True would also overwrite the
+    # process's WANDB_MODE, which later runs in the same process then read.
     return WandbLogger(
         exp_name=exp_name,
-        offline=offline,
+        offline=False,
         save_dir=str(run_dir),
         project=cfg.logger.project,
         id=run_id,
-        **({} if offline else {"mode": cfg.logger.mode}),
+        mode=wandb_mode(cfg.logger.mode),
     )

@@ -31,6 +31,7 @@ __all__ = [
     "PRESETS",
     "load_config",
     "to_dict",
+    "wandb_mode",
 ]
 
 
@@ -283,7 +284,8 @@ class LoggerConfig:
     Attributes:
         backend: ``"wandb"`` (offline by default), ``"csv"``, ``"tensorboard"`` or ``"none"``.
         project: W&B project.
-        mode: W&B mode, ``"offline"`` (no network needed) or ``"online"``.
+        mode: W&B mode, ``"offline"`` (no network needed), ``"online"`` or ``"disabled"``;
+            ``None``: W&B's own ``WANDB_MODE`` environment variable, else ``"offline"``.
         run_dir: directory of this run (``None``: ``runs/<env>-<algo>-seed<seed>-<time>``).
         exp_name: experiment name (``None``: derived from the run directory).
         log_interval: updates between two logged sets of losses.
@@ -293,7 +295,7 @@ class LoggerConfig:
 
     backend: str = "wandb"
     project: str = "torchrl_svg"
-    mode: str = "offline"
+    mode: str | None = None
     run_dir: str | None = None
     exp_name: str | None = None
     log_interval: int = 1_000
@@ -460,7 +462,7 @@ _CHOICES: dict[tuple[str, ...], tuple[str, ...]] = {
     ("svg", "noise"): ("inferred", "sampled"),
     ("loss", "loss_function"): ("l2", "smooth_l1", "l1"),
     ("logger", "backend"): ("wandb", "csv", "tensorboard", "none"),
-    ("logger", "mode"): ("offline", "online", "disabled"),
+    ("logger", "mode"): ("offline", "online", "disabled", None),
     ("collector", "backend"): ("single", "multi_sync", "multi_async", "ray"),
 }
 
@@ -549,11 +551,58 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(
             "checkpoint.resume=true needs logger.run_dir: the run directory to continue."
         )
+    if cfg.logger.backend == "wandb":
+        wandb_mode(cfg.logger.mode)  # a bad WANDB_MODE fails here, before anything is built
     if cfg.model.reward == "known" and cfg.env.name not in KNOWN_REWARD_ENVS:
         raise ConfigError(
             f"model.reward='known' needs a task with a known differentiable reward "
             f"({sorted(KNOWN_REWARD_ENVS)}); {cfg.env.name!r} has none: use model.reward=learned."
         )
+
+
+# W&B's own spellings of its modes (``WANDB_MODE``), as the mode passed to ``wandb.init``.
+_WANDB_MODES = {
+    "online": "online",
+    "run": "online",
+    "offline": "offline",
+    "dryrun": "offline",
+    "disabled": "disabled",
+    "shared": "shared",
+}
+
+
+def wandb_mode(mode: str | None) -> str:
+    """The W&B mode of a run: ``logger.mode`` if given, else ``WANDB_MODE``, else ``"offline"``.
+
+    Args:
+        mode: the configured ``logger.mode`` (``None``: not given).
+
+    Raises:
+        ConfigError: ``WANDB_MODE`` holds a value W&B does not know.
+
+    Examples:
+        >>> import os
+        >>> saved = os.environ.pop("WANDB_MODE", None)
+        >>> wandb_mode(None)
+        'offline'
+        >>> os.environ["WANDB_MODE"] = "disabled"
+        >>> wandb_mode(None), wandb_mode("offline")
+        ('disabled', 'offline')
+        >>> _ = os.environ.pop("WANDB_MODE") if saved is None else os.environ.update(WANDB_MODE=saved)
+    """
+    if mode is not None:
+        return mode
+    import os
+
+    env = os.environ.get("WANDB_MODE")
+    if env is None or env == "":
+        return "offline"
+    if env.lower() not in _WANDB_MODES:
+        raise ConfigError(
+            f"WANDB_MODE={env!r} is not a W&B mode ({sorted(_WANDB_MODES)}); unset it or set "
+            "logger.mode."
+        )
+    return _WANDB_MODES[env.lower()]
 
 
 def _validate_env_name(name: str) -> None:
