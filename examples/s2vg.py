@@ -1,7 +1,8 @@
 """S2VG (soft stochastic value gradient, S2VG paper Algorithm 1).
 
 Run ``python examples/s2vg.py [group.key=value ...]`` (or ``--config FILE``):
-the configuration starts from ``examples/configs/s2vg.yaml``; see
+the configuration starts from ``examples/configs/s2vg.yaml`` (the per-task preset,
+``--config`` and overrides win over it); see
 ``--print-config`` for the resolved values. The recipe itself (factories,
 collector, replay buffer, updates, evaluation, checkpoints) is
 :class:`torchrl_svg.train.Trainer`.

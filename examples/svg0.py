@@ -1,7 +1,8 @@
 """SVG(0) with replay (SVG paper Algorithm 3).
 
 Run ``python examples/svg0.py [group.key=value ...]`` (or ``--config FILE``):
-the configuration starts from ``examples/configs/svg0.yaml``; see
+the configuration starts from ``examples/configs/svg0.yaml`` (the per-task preset,
+``--config`` and overrides win over it); see
 ``--print-config`` for the resolved values. The recipe itself (factories,
 collector, replay buffer, updates, evaluation, checkpoints) is
 :class:`torchrl_svg.train.Trainer`.

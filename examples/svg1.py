@@ -1,7 +1,8 @@
 """SVG(1) without policy replay (SVG paper Algorithm 2, one update per observed step).
 
 Run ``python examples/svg1.py [group.key=value ...]`` (or ``--config FILE``):
-the configuration starts from ``examples/configs/svg1.yaml``; see
+the configuration starts from ``examples/configs/svg1.yaml`` (the per-task preset,
+``--config`` and overrides win over it); see
 ``--print-config`` for the resolved values. The recipe itself (factories,
 collector, replay buffer, updates, evaluation, checkpoints) is
 :class:`torchrl_svg.train.Trainer`.

@@ -1,7 +1,8 @@
 """SVG(1)-ER: SVG(1) with experience replay (SVG paper Algorithms 2 and 4, eq 13).
 
 Run ``python examples/svg1_er.py [group.key=value ...]`` (or ``--config FILE``):
-the configuration starts from ``examples/configs/svg1_er.yaml``; see
+the configuration starts from ``examples/configs/svg1_er.yaml`` (the per-task preset,
+``--config`` and overrides win over it); see
 ``--print-config`` for the resolved values. The recipe itself (factories,
 collector, replay buffer, updates, evaluation, checkpoints) is
 :class:`torchrl_svg.train.Trainer`.

@@ -1,7 +1,8 @@
 """SVG(inf): back-propagation through whole real episodes (SVG paper Algorithm 1).
 
 Run ``python examples/svginf.py [group.key=value ...]`` (or ``--config FILE``):
-the configuration starts from ``examples/configs/svginf.yaml``; see
+the configuration starts from ``examples/configs/svginf.yaml`` (the per-task preset,
+``--config`` and overrides win over it); see
 ``--print-config`` for the resolved values. The recipe itself (factories,
 collector, replay buffer, updates, evaluation, checkpoints) is
 :class:`torchrl_svg.train.Trainer`.

@@ -1,7 +1,8 @@
 """SVG(k) along real k-step sub-trajectories.
 
 Run ``python examples/svgk.py [group.key=value ...]`` (or ``--config FILE``):
-the configuration starts from ``examples/configs/svgk.yaml``; see
+the configuration starts from ``examples/configs/svgk.yaml`` (the per-task preset,
+``--config`` and overrides win over it); see
 ``--print-config`` for the resolved values. The recipe itself (factories,
 collector, replay buffer, updates, evaluation, checkpoints) is
 :class:`torchrl_svg.train.Trainer`.

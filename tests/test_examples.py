@@ -194,3 +194,63 @@ def test_readme_pipeline_snippet_runs(monkeypatch, tmp_path):
     assert match, out.getvalue()[-2000:]
     ret = float(match.group(1))
     assert -1e4 < ret <= 0.0  # Pendulum returns are non-positive and finite
+
+
+# ---------------------------------------------------------------- presets through the examples
+def _flat(tree: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out |= _flat(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _value(cfg, key: str):
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_example_configs_keep_every_task_preset(algorithm):
+    from torchrl_svg.train import PRESETS
+
+    example = EXAMPLES / "configs" / f"{algorithm}.yaml"
+    for env_name, preset in PRESETS[algorithm].items():
+        cfg = load_config([f"env.name={env_name}"], defaults_file=example)
+        assert cfg.algorithm == algorithm
+        for key, value in _flat(preset).items():
+            assert _value(cfg, key) == value, f"{algorithm} on {env_name}: {key}"
+
+
+def test_example_script_resolves_the_task_preset_and_the_users_own_values_win(tmp_path):
+    def resolved(*args: str) -> dict:
+        proc = subprocess.run(
+            [sys.executable, str(EXAMPLES / "s2vg.py"), "--print-config", *args],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return yaml.safe_load(proc.stdout)
+
+    cfg = resolved("env.name=InvertedPendulum-v5")
+    assert (cfg["loss"]["alpha_init"], cfg["loss"]["updates_per_step"]) == (0.1, 1)
+    cfg = resolved("env.name=HalfCheetah-v5")
+    assert cfg["collector"]["total_frames"] == 200_000
+    assert cfg["collector"]["init_random_frames"] == 5_000
+    # the user's own file and overrides still win over the preset
+    user = tmp_path / "mine.yaml"
+    user.write_text("loss:\n  alpha_init: 0.3\n")
+    cfg = resolved("--config", str(user), "env.name=HalfCheetah-v5", "collector.total_frames=500")
+    assert cfg["loss"]["alpha_init"] == 0.3 and cfg["collector"]["total_frames"] == 500
+
+
+def test_the_sweep_searches_hyper_parameters_not_seeds():
+    sweep = _sweep()
+    seed = sweep["parameters"].get("env.seed")
+    if sweep["method"] in ("bayes", "random"):
+        assert seed is None or set(seed) == {"value"}, "a model-based search over env.seed"

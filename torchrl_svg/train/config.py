@@ -6,9 +6,10 @@ message that names the key. Values are resolved in this order, later ones
 winning:
 
 1. the dataclass defaults below;
-2. the per-task preset of the chosen algorithm (e.g. the S2VG paper's Table 2);
-3. a YAML config file (``--config path.yaml``);
-4. command-line overrides ``group.key=value`` (dot-list syntax, as W&B sweeps
+2. an example script's own YAML file (``examples/configs/*.yaml``; ``defaults_file``);
+3. the per-task preset of the chosen algorithm (e.g. the S2VG paper's Table 2);
+4. a YAML config file (``--config path.yaml``);
+5. command-line overrides ``group.key=value`` (dot-list syntax, as W&B sweeps
    and Hydra pass them).
 """
 
@@ -86,7 +87,13 @@ class CollectorConfig:
 
 @dataclass
 class ReplayBufferConfig:
-    """The replay buffer (a ``TensorDictReplayBuffer`` on a ``LazyTensorStorage``)."""
+    """The replay buffer (a ``TensorDictReplayBuffer`` on a ``LazyTensorStorage``).
+
+    Attributes:
+        size: capacity in transitions (the oldest are overwritten).
+        batch_size: transitions per batch of the policy and critic losses.
+
+    """
 
     size: int = 1_000_000
     batch_size: int = 256
@@ -94,7 +101,15 @@ class ReplayBufferConfig:
 
 @dataclass
 class NetworkConfig:
-    """Policy and critic networks."""
+    """Policy and critic networks.
+
+    Attributes:
+        actor_hidden_sizes: hidden layer widths of the policy.
+        critic_hidden_sizes: hidden layer widths of the critics (Q and V).
+        activation: hidden activation of the policy and the critics.
+        scale_lb: lower bound of the policy's Normal scale (before the tanh).
+
+    """
 
     actor_hidden_sizes: list[int] = field(default_factory=lambda: [256, 256])
     critic_hidden_sizes: list[int] = field(default_factory=lambda: [256, 256])
@@ -111,13 +126,17 @@ class ModelConfig:
         activation: hidden activation.
         sigma: ``"state"`` (learned, state-dependent) or ``"constant"`` (per dimension).
         per_dimension: one sub-network per state dimension (SVG paper App. C).
-        ensemble_size: number of dynamics members; ``ensemble_reduction`` ``"sample"`` or ``"mean"``.
+        ensemble_size: number of dynamics members.
+        ensemble_reduction: how an ensemble imagines: ``"sample"`` (one member drawn
+            per sample) or ``"mean"``.
         min_log_std / max_log_std: soft bounds of the normalised log-std.
         termination: ``"known"`` (the task's termination function, "never" for tasks
             without one), ``"learned"`` (a learned head) or ``"none"``.
         updates_per_step: model gradient steps per environment step.
         pretrain_updates: model gradient steps once the warm-up data is in.
         batch_size: model batch size.
+        reward: ``"learned"`` (a reward model fit by NLL) or ``"known"`` (the task's
+            exact differentiable reward: Hand-v0 and LQG-v0 only).
 
     """
 
@@ -198,7 +217,17 @@ class SVGConfig:
 
 @dataclass
 class OptimConfig:
-    """Adam learning rates (the paper's "policy", "value" and "model" rates)."""
+    """Adam learning rates (the paper's "policy", "value" and "model" rates).
+
+    Attributes:
+        actor_lr: learning rate of the policy.
+        critic_lr: learning rate of the critics (Q and V).
+        alpha_lr: learning rate of the entropy coefficient (with ``loss.fixed_alpha=false``).
+        model_lr: learning rate of the world model.
+        model_weight_decay: Adam weight decay of the world model.
+        max_grad_norm: gradient-norm clipping of every update (``None``: none).
+
+    """
 
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4
@@ -529,6 +558,8 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"optim.{name} must be positive, got {getattr(cfg.optim, name)}.")
     if not (cfg.device == "cpu" or cfg.device.startswith("cuda")):
         raise ConfigError(f"device must be 'cpu' or 'cuda[:N]', got {cfg.device!r}.")
+    if cfg.device.startswith("cuda"):
+        _validate_cuda(cfg.device)
     if cfg.svg.max_importance_weight <= 0:
         raise ConfigError(
             f"svg.max_importance_weight must be positive, got {cfg.svg.max_importance_weight}."
@@ -605,6 +636,30 @@ def wandb_mode(mode: str | None) -> str:
     return _WANDB_MODES[env.lower()]
 
 
+def _validate_cuda(device: str) -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        build = (
+            "this torch is a CPU-only build"
+            if torch.version.cuda is None
+            else f"this torch is built for CUDA {torch.version.cuda} but finds no GPU"
+        )
+        raise ConfigError(
+            f"device={device!r} but CUDA is not available ({build}, torch {torch.__version__}); "
+            "use device=cpu."
+        )
+    _, _, index = device.partition(":")
+    if index:
+        if not index.isdigit():
+            raise ConfigError(f"device must be 'cpu' or 'cuda[:N]', got {device!r}.")
+        if int(index) >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device={device!r} but this machine has {torch.cuda.device_count()} CUDA "
+                f"device(s) (cuda:0 to cuda:{torch.cuda.device_count() - 1})."
+            )
+
+
 def _validate_env_name(name: str) -> None:
     import gymnasium as gym
 
@@ -614,6 +669,54 @@ def _validate_env_name(name: str) -> None:
         )
         hint = f" Did you mean one of {close}?" if close else ""
         raise ConfigError(f"env.name={name!r} is not a registered Gymnasium environment.{hint}")
+    if name not in OWN_ENVS:
+        problem = _gym_spaces_problem(name)
+        if problem is not None:
+            raise ConfigError(f"env.name={name!r} {problem}")
+
+
+def _gym_spaces_problem(name: str) -> str | None:
+    """What rules a Gymnasium task out (``None``: a Box action space and flat Box observations).
+
+    The SVG family and S2VG differentiate through continuous actions; the actor and the
+    models read one flat observation vector. The task is made (and closed) once per
+    process to read its spaces.
+    """
+    import warnings
+
+    import gymnasium as gym
+
+    spec = gym.spec(name)
+    key = (name, spec.entry_point if isinstance(spec.entry_point, str) else id(spec.entry_point))
+    if key in _SPACES_PROBLEMS:
+        return _SPACES_PROBLEMS[key]
+    try:
+        with warnings.catch_warnings():  # the real build, later, warns as it will
+            warnings.simplefilter("ignore")
+            env = gym.make(name, disable_env_checker=True)
+    except Exception as err:  # a missing optional dependency (Box2D, Atari ROMs, ...)
+        return f"cannot be made: {type(err).__name__}: {err}"
+    try:
+        action, observation = env.action_space, env.observation_space
+    finally:
+        env.close()
+    problem = None
+    if not isinstance(action, gym.spaces.Box):
+        problem = (
+            f"has a {type(action).__name__} action space; the SVG family and S2VG need "
+            "continuous actions (a Box action space)."
+        )
+    elif not isinstance(observation, gym.spaces.Box) or len(observation.shape) != 1:
+        problem = (
+            f"has a {type(observation).__name__} observation space of shape "
+            f"{getattr(observation, 'shape', None)}; the recipe needs one flat vector "
+            "observation (a 1-D Box)."
+        )
+    _SPACES_PROBLEMS[key] = problem
+    return problem
+
+
+_SPACES_PROBLEMS: dict[tuple[str, Any], str | None] = {}
 
 
 def _validate_collector(cfg: Config) -> None:
@@ -641,12 +744,42 @@ def _validate_collector(cfg: Config) -> None:
         )
 
 
+def _field_type(path: Sequence[str]) -> str | None:
+    """The annotated type of the configuration key ``path`` (``None``: no such key)."""
+    cls: Any = Config
+    for i, name in enumerate(path):
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        if name not in fields:
+            return None
+        f = fields[name]
+        if i == len(path) - 1:
+            return str(f.type)
+        if not dataclasses.is_dataclass(f.default_factory):  # type: ignore[arg-type]
+            return None
+        cls = f.default_factory
+    return None
+
+
+def _check_list_syntax(item: str) -> None:
+    """``group.key=64,64`` for a list key: say how a list is written."""
+    key, _, value = item.partition("=")
+    kind = _field_type(key.split("."))
+    value = value.strip()
+    if kind is not None and kind.startswith("list") and not value.startswith("["):
+        items = ",".join(v.strip() for v in value.split(","))
+        raise ConfigError(
+            f"{key}={value!r}: {key} is a list; write it in brackets: {key}=[{items}] "
+            f"(quote it in a shell that expands brackets: '{key}=[{items}]')."
+        )
+
+
 def _parse_overrides(overrides: Sequence[str]) -> DictConfig:
     cleaned = []
     for item in overrides:
         item = item[2:] if item.startswith("--") else item
         if "=" not in item:
             raise ConfigError(f"Override {item!r} is not of the form group.key=value.")
+        _check_list_syntax(item)
         cleaned.append(item)
     try:
         return OmegaConf.from_dotlist(cleaned)
@@ -663,15 +796,31 @@ def _merge(base: DictConfig, *others: Any) -> DictConfig:
         raise ConfigError(f"Invalid configuration key {key!r}: {msg}" if key else msg) from None
 
 
+def _read_yaml(config_file: str | Path) -> DictConfig:
+    path = Path(config_file)
+    if not path.is_file():
+        raise ConfigError(f"Config file {str(path)!r} does not exist.")
+    try:
+        return OmegaConf.load(path)  # type: ignore[return-value]
+    except Exception as err:  # a YAML syntax error
+        raise ConfigError(f"Could not read config file {str(path)!r}: {err}") from None
+
+
 def load_config(
     overrides: Sequence[str] = (),
     config_file: str | Path | None = None,
+    *,
+    defaults_file: str | Path | None = None,
 ) -> Config:
     """Build and validate a :class:`Config`.
 
     Args:
         overrides: ``group.key=value`` strings (a leading ``--`` is accepted).
         config_file: an optional YAML file with (a subset of) the same tree.
+        defaults_file: an optional YAML file of defaults that sits *below* the
+            per-task preset (the example scripts' own files): it may choose the
+            algorithm and the task, and set what the preset leaves open, but the
+            preset of the task finally chosen wins over it.
 
     Raises:
         ConfigError: for an unknown key, a value of the wrong type or out of
@@ -690,19 +839,16 @@ def load_config(
     schema = OmegaConf.structured(Config)
     user = OmegaConf.create()
     if config_file is not None:
-        path = Path(config_file)
-        if not path.is_file():
-            raise ConfigError(f"Config file {str(path)!r} does not exist.")
-        try:
-            user = OmegaConf.load(path)
-        except Exception as err:  # a YAML syntax error
-            raise ConfigError(f"Could not read config file {str(path)!r}: {err}") from None
+        user = _read_yaml(config_file)
     user = OmegaConf.merge(user, _parse_overrides(overrides))
-    # Validate the user's keys and types against the schema before choosing a preset.
-    merged = _merge(schema, user)
+    defaults = OmegaConf.create() if defaults_file is None else _read_yaml(defaults_file)
+    # Validate the keys and types against the schema before choosing a preset.
+    _merge(schema, defaults)
+    merged = _merge(schema, defaults, user)
     layers: list[Any] = [schema]
     if merged.algorithm in ALGORITHM_DEFAULTS:
         layers.append(OmegaConf.create(ALGORITHM_DEFAULTS[merged.algorithm]))
+    layers.append(defaults)
     if merged.use_preset:
         preset = PRESETS.get(merged.algorithm, {}).get(merged.env.name)
         if preset is not None:
@@ -717,3 +863,167 @@ def load_config(
 def to_dict(cfg: Config) -> dict[str, Any]:
     """A plain nested dict of the configuration (for loggers and checkpoints)."""
     return dataclasses.asdict(cfg)
+
+
+# ----------------------------------------------------------------- help text
+def _groups() -> list[tuple[str, type]]:
+    """``(group, dataclass)`` for the top level (``""``) and each group, in declaration order."""
+    out: list[tuple[str, type]] = [("", Config)]
+    for f in dataclasses.fields(Config):
+        if dataclasses.is_dataclass(f.default_factory):  # type: ignore[arg-type]
+            out.append((f.name, f.default_factory))  # type: ignore[arg-type]
+    return out
+
+
+def _attribute_docs(cls: type) -> dict[str, str]:
+    """``{field: description}`` from the ``Attributes:`` section of a dataclass docstring.
+
+    An entry ``a / b: text`` documents both ``a`` and ``b``.
+    """
+    import inspect
+    import re
+
+    docs: dict[str, str] = {}
+    lines = inspect.cleandoc(cls.__doc__ or "").splitlines()
+    try:
+        start = lines.index("Attributes:") + 1
+    except ValueError:
+        return docs
+    names: list[str] = []
+    for line in lines[start:]:
+        if line.strip() and not line.startswith("    "):
+            break  # the next section
+        entry = re.match(r"^    (\w+(?: / \w+)*): (.*)$", line)
+        if entry:
+            names = entry[1].split(" / ")
+            for name in names:
+                docs[name] = entry[2].strip()
+        elif line.strip() and names:
+            for name in names:
+                docs[name] += " " + line.strip()
+    return {k: _plain(v) for k, v in docs.items()}
+
+
+def _plain(text: str) -> str:
+    """Docstring markup as plain terminal text: ``x`` and :role:`x` become x."""
+    import re
+
+    return re.sub(r"``([^`]*)``", r"\1", re.sub(r":\w+:`~?([^`]*)`", r"\1", text))
+
+
+def _override_text(value: Any) -> str:
+    """A value as it is written in a ``group.key=value`` override."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return "[" + ",".join(_override_text(v) for v in value) + "]"
+    return str(value)
+
+
+def describe_config() -> list[dict[str, Any]]:
+    """Every configuration key with its description, type, default and choices.
+
+    Returns:
+        One dict per key, in declaration order: ``key`` (``group.key``), ``type`` (as
+        annotated), ``default`` (the dataclass default, before any preset), ``choices``
+        (a tuple, or ``None`` when any value of the type goes) and ``description``.
+
+    Examples:
+        >>> keys = {d["key"]: d for d in describe_config()}
+        >>> keys["loss.horizon"]["type"], keys["loss.horizon"]["default"]
+        ('int', 1)
+        >>> keys["algorithm"]["choices"]
+        ('s2vg', 'svg0', 'svg1', 'svg1_er', 'svgk', 'svginf', 'sac')
+        >>> keys["loss.horizon"]["description"]
+        'value-expansion horizon H (1: real data only, as in the paper).'
+    """
+    rows = []
+    for group, cls in _groups():
+        docs = _attribute_docs(cls)
+        for f in dataclasses.fields(cls):
+            if group == "" and dataclasses.is_dataclass(f.default_factory):  # type: ignore[arg-type]
+                continue
+            path = (group, f.name) if group else (f.name,)
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            else:
+                default = f.default_factory()  # type: ignore[misc]
+            rows.append(
+                {
+                    "key": ".".join(path),
+                    "type": str(f.type),
+                    "default": default,
+                    "choices": _CHOICES.get(path),
+                    "description": docs.get(f.name, ""),
+                }
+            )
+    return rows
+
+
+def config_help(width: int = 100) -> str:
+    """The configuration reference printed by ``--help``: every group and key.
+
+    Each key is shown with its type, default (before any per-task preset) and
+    choices, then its description; the per-task presets and the tasks follow.
+
+    Examples:
+        >>> text = config_help()
+        >>> "loss.horizon: int = 1" in text and "value-expansion horizon H" in text
+        True
+    """
+    import textwrap
+
+    out = [
+        "configuration keys (override with group.key=value; defaults before any per-task preset):"
+    ]
+    docs = {group: _plain((cls.__doc__ or "").strip().splitlines()[0]) for group, cls in _groups()}
+    current = None
+    for row in describe_config():
+        group = row["key"].rpartition(".")[0]
+        if group != current:
+            current = group
+            out.append("")
+            out.append(f"{group}: {docs[group]}" if group else "top level:")
+        choices = row["choices"]
+        shown = ""
+        if choices:
+            names = [_override_text(c) for c in choices]
+            shown = "  {" + ", ".join(names) + "}"
+        out.append(f"  {row['key']}: {row['type']} = {_override_text(row['default'])}{shown}")
+        if row["description"]:
+            out.extend(
+                textwrap.wrap(
+                    row["description"],
+                    width,
+                    initial_indent="      ",
+                    subsequent_indent="      ",
+                    break_on_hyphens=False,
+                )
+            )
+    out.append("")
+    out.append("per-task presets (applied over the defaults; use_preset=false skips them):")
+    families: dict[tuple[str, ...], list[str]] = {}
+    for algo, presets in PRESETS.items():
+        families.setdefault(tuple(presets), []).append(algo)
+    for tasks, algos in families.items():
+        out.extend(
+            textwrap.wrap(
+                f"{', '.join(algos)}: {', '.join(tasks)}",
+                width,
+                initial_indent="  ",
+                subsequent_indent="      ",
+            )
+        )
+    out.append("")
+    out.extend(
+        textwrap.wrap(
+            "tasks (env.name): any registered Gymnasium environment with a continuous (Box) "
+            "action space and flat vector observations, e.g. the MuJoCo tasks "
+            "(InvertedPendulum-v5, HalfCheetah-v5, Hopper-v5, Walker2d-v5, ...), and the "
+            f"package's own {' and '.join(OWN_ENVS)}.",
+            width,
+        )
+    )
+    return "\n".join(out)
