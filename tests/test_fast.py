@@ -13,7 +13,7 @@ from torchrl_svg.train.agents import NonFiniteGuard, S2VGAgent
 from torchrl_svg.train.agents.base import run_updates
 from torchrl_svg.train.fast import FastS2VGUpdate, FastWorldModelUpdate
 
-OBS, ACT = 5, 2
+OBS, ACT = 3, 2  # Pendulum-v1 observations (its known termination checks the size)
 SMALL = [
     "network.actor_hidden_sizes=[32,32]",
     "network.critic_hidden_sizes=[32,32]",
@@ -61,6 +61,16 @@ def max_relative_difference(a: dict, b: dict) -> float:
         (["model.termination=learned"], OBS),
         (["model.ensemble_size=3", "optim.max_grad_norm=0.5"], OBS),
         (["model.ensemble_size=2", "model.ensemble_reduction=mean", "model.sigma=constant"], OBS),
+        (["loss.actor_horizon=3", "model.termination=learned", "loss.fixed_alpha=false"], OBS),
+        (
+            [
+                "model.ensemble_size=3",
+                "loss.actor_horizon=3",
+                "loss.disagreement_bound=0.14",  # about half the rows stop at step 0
+                "loss.actor_max_grad_norm=0.1",
+            ],
+            OBS,
+        ),
     ],
     ids=[
         "fixed-alpha",
@@ -69,6 +79,8 @@ def max_relative_difference(a: dict, b: dict) -> float:
         "learned-termination",
         "ensemble",
         "ensemble-mean",
+        "actor-horizon",
+        "actor-horizon-ensemble-bound-clip",
     ],
 )
 def test_fast_s2vg_step_equals_loss_and_optimizer(overrides, obs):

@@ -476,13 +476,18 @@ class PlainGaussianModel:
         log_prob = normal_log_prob(y, loc, log_std.exp()).sum(-1)
         return log_prob, loc, log_std, y
 
-    def loc_scale(self, inputs: Tensor, residual: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def loc_scale(
+        self, inputs: Tensor, residual: Tensor | None = None, disagreement: bool = False
+    ) -> tuple[Tensor, ...]:
         """Location and scale of the predictive distribution over the raw target, ``[N, D]``.
 
         Ensemble members are combined as the module's ``ensemble_reduction`` says
-        (``"sample"`` draws one member per row).
+        (``"sample"`` draws one member per row). With ``disagreement`` also the
+        members' disagreement ``[N]``: the standard deviation of their normalised
+        means across members, averaged over dimensions.
         """
         loc_n, log_std_n = self.normalized_params(inputs)
+        spread = loc_n.detach().std(0, unbiased=False).mean(-1) if disagreement else None
         scale_n = log_std_n.exp()
         E = self.ensemble_size
         if E == 1:
@@ -499,6 +504,8 @@ class PlainGaussianModel:
         loc = self.target_normalizer.mean + std * loc_n
         if residual is not None:
             loc = residual + loc
+        if disagreement:
+            return loc, std * scale_n, spread
         return loc, std * scale_n
 
 

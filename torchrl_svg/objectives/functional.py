@@ -19,7 +19,7 @@ from torchrl_svg.modules.functional import normal_log_prob, squashed_normal_log_
 __all__ = [
     "episode_masks",
     "normal_log_prob",
-    "s2vg_actor_objective",
+    "soft_model_return",
     "soft_state_value_target",
     "squashed_normal_log_prob",
     "reverse_linear_scan",
@@ -51,21 +51,62 @@ def soft_state_value_target(q_values: Tensor, log_prob: Tensor, alpha: Tensor | 
     return q_values.min(0).values - alpha * log_prob
 
 
-def s2vg_actor_objective(
-    model_reward: Tensor,
-    log_prob: Tensor,
-    continuation: Tensor,
-    next_value: Tensor,
+def soft_model_return(
+    rewards: list[Tensor],
+    log_probs: list[Tensor],
+    continuations: list[Tensor],
+    final_value: Tensor,
     alpha: Tensor | float,
     gamma: float,
+    bootstrap_values: list[Tensor] | None = None,
+    trusted: list[Tensor] | None = None,
 ) -> Tensor:
-    r"""The one-step soft model return that S2VG's actor maximises (eqs 10-11).
+    r"""The soft return of ``H`` imagined steps ending in a value (S2VG eq 11 for ``H = 1``).
 
     .. math::
 
-        \hat r(s, \tilde a) - \alpha\log\pi_\theta(\tilde a|s) + \gamma\,(1-\hat d(\hat s'))\,V(\hat s')
+        \sum_{t=0}^{H-1} \gamma^t c_t\,u_{t+1}\big(\hat r_t - \alpha\log\pi(\tilde a_t|\hat s_t)\big)
+        + \sum_{t=0}^{H-1} \gamma^t c_t\,(u_t - u_{t+1})\,V(\hat s_t)
+        + \gamma^H c_H\,u_H\,V(\hat s_H)
+
+    with :math:`c_0 = 1`, :math:`c_{t+1} = c_t\,(1 - \hat d(\hat s_{t+1}))` (``continuations``
+    hold :math:`1 - \hat d(\hat s_{t+1})`) and :math:`u_t` the ``trusted`` flags
+    (:math:`u_0 = 1`; :math:`u_{t+1} = 0` once the model's step from :math:`\hat s_t` is not
+    trusted, e.g. where an ensemble disagrees: the return then stops at :math:`\hat s_t`
+    with its value). Without ``trusted`` every step counts and the middle sum vanishes.
+
+    Args:
+        rewards: :math:`\hat r_t`, ``H`` tensors ``[*B]``.
+        log_probs: :math:`\log\pi(\tilde a_t|\hat s_t)`, ``H`` tensors ``[*B]``.
+        continuations: :math:`1 - \hat d(\hat s_{t+1})`, ``H`` tensors ``[*B]``.
+        final_value: :math:`V(\hat s_H)`, ``[*B]``.
+        alpha: the temperature.
+        gamma: the discount.
+        bootstrap_values: :math:`V(\hat s_t)` for ``t < H`` (needed with ``trusted``).
+        trusted: :math:`u_{t+1}` for ``t < H``, ``H`` tensors ``[*B]`` (``None``: all ones).
+
+    Examples:
+        >>> import torch
+        >>> one = torch.ones(1)
+        >>> soft_model_return([one], [0 * one], [one], 2 * one, 0.1, 0.5)  # 1 + 0.5 * 2
+        tensor([2.])
     """
-    return model_reward - alpha * log_prob + gamma * continuation * next_value
+    horizon = len(rewards)
+    total, discount, cont, trust = None, 1.0, None, None
+    for t in range(horizon):
+        step = rewards[t] - alpha * log_probs[t]
+        weight = discount if cont is None else discount * cont
+        if trusted is not None:
+            now = trusted[t] if trust is None else trust * trusted[t]
+            stop = (1.0 if trust is None else trust) - now
+            step = now * step + stop * bootstrap_values[t]
+            trust = now
+        term = weight * step
+        total = term if total is None else total + term
+        cont = continuations[t] if cont is None else cont * continuations[t]
+        discount = discount * gamma
+    scale = discount * cont if trust is None else discount * cont * trust
+    return total + scale * final_value
 
 
 def temperature_loss(log_alpha: Tensor, log_prob: Tensor, target_entropy: Tensor | float) -> Tensor:

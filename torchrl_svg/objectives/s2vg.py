@@ -36,10 +36,11 @@ from torchrl_svg.objectives._common import (
     model_dist,
     policy_sample,
     state_value,
+    swapped,
     transition,
 )
 from torchrl_svg.objectives.functional import (
-    s2vg_actor_objective,
+    soft_model_return,
     soft_state_value_target,
     td_target,
     temperature_loss,
@@ -68,7 +69,18 @@ class S2VGLoss(InputValidation, LossModule):
 
       The gradient flows through the reward and dynamics models' Jacobians with
       respect to the action, but the model, termination and critic parameters
-      receive none (they are called with detached parameters).
+      receive none (they are called with detached parameters). With
+      ``actor_horizon=H`` the return runs through ``H`` imagined steps,
+
+      .. math::
+
+          \mathcal L_\pi = -\Big[\sum_{t=0}^{H-1}\gamma^t c_t\big(\hat r_t
+          - \alpha\log\pi_\theta(\tilde a_t|\hat s_t)\big) + \gamma^H c_H V_\psi(\hat s_H)\Big],
+          \quad c_{t+1} = c_t\,(1 - \hat d(\hat s_{t+1}))
+
+      with :math:`\hat s_0 = s` and :math:`\tilde a_t = \pi_\theta(\hat s_t, \eta_t)`,
+      :math:`\hat s_{t+1} = \hat f(\hat s_t, \tilde a_t, \zeta_t)`: back-propagation
+      through the whole chain (the soft SVG(k) of SAC-SVG(H) and MAAC).
     * ``loss_qvalue`` (eq 7), twin Q by vmap, mean over the ``H`` expansion steps:
 
       .. math::
@@ -128,6 +140,16 @@ class S2VGLoss(InputValidation, LossModule):
         loss_function: distance for the critics (``"l2"``, ``"smooth_l1"``, ``"l1"``).
         expansion_entropy: include :math:`-\alpha\log\pi` of imagined steps in the
             expansion target (soft-consistent). Default ``True``.
+        actor_horizon: imagined steps ``H`` of the actor's soft return (default 1:
+            eq 11). For ``H > 1`` the current policy is rolled through ``H`` steps of
+            the models with fresh noise and the return ends in :math:`V(\hat s_H)`
+            (SVG(k) made soft, on imagined trajectories; see
+            :func:`~torchrl_svg.objectives.functional.soft_model_return`).
+        disagreement_bound: with an ensemble dynamics model, stop an imagined
+            rollout (and bootstrap with :math:`V`) at the first state where the
+            members' predicted means disagree by more than this (standard deviation
+            across members, in the model's normalised units, averaged over
+            dimensions). ``None`` (default): never stop.
         reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
         deactivate_vmap: replace vmap by a loop over the Q networks.
         check_finite: refuse NaN/inf inputs: ``None`` (default) when it costs no
@@ -256,6 +278,8 @@ class S2VGLoss(InputValidation, LossModule):
         action_spec: TensorSpec | None = None,
         loss_function: str = "l2",
         expansion_entropy: bool = True,
+        actor_horizon: int = 1,
+        disagreement_bound: float | None = None,
         reduction: str = "mean",
         deactivate_vmap: bool = False,
         check_finite: bool | None = None,
@@ -265,6 +289,10 @@ class S2VGLoss(InputValidation, LossModule):
             raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}.")
         if int(horizon) != horizon or horizon < 1:
             raise ValueError(f"horizon must be an integer >= 1, got {horizon!r}.")
+        if int(actor_horizon) != actor_horizon or actor_horizon < 1:
+            raise ValueError(f"actor_horizon must be an integer >= 1, got {actor_horizon!r}.")
+        if disagreement_bound is not None and not disagreement_bound > 0:
+            raise ValueError(f"disagreement_bound must be positive, got {disagreement_bound!r}.")
         if num_qvalue_nets < 1:
             raise ValueError(f"num_qvalue_nets must be >= 1, got {num_qvalue_nets}.")
         if alpha_init <= 0:
@@ -273,6 +301,11 @@ class S2VGLoss(InputValidation, LossModule):
         action_sizes = check_policy(
             "S2VGLoss", actor_network, action_spec=action_spec, action_key=self.tensor_keys.action
         )
+        if disagreement_bound is not None and getattr(dynamics_model, "ensemble_size", 1) < 2:
+            raise ValueError(
+                "S2VGLoss: disagreement_bound needs an ensemble dynamics model "
+                "(GaussianDynamics(ensemble_size >= 2)) to measure disagreement."
+            )
         if termination_model is not None and not isinstance(termination_model, Termination):
             raise TypeError(
                 "S2VGLoss: termination_model must be a torchrl_svg.modules.Termination "
@@ -280,6 +313,8 @@ class S2VGLoss(InputValidation, LossModule):
                 f"got {type(termination_model).__name__}."
             )
         self.horizon = int(horizon)
+        self.actor_horizon = int(actor_horizon)
+        self.disagreement_bound = disagreement_bound
         self.num_qvalue_nets = int(num_qvalue_nets)
         self.loss_function = loss_function
         self.expansion_entropy = bool(expansion_entropy)
@@ -618,23 +653,55 @@ class S2VGLoss(InputValidation, LossModule):
         return self._reduce_loss(loss, tensordict, weights=priority_weight), {}
 
     def actor_loss(self, tensordict: TensorDictBase) -> tuple[Tensor, dict[str, Tensor]]:
-        """The S2VG policy surrogate (eqs 10-11): minus the one-step soft model return."""
+        """The S2VG policy surrogate (eqs 10-11): minus the soft model return.
+
+        One model step (``actor_horizon=1``, the paper), or ``actor_horizon``
+        imagined steps with fresh noise ending in :math:`V` (see
+        :func:`~torchrl_svg.objectives.functional.soft_model_return`); the
+        models, termination and critic enter with detached parameters.
+        """
         priority_weight = self._maybe_get_priority_weight(tensordict)
         obs = tensordict.get(self.tensor_keys.observation)
         action, log_prob = self._policy(tensordict)
-        reward, next_obs = self._model_step(
-            obs,
-            action,
-            self._cached_detached_dynamics_params,
-            self._cached_detached_reward_params,
-        )
-        cont = self._continuation(next_obs, self._cached_detached_termination_params)
-        next_value = self._state_value(next_obs, self._cached_detached_value_params)
-        soft_return = s2vg_actor_objective(
-            reward, log_prob, cont, next_value, self._alpha, self._gamma
+        dynamics_params = self._cached_detached_dynamics_params
+        reward_params = self._cached_detached_reward_params
+        termination_params = self._cached_detached_termination_params
+        value_params = self._cached_detached_value_params
+        rewards, log_probs, continuations, values, trusted = [], [], [], [], []
+        state, new_action, new_log_prob = obs, action, log_prob
+        for t in range(self.actor_horizon):
+            if t > 0:  # a fresh action at the imagined state
+                td_state = TensorDict({self.tensor_keys.observation: state}, state.shape[:-1])
+                new_action, new_log_prob = self._policy(td_state)
+            if self.disagreement_bound is not None:
+                values.append(self._state_value(state, value_params))
+                trusted.append(self._trusted(state, new_action, dynamics_params))
+            reward, next_state = self._model_step(state, new_action, dynamics_params, reward_params)
+            rewards.append(reward)
+            log_probs.append(new_log_prob)
+            continuations.append(self._continuation(next_state, termination_params))
+            state = next_state
+        soft_return = soft_model_return(
+            rewards,
+            log_probs,
+            continuations,
+            self._state_value(state, value_params),
+            self._alpha,
+            self._gamma,
+            bootstrap_values=values or None,
+            trusted=trusted or None,
         )
         loss = self._reduce_loss(-soft_return, tensordict, weights=priority_weight)
         return loss, {"action": action, "log_prob": log_prob, "model_return": soft_return.detach()}
+
+    def _trusted(self, state: Tensor, action: Tensor, dynamics_params: TensorDictBase) -> Tensor:
+        """1 where the ensemble's members agree on the step from ``state`` (``disagreement_bound``)."""
+        keys = self.tensor_keys
+        step = transition(keys.observation, keys.action, state, action)
+        with torch.no_grad(), swapped(dynamics_params, self.dynamics_model):
+            loc, _ = self.dynamics_model.normalized_params(step)  # [E, *B, D]
+        disagreement = loc.std(0, unbiased=False).mean(-1)
+        return (disagreement <= self.disagreement_bound).to(state.dtype)
 
     def alpha_loss(self, log_prob: Tensor) -> Tensor:
         """Temperature loss ``-log(alpha) * (log_pi + target_entropy)``, ``[*B]`` before reduction."""

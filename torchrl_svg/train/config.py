@@ -169,6 +169,12 @@ class LossConfig:
         updates_per_step: actor-critic updates per environment step (the paper's m).
         expansion_entropy: include the entropy bonus of imagined steps in the expansion target.
         loss_function: critic distance, ``"l2"``, ``"smooth_l1"`` or ``"l1"``.
+        actor_horizon: S2VG's actor: imagined steps of its soft return (1: the paper's eq 11;
+            H > 1: back-propagation through H steps of the models, ending in V).
+        disagreement_bound: with a model ensemble, stop the actor's imagined rollouts where
+            the members disagree by more than this (normalised units; ``None``: never).
+        actor_max_grad_norm: clip the actor's gradient norm in the actor-critic step
+            (``None``: no clipping), as SVG(inf) does for its long chains.
 
     """
 
@@ -181,6 +187,9 @@ class LossConfig:
     updates_per_step: int = 5
     expansion_entropy: bool = True
     loss_function: str = "l2"
+    actor_horizon: int = 1
+    disagreement_bound: float | None = None
+    actor_max_grad_norm: float | None = None
 
 
 @dataclass
@@ -504,6 +513,7 @@ _POSITIVE_INTS: tuple[tuple[str, ...], ...] = (
     ("model", "ensemble_size"),
     ("model", "batch_size"),
     ("loss", "horizon"),
+    ("loss", "actor_horizon"),
     ("eval", "interval"),
     ("eval", "episodes"),
     ("eval", "max_steps"),

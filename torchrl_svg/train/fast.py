@@ -45,7 +45,7 @@ from torchrl_svg.modules.gaussian import GaussianMLPModel
 from torchrl_svg.objectives import GaussianWorldModelLoss, S2VGLoss, SVGInfLoss
 from torchrl_svg.objectives.functional import (
     episode_masks,
-    s2vg_actor_objective,
+    soft_model_return,
     soft_state_value_target,
     svg_backward_recursion,
     td_target,
@@ -103,7 +103,9 @@ class FastUpdate:
         parameters: the parameters the step trains (gradient norm, clipping).
 
     Keyword Args:
-        max_grad_norm: gradient-norm clipping (``None``: none).
+        max_grad_norm: gradient-norm clipping of all ``parameters`` (``None``: none).
+        clip_groups: ``(parameters, max_norm)`` pairs clipped on their own first
+            (e.g. the actor's gradient in an actor-critic step).
         targets / sources: target tensors moved by ``lerp_`` towards their sources
             at rate ``tau`` after each applied step.
         precision: ``"fp32"`` or ``"bf16"`` (autocast of the networks' matrix multiplies).
@@ -122,6 +124,7 @@ class FastUpdate:
         parameters: Sequence[Tensor],
         *,
         max_grad_norm: float | None = None,
+        clip_groups: Sequence[tuple[Sequence[Tensor], float]] = (),
         targets: Sequence[Tensor] = (),
         sources: Sequence[Tensor] = (),
         tau: float = 0.0,
@@ -136,6 +139,7 @@ class FastUpdate:
         self.optimizer = optimizer
         self.parameters = list(parameters)
         self.max_grad_norm = max_grad_norm
+        self.clip_groups = [(list(group), float(bound)) for group, bound in clip_groups]
         self.targets, self.sources, self.tau = list(targets), list(sources), float(tau)
         self._build()
         self._built_for = self._storage()
@@ -189,6 +193,10 @@ class FastUpdate:
         total = sum(losses[: self.n_trained])
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
+        for group, bound in self.clip_groups:
+            group_grads = [p.grad for p in group if p.grad is not None]
+            group_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(group_grads)))
+            torch._foreach_mul_(group_grads, (bound / (group_norm + 1e-6)).clamp(max=1.0))
         grads = [p.grad for p in self.parameters if p.grad is not None]
         norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
         if self.max_grad_norm is not None:
@@ -269,7 +277,7 @@ class FastUpdate:
 def fast_s2vg_supported(loss: S2VGLoss) -> str | None:
     """Why :class:`FastS2VGUpdate` cannot run ``loss`` (``None``: it can)."""
     if loss.horizon != 1:
-        return f"horizon={loss.horizon} (the value expansion runs through the LossModule)"
+        return f"horizon={loss.horizon} (the critic's value expansion runs through the LossModule)"
     if loss.reduction != "mean":
         return f"reduction={loss.reduction!r}"
     try:
@@ -285,7 +293,7 @@ def fast_s2vg_supported(loss: S2VGLoss) -> str | None:
 
 
 class FastS2VGUpdate(FastUpdate):
-    r"""One S2VG actor-critic update (eqs 7, 8, 11 and alpha) on plain tensors.
+    r"""One S2VG actor-critic update (eqs 7, 8, 11 and alpha; any ``actor_horizon``) on plain tensors.
 
     The same losses, random draws and parameter update as ``loss(batch)``
     followed by one step of ``optimizer`` over the summed ``loss_*`` entries and
@@ -386,15 +394,37 @@ class FastS2VGUpdate(FastUpdate):
         q = self.qvalue(torch.cat([obs, action], -1)).squeeze(-1)  # [N_q, B]
         error = distance_loss(q, target.expand_as(q), loss_function=loss.loss_function)
         loss_qvalue = error.sum(0).mean()
-        # eqs 10-11: one model step from real states with fresh policy and model noise
+        # eqs 10-11: H model steps from real states with fresh policy and model noise
         new_action, log_prob = self.actor.sample(obs)
-        inputs = torch.cat([obs, new_action], -1)
-        loc, scale = self.dynamics.loc_scale(inputs, residual=obs)
-        next_hat = loc + scale * torch.empty_like(loc).normal_()
-        reward_hat = self.reward.loc_scale(inputs)[0].squeeze(-1)
-        next_value_hat = self.value_detached(next_hat).squeeze(-1)
-        soft_return = s2vg_actor_objective(
-            reward_hat, log_prob, self.continuation(next_hat), next_value_hat, alpha, gamma
+        rewards, log_probs, continuations, values, trusted = [], [], [], [], []
+        state, step_action, step_log_prob = obs, new_action, log_prob
+        bound = loss.disagreement_bound
+        for t in range(loss.actor_horizon):
+            if t > 0:
+                step_action, step_log_prob = self.actor.sample(state)
+            inputs = torch.cat([state, step_action], -1)
+            if bound is not None:
+                values.append(self.value_detached(state).squeeze(-1))
+                loc, scale, disagreement = self.dynamics.loc_scale(
+                    inputs, residual=state, disagreement=True
+                )
+                trusted.append((disagreement <= bound).to(state.dtype))
+            else:
+                loc, scale = self.dynamics.loc_scale(inputs, residual=state)
+            next_state = loc + scale * torch.empty_like(loc).normal_()
+            rewards.append(self.reward.loc_scale(inputs)[0].squeeze(-1))
+            log_probs.append(step_log_prob)
+            continuations.append(self.continuation(next_state))
+            state = next_state
+        soft_return = soft_model_return(
+            rewards,
+            log_probs,
+            continuations,
+            self.value_detached(state).squeeze(-1),
+            alpha,
+            gamma,
+            bootstrap_values=values or None,
+            trusted=trusted or None,
         )
         loss_actor = -soft_return.mean()
         # eq 8: V onto min Q - alpha log pi at real states, with the actor's draw

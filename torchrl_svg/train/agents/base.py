@@ -59,11 +59,14 @@ def guarded_step(
     parameters: Iterable[torch.Tensor] = (),
     guard: NonFiniteGuard | None = None,
     kind: str = "update",
+    clip_groups: Sequence[tuple[Sequence[torch.Tensor], float]] = (),
 ) -> bool:
     """Back-propagate the sum of ``losses[keys]`` and step, skipping non-finite updates.
 
     A non-finite loss, or a non-finite gradient norm over ``parameters``,
-    skips the update (no parameter changes) and is recorded by ``guard``.
+    skips the update (no parameter changes) and is recorded by ``guard``
+    (per ``kind`` of update). ``clip_groups`` are ``(parameters, max_norm)`` pairs
+    clipped on their own before the global ``max_grad_norm``.
 
     Returns:
         Whether the update was applied.
@@ -80,6 +83,10 @@ def guarded_step(
         return False
     optimizer.zero_grad(set_to_none=True)
     total.backward()
+    for group, bound in clip_groups:  # e.g. the actor's gradient alone
+        group = [p for p in group if p.grad is not None]
+        if group:
+            torch.nn.utils.clip_grad_norm_(group, bound)
     params = [p for p in parameters if p.grad is not None]
     if params:
         norm = torch.nn.utils.clip_grad_norm_(
@@ -118,6 +125,7 @@ def make_update(
     max_grad_norm=None,
     after_step=None,
     kind: str = "update",
+    clip_groups=(),
 ):
     """A :class:`GuardedUpdate` configured by ``cfg.compile`` (and ``cfg.optim.max_grad_norm``)."""
     return GuardedUpdate(
@@ -128,6 +136,7 @@ def make_update(
         max_grad_norm=max_grad_norm if max_grad_norm is not None else cfg.optim.max_grad_norm,
         after_step=after_step,
         kind=kind,
+        clip_groups=clip_groups,
         compile=cfg.compile.compile,
         compile_mode=cfg.compile.mode,
         cudagraphs=cfg.compile.cudagraphs,
@@ -232,6 +241,7 @@ class GuardedUpdate:
         compile: wrap ``loss_fn`` in :func:`torch.compile` (``compile_mode`` its mode).
         cudagraphs: capture the step in a CUDA graph.
         kind: the kind of update, for the guard's per-kind streaks.
+        clip_groups: ``(parameters, max_norm)`` pairs clipped on their own first.
     """
 
     def __init__(
@@ -247,8 +257,10 @@ class GuardedUpdate:
         compile_mode: str | None = None,
         cudagraphs: bool = False,
         kind: str = "update",
+        clip_groups: Sequence[tuple[Sequence[torch.Tensor], float]] = (),
     ):
         self.kind = kind
+        self.clip_groups = [(list(group), float(bound)) for group, bound in clip_groups]
         self.loss_fn = torch.compile(loss_fn, mode=compile_mode) if compile else loss_fn
         self.keys = tuple(keys)
         self.optimizer = optimizer
@@ -278,6 +290,7 @@ class GuardedUpdate:
             parameters=self.parameters,
             guard=self.guard,
             kind=self.kind,
+            clip_groups=self.clip_groups,
         )
         if applied and self.after_step is not None:
             self.after_step()
@@ -294,6 +307,8 @@ class GuardedUpdate:
         total = sum(out.get(k) for k in self.keys)
         self.optimizer.zero_grad(set_to_none=False)
         total.backward()
+        for group, bound in self.clip_groups:
+            torch.nn.utils.clip_grad_norm_(group, bound)
         norm = torch.nn.utils.clip_grad_norm_(
             self.parameters, self.max_grad_norm if self.max_grad_norm is not None else float("inf")
         )

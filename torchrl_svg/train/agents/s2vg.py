@@ -86,20 +86,33 @@ class S2VGAgent(Agent):
             action_spec=action_spec,
             loss_function=cfg.loss.loss_function,
             expansion_entropy=cfg.loss.expansion_entropy,
+            actor_horizon=cfg.loss.actor_horizon,
+            disagreement_bound=cfg.loss.disagreement_bound,
         )
         self.loss.make_value_estimator(gamma=cfg.loss.gamma)
         self.target_updater = SoftUpdate(self.loss, tau=cfg.loss.tau)
+        actor_params = trainable(self.loss.actor_network_params)
+        clip_groups = (
+            [(actor_params, cfg.loss.actor_max_grad_norm)]
+            if cfg.loss.actor_max_grad_norm is not None
+            else []
+        )
         self.optimizer, params = make_soft_actor_critic_optimizer(
             cfg,
             self.loss,
-            trainable(self.loss.actor_network_params),
+            actor_params,
             trainable(self.loss.qvalue_network_params) + trainable(self.loss.value_network_params),
             device,
         )
         reason = fast_s2vg_supported(self.loss) if cfg.compile.fast_update else None
         if cfg.compile.fast_update and reason is None:
             self.step = FastS2VGUpdate(
-                self.loss, self.optimizer, params, tau=cfg.loss.tau, **fast_kwargs(cfg)
+                self.loss,
+                self.optimizer,
+                params,
+                tau=cfg.loss.tau,
+                clip_groups=clip_groups,
+                **fast_kwargs(cfg),
             )
         else:
             if reason is not None:
@@ -112,6 +125,7 @@ class S2VGAgent(Agent):
                 params,
                 after_step=self.target_updater.step,
                 kind="actor-critic",
+                clip_groups=clip_groups,
             )
 
     @property
