@@ -75,7 +75,7 @@ class Quadratic(nn.Module):
 
 
 def known_dynamics(b: float, sigma: float, distribution_class=torch.distributions.Normal):
-    """A user's own analytic dynamics model in the DESIGN contract (get_dist over next obs)."""
+    """A user's own analytic dynamics model, as the losses take one (get_dist over next obs)."""
     return ProbabilisticTensorDictSequential(
         TensorDictModule(
             LinearDynamicsMean(b, sigma),

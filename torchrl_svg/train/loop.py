@@ -19,6 +19,7 @@ from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.record.loggers.wandb import WandbLogger
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from torchrl_svg._utils import NonFiniteLossError
 from torchrl_svg.modules import env_specs
@@ -193,6 +194,8 @@ class Trainer:
             frames_done=self.frames,
             failures=None if single else self.failures,
         )
+        if self.episodic and state is None:
+            self._say_frames_rounding()
         try:
             self.collector.set_seed(cfg.env.seed + self.frames)
             self.logger = make_logger(cfg, self.run_dir, run_id=run_id)
@@ -204,6 +207,22 @@ class Trainer:
         if state is not None:
             # building the env and collector drew random numbers: continue from the saved stream
             self._restore_rng(state)
+
+    def _say_frames_rounding(self) -> None:
+        """Episodic agents collect whole batches of episodes: say when the total rounds up."""
+        total = getattr(self.collector, "total_frames", None)
+        batch = getattr(self.collector, "requested_frames_per_batch", None)
+        requested = self.cfg.collector.total_frames
+        if total is not None and batch and total > requested:
+            log.warning(
+                "%s collects whole batches of %d episodes (%d environment steps per batch): "
+                "collector.total_frames=%d rounds up to %d environment steps.",
+                self.cfg.algorithm,
+                self.cfg.svg.episodes_per_batch,
+                batch,
+                requested,
+                total,
+            )
 
     # ------------------------------------------------------------ checkpoints
     def _read_resume_state(self) -> dict[str, Any]:
@@ -268,6 +287,7 @@ class Trainer:
         self.records.records = [EvalRecord(**r) for r in state["records"]]
         self.records.write()
         self._restore_rng(state)
+        self._saved_progress = self._progress()  # what the checkpoint read already holds
 
     @staticmethod
     def _restore_rng(state: dict[str, Any]) -> None:
@@ -275,9 +295,14 @@ class Trainer:
         np.random.set_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["random"])
 
+    def _progress(self) -> tuple[int, int, int, int]:
+        return (self.frames, self.updates, self.model_updates, len(self.records.records))
+
     def save(self) -> Path:
         """Write the checkpoint atomically (the previous one is kept as ``checkpoint.prev.pt``)."""
-        return save_checkpoint(self.checkpoint_path, self.state_dict())
+        path = save_checkpoint(self.checkpoint_path, self.state_dict())
+        self._saved_progress = self._progress()
+        return path
 
     # --------------------------------------------------------------- pieces
     def _log(self, values: dict[str, float]) -> None:
@@ -290,6 +315,10 @@ class Trainer:
         returns = evaluate(self.eval_env, self.agent.policy, cfg.eval.episodes, cfg.eval.max_steps)
         record = EvalRecord(self.frames, self.updates, self.elapsed_before + self._elapsed, returns)
         self.records.add(record)
+        tqdm.write(  # one line per evaluation, with or without the progress bar
+            f"eval: {self.frames} environment steps, return {record.mean:.1f} ± {record.std:.1f} "
+            f"over {len(returns)} episodes ({self.updates} updates, {record.wall_time_s:.0f} s)"
+        )
         self._log({"eval/return": record.mean, "eval/return_std": record.std})
         if cfg.eval.video:
             self._record_video()
@@ -401,6 +430,10 @@ class Trainer:
         )
         iterator = iter(self.collector)
         completed = False
+        # TorchRL's and our log lines (e.g. the replay storage's first allocation) are written
+        # above the progress bar instead of breaking its line
+        redirect = logging_redirect_tqdm([logging.getLogger("torchrl"), log])
+        redirect.__enter__()
         try:
             while True:
                 try:
@@ -436,7 +469,11 @@ class Trainer:
                 self._elapsed = time.perf_counter() - start
                 if self.updates >= self.next_log and last is not None:
                     self.next_log = self.updates + cfg.logger.log_interval
-                    values = {f"train/{k}": float(v) for k, v in last.items()}
+                    values = {
+                        f"train/{k}": float(v)
+                        for k, v in last.items()
+                        if not (k == "loss_alpha" and cfg.loss.fixed_alpha)  # nothing is learned
+                    }
                     values["train/skipped_updates"] = float(self.agent.guard.skipped)
                     self._log(values)
                 pbar.update(collected)
@@ -467,8 +504,11 @@ class Trainer:
             raise
         finally:
             pbar.close()
+            redirect.__exit__(None, None, None)
             self._shutdown_collector()
-            if completed:
+            # the end of a run is checkpointed unless the last periodic checkpoint already holds
+            # it (a second copy would also replace checkpoint.prev.pt with the same state)
+            if completed and getattr(self, "_saved_progress", None) != self._progress():
                 self.save()
             self._write_summary()
             if self.logger is not None and hasattr(

@@ -105,7 +105,18 @@ def plot_curves(
     title: str = "",
     target: float | None = None,
 ) -> None:
-    """Plot ``{label: [(frames, mean, std), ...]}`` as lines with a +-std band."""
+    """Plot ``{label: [(frames, mean, std), ...]}`` as lines with a +-std band.
+
+    Curves of few evaluations get markers, and a curve of one evaluation its ±std as an
+    error bar, so that a run evaluated once still shows its point.
+
+    Examples:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "curve.png"
+        >>> plot_curves({"seed 0": [(1000, -1200.0, 150.0)]}, path, title="one evaluation")
+        >>> path.read_bytes()[1:4]
+        b'PNG'
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -118,7 +129,10 @@ def plot_curves(
         x = [p[0] for p in points]
         y = [p[1] for p in points]
         s = [p[2] for p in points]
-        ax.plot(x, y, label=label)
+        # markers: a curve of one evaluation is a single point, which a bare line does not show
+        (line,) = ax.plot(x, y, label=label, marker="o" if len(x) < 20 else None, markersize=4)
+        if len(x) == 1:  # a band of zero width is invisible too
+            ax.errorbar(x, y, yerr=s, fmt="none", ecolor=line.get_color(), capsize=4)
         ax.fill_between(
             x,
             [a - b for a, b in zip(y, s, strict=True)],
