@@ -204,7 +204,9 @@ def _time(step: Callable, batches: list, iters: int, device: torch.device) -> fl
     return (time.perf_counter() - t0) * 1e3 / iters
 
 
-def loop_throughput(algorithm: str, frames: int, warmup_frames: int) -> dict:
+def loop_throughput(
+    algorithm: str, frames: int, warmup_frames: int, threads: int = 1, *extra: str
+) -> dict:
     """Environment steps/s of the whole training loop on HalfCheetah-v5 after the warm-up.
 
     Collection, replay writes and samples, every update; timed between the evaluation
@@ -224,6 +226,8 @@ def loop_throughput(algorithm: str, frames: int, warmup_frames: int) -> dict:
             "logger.progress=false",
             "checkpoint.interval=100000000",
             f"logger.run_dir={ROOT / 'runs' / 'throughput' / algorithm}",
+            f"num_threads={threads}",
+            *extra,
         ]
     )
     result = train(cfg)
@@ -231,6 +235,8 @@ def loop_throughput(algorithm: str, frames: int, warmup_frames: int) -> dict:
     last = result.records[-1]
     return {
         "algorithm": algorithm,
+        "threads": threads,
+        "overrides": list(extra),
         "frames_timed": last.frames - first.frames,
         "updates_per_step": cfg.loss.updates_per_step,
         "updates_timed": last.updates - first.updates,
@@ -250,7 +256,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
     parser.add_argument("--loop-frames", type=int, default=0, help="time the whole loop too")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "throughput")
+    parser.add_argument(
+        "--loop-threads", type=int, nargs="+", default=[1], help="torch threads of the loop runs"
+    )
+    parser.add_argument("--loop-only", action="store_true", help="only time the whole loop")
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -286,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         variants["s2vg_full_cudagraphs"], _ = make_recipe(
             "s2vg", obs_spec, act_spec, device, compile=False, cudagraphs=True
         )
+    if args.loop_only:
+        variants = {}
 
     compile_s = {}
     for name, step in variants.items():  # warm-up (and compilation)
@@ -296,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
 
     names = list(variants)
     times: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(args.repeats):
+    for r in range(args.repeats if names else 0):
         order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             times[name].append(_time(variants[name], batches, args.iters, device))
@@ -333,9 +345,11 @@ def main(argv: list[str] | None = None) -> int:
     ratios = {k: v for k, v in ratios.items() if v is not None}
     loop = []
     if args.loop_frames:
-        for algorithm in ("s2vg", "sac"):
-            loop.append(loop_throughput(algorithm, args.loop_frames, warmup_frames=BATCH))
-            print(loop[-1], flush=True)
+        for threads in args.loop_threads:
+            for algorithm, extra in (("s2vg", ()), ("s2vg", ("precision=bf16",)), ("sac", ())):
+                loop.append(loop_throughput(algorithm, args.loop_frames, BATCH, threads, *extra))
+                torch.set_num_threads(args.threads)
+                print(loop[-1], flush=True)
 
     commit = subprocess.run(
         ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT
@@ -354,6 +368,9 @@ def main(argv: list[str] | None = None) -> int:
         "ratios": ratios,
         "loop": loop,
     }
+    if args.out is None:
+        name = "loop" if args.loop_only else "throughput"
+        args.out = ROOT / "benchmarks" / "results" / name
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "throughput.json").write_text(json.dumps(report, indent=2))
     lines = [
@@ -376,12 +393,14 @@ def main(argv: list[str] | None = None) -> int:
     if loop:
         lines += [
             "",
-            "| whole loop on HalfCheetah-v5 | updates / env step | env steps / s |",
-            "|---|---:|---:|",
+            "| whole loop on HalfCheetah-v5 | threads | updates / env step | env steps / s |",
+            "|---|---:|---:|---:|",
         ]
         for row in loop:
+            name = " ".join([row["algorithm"], *row["overrides"]])
             lines.append(
-                f"| {row['algorithm']} | {row['updates_per_step']} | {row['env_steps_per_s']:.2f} |"
+                f"| {name} | {row['threads']} | {row['updates_per_step']} | "
+                f"{row['env_steps_per_s']:.2f} |"
             )
     (args.out / "throughput.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
