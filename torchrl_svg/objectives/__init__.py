@@ -55,10 +55,12 @@ world models disagree (:class:`ValueError` naming both sides).
 from torchrl_svg.objectives.noise import LocationScale, location_scale
 from torchrl_svg.objectives.s2vg import S2VGLoss
 from torchrl_svg.objectives.svg import SVG0Loss, SVG1Loss, SVGInfLoss, SVGLoss
+from torchrl_svg.objectives.utils import HardUpdate
 from torchrl_svg.objectives.world_model import GaussianWorldModelLoss
 
 __all__ = [
     "GaussianWorldModelLoss",
+    "HardUpdate",
     "LocationScale",
     "S2VGLoss",
     "SVG0Loss",

@@ -8,10 +8,10 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from torchrl.data import ReplayBuffer, TensorSpec
 from torchrl.envs import EnvBase
-from torchrl.objectives import HardUpdate, SoftUpdate
+from torchrl.objectives import SoftUpdate
 
 from torchrl_svg.modules import make_actor, make_qvalue, make_value
-from torchrl_svg.objectives import SVG0Loss, SVGInfLoss, SVGLoss
+from torchrl_svg.objectives import HardUpdate, SVG0Loss, SVGInfLoss, SVGLoss
 from torchrl_svg.train.agents.base import (
     Agent,
     GuardedUpdate,
