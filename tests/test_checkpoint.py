@@ -241,6 +241,7 @@ def test_an_environment_failure_stops_cleanly_with_a_resumable_checkpoint(tmp_pa
         [
             *TINY,
             "env.name=CrashingPendulum-v0",
+            "model.termination=none",  # a test task: no known termination rule
             "collector.total_frames=400",
             "collector.init_random_frames=50",
             "eval.interval=400",
@@ -265,6 +266,7 @@ def test_non_finite_observations_are_dropped_and_reported_with_the_step(tmp_path
         [
             *TINY,
             "env.name=NaNPendulum-v0",
+            "model.termination=none",  # a test task: no known termination rule
             "collector.total_frames=200",
             "collector.init_random_frames=100",
             "eval.interval=200",

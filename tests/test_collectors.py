@@ -162,6 +162,7 @@ def test_ray_collector_fills_the_replay_buffer_and_trains(tmp_path, local_ray_cl
 # each worker's env raises on its own 30th step: in the third batch of 2 x 10 steps
 CRASHING = [
     "env.name=EarlyCrashingPendulum-v0",
+    "model.termination=none",  # a test task: no known termination rule
     "collector.backend=multi_sync",
     "collector.total_frames=80",
     "collector.init_random_frames=20",

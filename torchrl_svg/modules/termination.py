@@ -15,23 +15,40 @@ from torchrl_svg.modules._mlp import StackedMLP
 from torchrl_svg.modules.normalizer import RunningNormalizer
 
 __all__ = [
+    "KNOWN_TERMINATION_ENVS",
     "KnownTermination",
     "LearnedTermination",
     "Termination",
+    "ant_terminated",
+    "hopper_terminated",
     "hopper_v5_terminated",
+    "humanoid_terminated",
+    "inverted_double_pendulum_terminated",
+    "inverted_pendulum_terminated",
     "inverted_pendulum_v5_terminated",
+    "mountain_car_continuous_terminated",
     "never_terminated",
     "termination_for_env",
+    "walker2d_terminated",
     "walker2d_v5_terminated",
 ]
 
+# The rules below are Gymnasium's (``gymnasium/envs/mujoco/*_v4.py`` and ``*_v5.py``,
+# ``terminated`` / ``is_healthy``) with the environments' default arguments
+# (``terminate_when_unhealthy=True``, the default ``healthy_*_range`` and
+# ``exclude_current_positions_from_observation=True``), written on the observation.
+# Comparisons are those of Gymnasium (strict or not); a NaN fails every one of them,
+# so a non-finite observation counts as terminated, as it does there.
 
-def hopper_v5_terminated(observation: torch.Tensor) -> torch.Tensor:
-    """Gymnasium ``Hopper-v5`` termination from its default observation, ``[*B, 11] -> [*B]``.
 
-    Unhealthy (terminated) unless ``z > 0.7``, ``|angle| < 0.2`` and every
-    element of ``observation[1:]`` is in ``(-100, 100)``; non-finite
-    observations count as terminated.
+def hopper_terminated(observation: torch.Tensor) -> torch.Tensor:
+    """Gymnasium ``Hopper-v4`` / ``Hopper-v5`` termination, ``[*B, 11] -> [*B]``.
+
+    Unhealthy (terminated) unless ``z = observation[0] > 0.7``,
+    ``-0.2 < angle = observation[1] < 0.2`` and every element of
+    ``observation[1:]`` is in ``(-100, 100)`` (Gymnasium checks the unclipped
+    velocities, which the observation clips to ``[-10, 10]``: that part can only
+    fail through the positions).
     """
     z, angle = observation[..., 0], observation[..., 1]
     rest = observation[..., 1:]
@@ -40,17 +57,60 @@ def hopper_v5_terminated(observation: torch.Tensor) -> torch.Tensor:
     return ~healthy
 
 
-def walker2d_v5_terminated(observation: torch.Tensor) -> torch.Tensor:
-    """Gymnasium ``Walker2d-v5`` termination, ``[*B, 17] -> [*B]``: unless ``0.8 < z < 2`` and ``|angle| < 1``."""
+def walker2d_terminated(observation: torch.Tensor) -> torch.Tensor:
+    """Gymnasium ``Walker2d-v4`` / ``-v5`` termination, ``[*B, 17] -> [*B]``: unless ``0.8 < z < 2`` and ``-1 < angle < 1``."""
     z, angle = observation[..., 0], observation[..., 1]
     healthy = (z > 0.8) & (z < 2.0) & (angle > -1.0) & (angle < 1.0)
     return ~healthy
 
 
-def inverted_pendulum_v5_terminated(observation: torch.Tensor) -> torch.Tensor:
-    """Gymnasium ``InvertedPendulum-v5`` termination, ``[*B, 4] -> [*B]``: pole angle beyond 0.2 rad or non-finite."""
+def ant_terminated(observation: torch.Tensor) -> torch.Tensor:
+    """Gymnasium ``Ant-v4`` / ``Ant-v5`` termination, ``[*B, 27 or 105] -> [*B]``.
+
+    Unhealthy unless the torso height ``z = observation[0]`` is in ``[0.2, 1.0]``
+    (inclusive) and the state (positions and velocities: ``observation[:27]``;
+    v5 appends contact forces) is finite.
+    """
+    z = observation[..., 0]
+    finite = torch.isfinite(observation[..., :27]).all(-1)
+    return ~(finite & (z >= 0.2) & (z <= 1.0))
+
+
+def humanoid_terminated(observation: torch.Tensor) -> torch.Tensor:
+    """Gymnasium ``Humanoid-v4`` / ``-v5`` termination, ``[*B, 376 or 348] -> [*B]``: unless ``1 < z = observation[0] < 2``."""
+    z = observation[..., 0]
+    return ~((z > 1.0) & (z < 2.0))
+
+
+def inverted_pendulum_terminated(observation: torch.Tensor) -> torch.Tensor:
+    """Gymnasium ``InvertedPendulum-v4`` / ``-v5`` termination, ``[*B, 4] -> [*B]``: pole angle beyond 0.2 rad or non-finite."""
     finite = torch.isfinite(observation).all(-1)
     return ~finite | (observation[..., 1].abs() > 0.2)
+
+
+def inverted_double_pendulum_terminated(observation: torch.Tensor) -> torch.Tensor:
+    r"""Gymnasium ``InvertedDoublePendulum-v4`` / ``-v5`` termination, ``[*B, 11 or 9] -> [*B]``.
+
+    Terminated when the tip of the second pole is at height :math:`y \le 1`, with
+    (poles of length 0.6 hinged on the cart at height 0, angles :math:`\theta_1`,
+    :math:`\theta_2` given by their sines ``observation[1:3]`` and cosines ``observation[3:5]``)
+
+    .. math:: y = 0.6\cos\theta_1 + 0.6\cos(\theta_1 + \theta_2).
+
+    Gymnasium reads :math:`y` from MuJoCo's site position, computed before the
+    last physics sub-step of the frame; the two differ by the tip's motion over
+    that sub-step (about ``1e-4`` to ``1e-3``), so they may disagree only that close to
+    the threshold.
+    """
+    sin1, sin2 = observation[..., 1], observation[..., 2]
+    cos1, cos2 = observation[..., 3], observation[..., 4]
+    y = 0.6 * cos1 + 0.6 * (cos1 * cos2 - sin1 * sin2)
+    return ~(y > 1.0)
+
+
+def mountain_car_continuous_terminated(observation: torch.Tensor) -> torch.Tensor:
+    """Gymnasium ``MountainCarContinuous-v0`` termination, ``[*B, 2] -> [*B]``: position ``>= 0.45`` and velocity ``>= 0``."""
+    return (observation[..., 0] >= 0.45) & (observation[..., 1] >= 0.0)
 
 
 def never_terminated(observation: torch.Tensor) -> torch.Tensor:
@@ -58,11 +118,43 @@ def never_terminated(observation: torch.Tensor) -> torch.Tensor:
     return torch.zeros(observation.shape[:-1], dtype=torch.bool, device=observation.device)
 
 
+# Former names, kept for existing code.
+hopper_v5_terminated = hopper_terminated
+walker2d_v5_terminated = walker2d_terminated
+inverted_pendulum_v5_terminated = inverted_pendulum_terminated
+
 _KNOWN: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], int | None]] = {
-    "Hopper-v5": (hopper_v5_terminated, 11),
-    "Walker2d-v5": (walker2d_v5_terminated, 17),
-    "InvertedPendulum-v5": (inverted_pendulum_v5_terminated, 4),
+    "Hopper-v4": (hopper_terminated, 11),
+    "Hopper-v5": (hopper_terminated, 11),
+    "Walker2d-v4": (walker2d_terminated, 17),
+    "Walker2d-v5": (walker2d_terminated, 17),
+    "Ant-v4": (ant_terminated, 27),
+    "Ant-v5": (ant_terminated, 105),
+    "Humanoid-v4": (humanoid_terminated, 376),
+    "Humanoid-v5": (humanoid_terminated, 348),
+    "InvertedPendulum-v4": (inverted_pendulum_terminated, 4),
+    "InvertedPendulum-v5": (inverted_pendulum_terminated, 4),
+    "InvertedDoublePendulum-v4": (inverted_double_pendulum_terminated, 11),
+    "InvertedDoublePendulum-v5": (inverted_double_pendulum_terminated, 9),
+    "MountainCarContinuous-v0": (mountain_car_continuous_terminated, 2),
+    # tasks whose episodes only end by their time limit
+    "HalfCheetah-v4": (never_terminated, 17),
+    "HalfCheetah-v5": (never_terminated, 17),
+    "Swimmer-v4": (never_terminated, 8),
+    "Swimmer-v5": (never_terminated, 8),
+    "Reacher-v4": (never_terminated, 11),
+    "Reacher-v5": (never_terminated, 10),
+    "Pusher-v4": (never_terminated, 23),
+    "Pusher-v5": (never_terminated, 23),
+    "HumanoidStandup-v4": (never_terminated, 376),
+    "HumanoidStandup-v5": (never_terminated, 348),
+    "Pendulum-v1": (never_terminated, 3),
+    "Hand-v0": (never_terminated, None),
+    "LQG-v0": (never_terminated, None),
 }
+
+#: The task ids :func:`termination_for_env` knows a termination rule for.
+KNOWN_TERMINATION_ENVS = frozenset(_KNOWN)
 
 
 class Termination(TensorDictModuleBase):
@@ -209,20 +301,40 @@ def termination_for_env(
     next_observation_key: NestedKey = ("next", "observation"),
     terminated_key: NestedKey = ("next", "terminated"),
 ) -> KnownTermination:
-    """The known termination function of a Gymnasium task.
+    """The known termination rule of a task (Gymnasium's, with the environment's default arguments).
 
-    ``Hopper-v5``, ``Walker2d-v5`` and ``InvertedPendulum-v5`` get their exact
-    termination rules (default environment arguments); every other task
-    (``HalfCheetah-v5``, ``Pendulum-v1``, ...) gets :func:`never_terminated`.
+    Rules ship for the Gymnasium MuJoCo tasks that terminate, v4 and v5
+    (``Hopper``, ``Walker2d``, ``Ant``, ``Humanoid``, ``InvertedPendulum``,
+    ``InvertedDoublePendulum``), for ``MountainCarContinuous-v0``, and
+    :func:`never_terminated` for the tasks that only end by their time limit
+    (``HalfCheetah``, ``Swimmer``, ``Reacher``, ``Pusher``, ``HumanoidStandup``
+    v4 and v5, ``Pendulum-v1``, the package's ``Hand-v0`` and ``LQG-v0``): see
+    :data:`KNOWN_TERMINATION_ENVS`. The observation size is checked where it is fixed.
+
+    Raises:
+        ValueError: for any other task id (no rule is known: assuming that it
+            never terminates would be silently wrong); use a learned termination
+            head (``model.termination=learned``,
+            :class:`LearnedTermination`) or a :class:`KnownTermination` of your own.
 
     Examples:
-        >>> termination_for_env("Hopper-v5").fn.__name__
-        'hopper_v5_terminated'
+        >>> termination_for_env("Hopper-v4").fn.__name__
+        'hopper_terminated'
         >>> termination_for_env("HalfCheetah-v5").fn.__name__
         'never_terminated'
+        >>> termination_for_env("BipedalWalker-v3")
+        Traceback (most recent call last):
+        ...
+        ValueError: No known termination rule for 'BipedalWalker-v3' ...
 
     """
-    fn, dim = _KNOWN.get(env_name, (never_terminated, None))
+    if env_name not in _KNOWN:
+        raise ValueError(
+            f"No known termination rule for {env_name!r} (known: {sorted(_KNOWN)}). Use a learned "
+            "termination head (model.termination=learned, torchrl_svg.modules.LearnedTermination) "
+            "or pass your own KnownTermination."
+        )
+    fn, dim = _KNOWN[env_name]
     return KnownTermination(
         fn,
         dim,
