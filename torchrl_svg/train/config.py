@@ -130,8 +130,9 @@ class ModelConfig:
         ensemble_reduction: how an ensemble imagines: ``"sample"`` (one member drawn
             per sample) or ``"mean"``.
         min_log_std / max_log_std: soft bounds of the normalised log-std.
-        termination: ``"known"`` (the task's termination function, "never" for tasks
-            without one), ``"learned"`` (a learned head) or ``"none"``.
+        termination: ``"known"`` (the task's termination rule; refused for a task
+            without one, see :func:`~torchrl_svg.modules.termination_for_env`),
+            ``"learned"`` (a learned head) or ``"none"``.
         updates_per_step: model gradient steps per environment step.
         pretrain_updates: model gradient steps once the warm-up data is in.
         batch_size: model batch size.
