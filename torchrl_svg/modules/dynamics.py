@@ -45,9 +45,11 @@ class GaussianDynamics(GaussianMLPModel):
         sigma: ``"state"`` or ``"constant"``.
         per_dimension: one sub-network per state dimension.
         ensemble_size: number of members; ``ensemble_reduction`` is ``"sample"``
-            (one member drawn per sample when imagining) or ``"mean"``.
+            (one member per sample: the one named by the ``member_key`` entry when
+            the input has it, else drawn) or ``"mean"``.
         min_log_std / max_log_std: soft bounds on the normalised log-std.
         observation_key / action_key / next_observation_key: entries read and written.
+        member_key: the optional entry ``[*B]`` naming each sample's ensemble member.
 
     Shapes:
         ``observation [*B, obs_dim]``, ``action [*B, action_dim]`` ->
@@ -87,6 +89,7 @@ class GaussianDynamics(GaussianMLPModel):
         observation_key: NestedKey = "observation",
         action_key: NestedKey = "action",
         next_observation_key: NestedKey = ("next", "observation"),
+        member_key: NestedKey = "ensemble_member",
     ):
         super().__init__(
             input_keys=[observation_key, action_key],
@@ -102,6 +105,7 @@ class GaussianDynamics(GaussianMLPModel):
             ensemble_reduction=ensemble_reduction,
             min_log_std=min_log_std,
             max_log_std=max_log_std,
+            member_key=member_key,
         )
         self.observation_dim = int(observation_dim)
         self.action_dim = int(action_dim)

@@ -67,10 +67,15 @@ class GaussianMLPModel(TensorDictModuleBase):
         per_dimension: one sub-network per target dimension (SVG paper, App. C).
         ensemble_size: number of independent members ``E``.
         ensemble_reduction: how :meth:`get_dist` combines members: ``"sample"``
-            draws one member per sample, ``"mean"`` moment-matches the mixture.
+            uses one member per sample (read from ``member_key`` when the input
+            has it, else drawn uniformly), ``"mean"`` moment-matches the mixture.
         min_log_std / max_log_std: soft bounds of the normalised log-std.
         default_interaction_type: what :meth:`forward` writes when no
             exploration type is set (``DETERMINISTIC``: the mean).
+        member_key: the optional input entry ``[*B]`` (integers in ``[0, E)``) that
+            names the member of each sample with ``ensemble_reduction="sample"``
+            (so that two calls, e.g. noise inference and a loss, use the same one).
+            Default ``"ensemble_member"``.
 
     """
 
@@ -91,6 +96,7 @@ class GaussianMLPModel(TensorDictModuleBase):
         min_log_std: float = -5.0,
         max_log_std: float = 0.5,
         default_interaction_type: InteractionType = InteractionType.DETERMINISTIC,
+        member_key: NestedKey = "ensemble_member",
     ):
         super().__init__()
         if len(input_keys) != len(input_dims):
@@ -125,6 +131,7 @@ class GaussianMLPModel(TensorDictModuleBase):
         self.ensemble_size = int(ensemble_size)
         self.ensemble_reduction = ensemble_reduction
         self.default_interaction_type = default_interaction_type
+        self.member_key = member_key
 
         in_features = sum(self.input_dims)
         heads = 2 if sigma == "state" else 1
@@ -227,22 +234,39 @@ class GaussianMLPModel(TensorDictModuleBase):
         dist = D.Normal(loc, log_std.exp(), validate_args=False)
         return dist.log_prob(y.unsqueeze(0)).sum(-1)
 
+    @property
+    def samples_members(self) -> bool:
+        """Whether :meth:`get_dist` uses one member per sample (an ensemble with ``"sample"``)."""
+        return self.ensemble_size > 1 and self.ensemble_reduction == "sample"
+
+    def draw_members(
+        self, batch_shape: torch.Size | Sequence[int], device: torch.device | str | None = None
+    ) -> torch.Tensor:
+        """One member per sample, drawn uniformly: ``[*B]`` integers in ``[0, E)``.
+
+        Write them under :attr:`member_key` to make :meth:`get_dist` use them.
+        """
+        return torch.randint(self.ensemble_size, tuple(batch_shape), device=device)
+
     def _reduce_members(
-        self, loc: torch.Tensor, scale: torch.Tensor
+        self, loc: torch.Tensor, scale: torch.Tensor, member: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Combine ``[E, *B, D]`` member parameters into ``[*B, D]``."""
+        """Combine ``[E, *B, D]`` member parameters into ``[*B, D]`` (``member``: ``[*B]`` or drawn)."""
         if self.ensemble_size == 1:
             return loc[0], scale[0]
         if self.ensemble_reduction == "mean":
             mean = loc.mean(0)
             var = scale.pow(2).mean(0) + loc.var(0, unbiased=False)
             return mean, var.sqrt()
-        # One member per sample, drawn uniformly.
+        # One member per sample: the given one, or drawn uniformly.
         batch_shape = loc.shape[1:-1]
         flat_loc = loc.reshape(self.ensemble_size, -1, loc.shape[-1])
         flat_scale = scale.reshape(self.ensemble_size, -1, loc.shape[-1])
         n = flat_loc.shape[1]
-        member = torch.randint(self.ensemble_size, (n,), device=loc.device)
+        if member is None:
+            member = torch.randint(self.ensemble_size, (n,), device=loc.device)
+        else:
+            member = member.to(device=loc.device, dtype=torch.long).reshape(n)
         rows = torch.arange(n, device=loc.device)
         return (
             flat_loc[member, rows].reshape(*batch_shape, -1),
@@ -253,10 +277,15 @@ class GaussianMLPModel(TensorDictModuleBase):
         """The predictive distribution over the raw target entry, ``event_shape [D]``.
 
         Its ``base_dist`` is a :class:`torch.distributions.Normal`, so it is
-        location-scale: ``rsample()`` is ``loc + scale * xi``.
+        location-scale: ``rsample()`` is ``loc + scale * xi``. With
+        :attr:`samples_members`, the member of each sample is read from
+        :attr:`member_key` when the input has it (``[*B]``), else drawn.
         """
         loc_n, log_std_n = self.normalized_params(tensordict)
-        loc_n, scale_n = self._reduce_members(loc_n, log_std_n.exp())
+        member = tensordict.get(self.member_key, None) if self.samples_members else None
+        if member is not None and member.shape != loc_n.shape[1:-1]:
+            member = member.reshape(loc_n.shape[1:-1])  # [*B, 1] -> [*B]
+        loc_n, scale_n = self._reduce_members(loc_n, log_std_n.exp(), member)
         std = self.target_normalizer.std
         loc = self.target_normalizer.mean + std * loc_n
         residual = self._residual(tensordict)
