@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from conftest import ACT_DIM, OBS_DIM, make_batch, make_s2vg
@@ -121,12 +123,14 @@ def test_non_location_scale_modules_are_refused():
         )
 
 
-def test_works_without_termination_and_with_done_only():
+def test_works_without_a_termination_model_but_needs_the_terminated_flags():
     loss = make_s2vg(learned_termination=False)
     SoftUpdate(loss, tau=0.1)
-    data = make_batch().exclude(("next", "terminated"))
-    out = loss(data)
+    out = loss(make_batch().exclude(("next", "done")))
     assert all(torch.isfinite(out[k]) for k in LOSS_KEYS)
+    # done alone would turn time-limit truncations into terminals: refused
+    with pytest.raises(KeyError, match=re.escape("('next', 'terminated')")):
+        loss(make_batch().exclude(("next", "terminated")))
 
 
 def test_output_has_detached_diagnostics():

@@ -229,7 +229,8 @@ def test_importance_weights_are_one_on_policy_and_truncated_at_the_maximum():
     torch.testing.assert_close(g5, 5 * g1)
 
 
-def test_kl_penalty_is_the_kl_of_the_policies_normals():
+@pytest.mark.parametrize("direction", ["current_reference", "reference_current"])
+def test_kl_penalty_is_the_kl_of_the_policies_normals(direction):
     spec = Bounded(-1.0, 1.0, (2,))
     actor = make_actor(4, spec, hidden_sizes=(16,))
     loss = SVGLoss(
@@ -238,6 +239,7 @@ def test_kl_penalty_is_the_kl_of_the_policies_normals():
         GaussianDynamics(4, 2, hidden_sizes=(8,)),
         RewardModel(4, 2, hidden_sizes=(8,)),
         kl_coef=2.0,
+        kl_direction=direction,
     )
     loss.make_value_estimator(gamma=0.9)
     data = make_batch((32,))
@@ -247,14 +249,13 @@ def test_kl_penalty_is_the_kl_of_the_policies_normals():
         for p in actor.parameters():
             p.add_(0.1 * torch.randn_like(p))
     after = actor.get_dist(data.select("observation"))
-    expected = (
-        torch.distributions.kl_divergence(
-            torch.distributions.Normal(before.root_dist.loc, before.root_dist.scale),
-            torch.distributions.Normal(after.root_dist.loc, after.root_dist.scale),
-        )
-        .sum(-1)
-        .mean()
+    reference = torch.distributions.Normal(before.root_dist.loc, before.root_dist.scale)
+    current = torch.distributions.Normal(after.root_dist.loc, after.root_dist.scale)
+    # App. D: KL[policy after k-1 replay steps || policy at the start of the update]
+    first, second = (
+        (current, reference) if direction == "current_reference" else (reference, current)
     )
+    expected = torch.distributions.kl_divergence(first, second).sum(-1).mean()
     torch.testing.assert_close(loss.kl_loss(data), 2.0 * expected)
     loss.update_reference_policy()
     assert loss.kl_loss(data).item() == pytest.approx(0.0, abs=1e-10)

@@ -138,11 +138,12 @@ def test_transforms_name_a_missing_entry(name, build):
         build()(make_batch((8,)).exclude(key))
 
 
-def test_done_is_needed_only_without_terminated():
+def test_terminated_is_needed_and_done_does_not_stand_in_for_it():
     loss = _s2vg(learned_termination=False)
     loss(make_batch().exclude(("next", "done")))  # terminated is there
-    with pytest.raises(KeyError, match=re.escape("S2VGLoss needs the entry ('next', 'done')")):
-        loss(make_batch().exclude(("next", "done"), ("next", "terminated")))
+    message = re.escape("S2VGLoss needs the entry ('next', 'terminated')")
+    with pytest.raises(KeyError, match=message):
+        loss(make_batch().exclude(("next", "terminated")))
 
 
 def test_svg_needs_the_behaviour_log_prob_unless_weights_are_stored_or_off():

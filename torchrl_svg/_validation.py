@@ -27,16 +27,22 @@ from torchrl.modules.distributions import IndependentNormal, TanhNormal
 from torchrl_svg._utils import MissingKeyError, check_same_shape
 
 __all__ = [
+    "TERMINATED_HINT",
     "Entry",
     "check_batch",
     "check_entries",
     "check_finite_entries",
     "check_policy",
+    "check_preimage",
     "check_sizes",
     "model_entries",
+    "missing_entry_error",
     "module_dtype",
+    "preimage_mismatch",
     "policy_input_size",
     "require_get_dist",
+    "tanh_bounds",
+    "terminated_flags",
     "unique",
     "validate",
 ]
@@ -63,8 +69,8 @@ class Entry:
             module whose layout the loss does not know).
         required: whether a missing entry is an error (optional entries are
             checked when present).
-        unless: not required when this other entry is present (e.g. ``done``
-            stands in for a missing ``terminated``).
+        unless: not required when this other entry is present.
+        hint: appended to the message when the entry is missing (why it is needed).
 
     """
 
@@ -75,22 +81,52 @@ class Entry:
     any_shape: bool = False
     required: bool = True
     unless: NestedKey | None = None
+    hint: str | None = None
+
+
+#: Why the losses refuse a batch without ``("next", "terminated")``.
+TERMINATED_HINT = (
+    "It tells terminal transitions (no bootstrap) from time-limit truncations (bootstrap); "
+    "('next', 'done') alone would turn every truncation into a terminal, so it is not used "
+    "in its place. TorchRL environments write it; for data without truncations, copy done "
+    "into it."
+)
+
+
+def missing_entry_error(
+    owner: str, tensordict: TensorDictBase, key: NestedKey, hint: str | None = None
+) -> MissingKeyError:
+    """The ``KeyError`` for a missing entry: it names the reader, the entry and the keys present."""
+    message = (
+        f"{owner} needs the entry {key!r}, which is missing from the input tensordict "
+        f"(present keys: {sorted(map(str, tensordict.keys(True, True)))})."
+    )
+    return MissingKeyError(message if hint is None else f"{message} {hint}")
+
+
+def terminated_flags(owner: str, tensordict: TensorDictBase, key: NestedKey) -> torch.Tensor:
+    """Read the ``("next", "terminated")`` flags, refusing a batch without them (see :data:`TERMINATED_HINT`)."""
+    value = tensordict.get(key, None)
+    if value is None:
+        raise missing_entry_error(owner, tensordict, key, TERMINATED_HINT)
+    return value
 
 
 def transition_entries(keys, obs: int | str, act: int | str) -> list[Entry]:
     """The entries of a real transition every loss reads.
 
     ``observation``, ``action``, ``("next", "observation")``, ``("next", "reward")`` and
-    the end flags (``("next", "terminated")``, falling back to ``("next", "done")``), named
-    by the loss's ``tensor_keys`` with observation size ``obs`` and action size ``act``.
+    the end flags ``("next", "terminated")`` (required: see :data:`TERMINATED_HINT`) and
+    ``("next", "done")`` (checked when present), named by the loss's ``tensor_keys`` with
+    observation size ``obs`` and action size ``act``.
     """
     return [
         Entry(keys.observation, obs),
         Entry(keys.action, act),
         Entry(("next", keys.observation), obs),
         Entry(("next", keys.reward), 1),
-        Entry(("next", keys.terminated), 1, any_real=True, required=False),
-        Entry(("next", keys.done), 1, any_real=True, unless=("next", keys.terminated)),
+        Entry(("next", keys.terminated), 1, any_real=True, hint=TERMINATED_HINT),
+        Entry(("next", keys.done), 1, any_real=True, required=False),
     ]
 
 
@@ -222,10 +258,7 @@ def check_entries(
             if entry.required and (
                 entry.unless is None or tensordict.get(entry.unless, None) is None
             ):
-                raise MissingKeyError(
-                    f"{owner} needs the entry {entry.key!r}, which is missing from the input "
-                    f"tensordict (present keys: {sorted(map(str, tensordict.keys(True, True)))})."
-                )
+                raise missing_entry_error(owner, tensordict, entry.key, entry.hint)
             continue
         if not isinstance(value, torch.Tensor):
             raise TypeError(
@@ -277,6 +310,85 @@ def check_finite_entries(
                 f"out of {value.numel()}; drop or repair those samples before they reach "
                 f"{owner} (check_finite=False skips this check)."
             )
+
+
+def check_preimage(
+    owner: str,
+    bounds: tuple[torch.Tensor, torch.Tensor] | None,
+    action: torch.Tensor,
+    preimage: torch.Tensor | None,
+    *,
+    action_key: NestedKey,
+    preimage_key: NestedKey,
+    log_prob_key: NestedKey | None = None,
+    mode: bool | None = None,
+) -> None:
+    """Refuse stored pre-tanh values that do not reproduce their actions (when checks run, see ``mode``).
+
+    A TanhNormal actor that stores the pre-image ``u`` of its action
+    ``a = g(u)`` (:class:`~torchrl_svg.modules.TanhNormalActor`) writes
+    ``g(u) == a``; a row where that fails was not drawn by it. The usual case is
+    the random warm-up steps of a TorchRL collector with ``init_random_frames``:
+    the policy does not run, so its outputs (pre-image, log-probability) stay at
+    0 while the action is uniformly random, and an importance weight computed
+    from them would be wrong.
+
+    Args:
+        owner: the reader, named in the message.
+        bounds: ``(low, high)`` of the TanhNormal (``None``: nothing to check).
+        action: the stored actions, ``[*B, A]``.
+        preimage: their stored pre-tanh values, ``[*B, A]`` (``None``: nothing to check).
+        action_key: the action entry, named in the message.
+        preimage_key: the pre-tanh entry, named in the message.
+        log_prob_key: the behaviour log-probability entry, named in the message.
+        mode: as ``check_finite`` (``None``: only where it costs no device sync).
+
+    Raises:
+        ValueError: naming the entries, the number of such rows and the remedy.
+
+    """
+    if bounds is None or preimage is None or not _finite_check_runs(mode, [action, preimage]):
+        return
+    bad = preimage_mismatch(bounds, action, preimage)
+    if not bool(bad.any()):
+        return
+    what = f"behaviour log-probability {log_prob_key!r}" if log_prob_key else "pre-tanh value"
+    raise ValueError(
+        f"{owner}: {int(bad.sum())} of {bad.numel()} transition(s) have an entry {action_key!r} "
+        f"that the stored {preimage_key!r} does not reproduce (its tanh, rescaled to the "
+        f"action bounds), so their {what} does not describe the action taken. These are "
+        "usually the random warm-up steps of a TorchRL collector with init_random_frames, "
+        "whose policy outputs stay at 0: give them their uniform log-density and pre-image "
+        "with torchrl_svg.data.RandomActionLogProb (as the collector's postproc or in the "
+        "replay buffer's transform), or leave them out of the policy's replay."
+    )
+
+
+@torch.no_grad()
+def preimage_mismatch(
+    bounds: tuple[torch.Tensor, torch.Tensor], action: torch.Tensor, preimage: torch.Tensor
+) -> torch.Tensor:
+    """Rows ``[*B]`` whose stored pre-tanh value does not reproduce the action ``[*B, A]``.
+
+    ``g(u) = tanh(u) * (high - low) / 2 + (high + low) / 2`` is compared with the
+    action to a tolerance of ``1e-5`` of the half-range (float rounding of a real
+    draw is far below it; a uniformly random action lands that close to ``g(0)``
+    with probability about ``1e-5`` per dimension).
+    """
+    low, high = (b.to(device=action.device, dtype=action.dtype) for b in bounds)
+    half = (high - low) / 2
+    rebuilt = torch.tanh(preimage.to(action.dtype)) * half + (high + low) / 2
+    tol = 1e-5 * half + 8 * torch.finfo(action.dtype).eps * (high.abs() + low.abs())
+    return ((rebuilt - action).abs() > tol).any(-1)
+
+
+def tanh_bounds(actor: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(low, high)`` of a TanhNormal policy's squashing (float64, CPU); ``None`` for other policies."""
+    dist_module = _distribution_module(actor)
+    cls = getattr(dist_module, "distribution_class", None)
+    if not (isinstance(cls, type) and issubclass(cls, TanhNormal)):
+        return None
+    return _tanh_bounds(dist_module)
 
 
 def validate(

@@ -6,8 +6,10 @@ from torchrl_svg.data.transforms import (
     ModelRollout,
     NormalizerUpdate,
     PolicyNoiseInference,
+    RandomActionLogProb,
     UnflattenSlices,
     slice_replay_buffer,
+    uniform_log_prob,
 )
 
 __all__ = [
@@ -16,6 +18,8 @@ __all__ = [
     "ModelRollout",
     "NormalizerUpdate",
     "PolicyNoiseInference",
+    "RandomActionLogProb",
     "UnflattenSlices",
     "slice_replay_buffer",
+    "uniform_log_prob",
 ]

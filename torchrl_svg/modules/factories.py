@@ -12,6 +12,8 @@ from torchrl.data import Bounded, Composite, TensorSpec
 from torchrl.envs import EnvBase
 from torchrl.modules import MLP, NormalParamExtractor, ProbabilisticActor, TanhNormal, ValueOperator
 
+from torchrl_svg.modules.actor import PRE_TANH_KEY, TanhNormalActor
+
 __all__ = [
     "env_specs",
     "make_actor",
@@ -76,6 +78,7 @@ def make_actor(
     observation_key: NestedKey = "observation",
     action_key: NestedKey = "action",
     return_log_prob: bool = True,
+    pre_tanh_key: NestedKey | None = PRE_TANH_KEY,
     safe_tanh: bool = True,
     device: torch.device | str | None = None,
 ) -> ProbabilisticActor:
@@ -86,7 +89,9 @@ def make_actor(
     action spec: the location-scale policy every SVG loss can invert for
     :math:`\eta`. With ``return_log_prob=True`` the collector stores the
     behaviour log-probability (``"action_log_prob"``) that the importance
-    weights of SVG(1)-ER need.
+    weights of SVG(1)-ER need, and the pre-tanh value of each action
+    (``"action_pre_tanh"``, see :class:`~torchrl_svg.modules.TanhNormalActor`)
+    from which the losses re-score it exactly even where tanh saturates.
 
     Args:
         observation_spec: the observation spec (``[obs_dim]``) or its size.
@@ -99,6 +104,8 @@ def make_actor(
         observation_key: the observation entry read.
         action_key: the action entry written.
         return_log_prob: write the log-probability of sampled actions.
+        pre_tanh_key: where to write the pre-tanh value of each action (``None``: a
+            plain :class:`~torchrl.modules.ProbabilisticActor` that does not store it).
         safe_tanh: TorchRL's overflow-safe tanh (turn off under ``torch.compile``).
         device: where to create the parameters.
 
@@ -135,7 +142,9 @@ def make_actor(
         NormalParamExtractor(scale_mapping="biased_softplus_1.0", scale_lb=scale_lb),
     )
     module = TensorDictModule(net, in_keys=[observation_key], out_keys=["loc", "scale"])
-    return ProbabilisticActor(
+    extra = {} if pre_tanh_key is None else {"pre_tanh_key": pre_tanh_key}
+    actor_class = ProbabilisticActor if pre_tanh_key is None else TanhNormalActor
+    return actor_class(
         module,
         in_keys=["loc", "scale"],
         out_keys=[action_key],
@@ -149,6 +158,7 @@ def make_actor(
         },
         default_interaction_type=InteractionType.RANDOM,
         return_log_prob=return_log_prob,
+        **extra,
     )
 
 

@@ -21,6 +21,7 @@ from torchrl.modules import ValueOperator
 from torchrl.modules.distributions.utils import rsample_and_log_prob
 
 from torchrl_svg._validation import Entry, module_dtype, unique, validate
+from torchrl_svg.objectives.noise import LocationScale
 
 __all__ = [
     "InputValidation",
@@ -30,6 +31,7 @@ __all__ = [
     "model_dist",
     "module_outputs",
     "policy_dist",
+    "policy_preimage",
     "policy_sample",
     "state_value",
     "swapped",
@@ -163,6 +165,19 @@ def policy_dist(
     td = tensordict.select(*actor.in_keys, strict=False)
     with set_exploration_type(ExplorationType.RANDOM), swapped(params, actor):
         return _actor_dist(actor, td)
+
+
+def policy_preimage(policy: LocationScale, action: Tensor, stored: Tensor | None) -> Tensor:
+    r"""The pre-image :math:`u = g^{-1}(a)` of replayed actions, ``[*B, A]``.
+
+    For a squashed (TanhNormal) policy this is the pre-tanh value stored at
+    collection when there is one (exact), else the inverse of the action, clamped
+    where tanh saturates. For an unsquashed policy it is the action itself.
+    Check a stored pre-image with :func:`~torchrl_svg._validation.check_preimage`.
+    """
+    if not policy.squashed:
+        return action
+    return policy.unsquash(action) if stored is None else stored
 
 
 def policy_sample(

@@ -90,9 +90,30 @@ class LocationScale:
         r""":math:`g(\mu + \sigma\,\epsilon)`: differentiable in the location and scale."""
         return self.squash(self.loc + self.scale * noise)
 
+    def noise_of_preimage(self, u: Tensor) -> Tensor:
+        r"""The noise :math:`\epsilon = (u - \mu)/\sigma` of a sample given its pre-image :math:`u = g^{-1}(x)`."""
+        return (u - self.loc) / self.scale
+
     def log_prob(self, x: Tensor) -> Tensor:
-        """Log-density of ``x``, summed over the last (event) dimension: ``[*B]``."""
-        u = self.unsquash(x)
+        """Log-density of ``x``, summed over the last (event) dimension: ``[*B]``.
+
+        ``x`` is inverted with :meth:`unsquash`; where the squashing saturates
+        (``|u|`` beyond about 8 in float32) that inverse is clamped and the density
+        is that of the clamped pre-image: score the stored pre-image with
+        :meth:`log_prob_of_preimage` instead when it is known.
+        """
+        return self.log_prob_of_preimage(self.unsquash(x))
+
+    def log_prob_of_preimage(self, u: Tensor) -> Tensor:
+        r"""Log-density of :math:`x = g(u)` given its pre-image :math:`u`, summed over the event: ``[*B]``.
+
+        .. math::
+
+            \log p(x) = \log\mathcal N(u;\,\mu, \sigma^2) - \log\Big|\frac{dg}{du}\Big|
+
+        Exact for any :math:`u`, including where the float tanh of :math:`u` rounds
+        to the bound (the action itself then no longer determines :math:`u`).
+        """
         lp = D.Normal(self.loc, self.scale, validate_args=False).log_prob(u)
         if self.squashed:
             half = (self.high - self.low) / 2

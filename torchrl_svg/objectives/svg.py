@@ -18,10 +18,14 @@ from torchrl.objectives.utils import ValueEstimators, _cache_values, _vmap_func,
 from torchrl.objectives.value import TD0Estimator
 
 from torchrl_svg._validation import (
+    TERMINATED_HINT,
     Entry,
     check_policy,
+    check_preimage,
     check_sizes,
     require_get_dist,
+    tanh_bounds,
+    terminated_flags,
     transition_entries,
 )
 from torchrl_svg.objectives._common import (
@@ -29,6 +33,7 @@ from torchrl_svg.objectives._common import (
     expected_reward,
     model_dist,
     policy_dist,
+    policy_preimage,
     policy_sample,
     state_value,
     swapped,
@@ -40,6 +45,7 @@ from torchrl_svg.objectives.noise import LocationScale, location_scale
 __all__ = ["SVG0Loss", "SVG1Loss", "SVGInfLoss", "SVGLoss"]
 
 NOISE_MODES = ("inferred", "sampled")
+KL_DIRECTIONS = ("current_reference", "reference_current")
 
 
 def _detached(ls: LocationScale) -> LocationScale:
@@ -91,9 +97,9 @@ def _unroll_real(
     r"""Unroll the policy and the model along the first ``steps`` real steps of ``data [*B, T]``.
 
     With ``noise="inferred"`` the policy noise :math:`\eta_t` and model noise
-    :math:`\xi_t` are inferred from the real actions and next states (or read from
-    the ``policy_noise`` / ``model_noise`` entries written by the replay
-    transforms), so the re-built trajectory :math:`(\hat s_t, \tilde a_t)` equals
+    :math:`\xi_t` are inferred from the real actions (from their stored pre-tanh
+    values when present) and next states (or read from the ``policy_noise`` /
+    ``model_noise`` entries written by the replay transforms), so the re-built trajectory :math:`(\hat s_t, \tilde a_t)` equals
     the real one in value while gradients flow through the policy and the model's
     Jacobians. Each step's surrogate reward then has the value of the real reward
     and the gradient of the reward model: :math:`r_t + \hat r_t - \mathrm{sg}(\hat r_t)`.
@@ -105,6 +111,10 @@ def _unroll_real(
         ``rewards`` (list of ``[*B]``), ``final_state`` ``[*B, D]``, and
         ``log_prob`` (list of detached ``log pi_theta(a_t|s_t)`` of the real
         actions, ``[*B]``; only with inferred noise).
+
+    Raises:
+        ValueError: a stored pre-tanh value does not reproduce its action (checked
+            as ``loss.check_finite`` says; see :func:`~torchrl_svg._validation.check_preimage`).
     """
     keys = loss.tensor_keys
     obs_key, act_key = keys.observation, keys.action
@@ -114,6 +124,32 @@ def _unroll_real(
     real_rewards = data.get(("next", keys.reward)).squeeze(-1)
     stored_policy_noise = data.get(keys.policy_noise, None)
     stored_model_noise = data.get(keys.model_noise, None)
+    stored_preimage = data.get(keys.action_pre_tanh, None)
+    stored_member = data.get(keys.model_member, None)
+    if (
+        noise == "inferred"
+        and stored_model_noise is not None
+        and stored_member is None
+        and getattr(loss.dynamics_model, "samples_members", False)
+    ):
+        raise KeyError(
+            f"{type(loss).__name__}: the entry {keys.model_noise!r} was inferred by one member of "
+            f"an ensemble that draws a member per sample, but the entry {keys.model_member!r} "
+            "saying which is missing, so the next states could not be rebuilt. Write both with "
+            "torchrl_svg.data.ModelNoiseInference, or leave model_noise out (the loss then "
+            "infers it itself)."
+        )
+    if noise == "inferred":
+        check_preimage(
+            type(loss).__name__,
+            loss._tanh_bounds,
+            actions[..., :steps, :],
+            None if stored_preimage is None else stored_preimage[..., :steps, :],
+            action_key=act_key,
+            preimage_key=keys.action_pre_tanh,
+            log_prob_key=getattr(keys, "sample_log_prob", None),
+            mode=loss.check_finite,
+        )
     state = observations[..., 0, :]
     rewards, log_probs = [], []
     with ExitStack() as stack:
@@ -131,6 +167,8 @@ def _unroll_real(
                 real_rewards,
                 stored_policy_noise,
                 stored_model_noise,
+                None if stored_preimage is None else stored_preimage[..., t, :],
+                None if stored_member is None else stored_member[..., t],
                 noise,
             )
             rewards.append(step_reward)
@@ -148,27 +186,37 @@ def _unroll_step(
     real_rewards: Tensor,
     stored_policy_noise: Tensor | None,
     stored_model_noise: Tensor | None,
+    preimage: Tensor | None,
+    member: Tensor | None,
     noise: str,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
-    """One step of :func:`_unroll_real` (parameters already swapped in): ``(s_{t+1}, r_t, log_pi_t)``."""
+    """One step of :func:`_unroll_real` (parameters already swapped in): ``(s_{t+1}, r_t, log_pi_t)``.
+
+    ``preimage`` is the stored pre-tanh value of step ``t`` (``[*B, A]``) and
+    ``member`` the ensemble member that inferred the stored model noise (``[*B]``).
+    """
     keys = loss.tensor_keys
     obs_key, act_key = keys.observation, keys.action
     log_prob = None
     td_state = TensorDict({obs_key: state}, state.shape[:-1])
     pol = location_scale(policy_dist(loss.actor_network, None, td_state))
     if noise == "inferred":
-        real_action = actions[..., t, :]
         frozen = _detached(pol)
+        # the behaviour scored this pre-image at collection: score the same one
+        u = policy_preimage(frozen, actions[..., t, :], preimage)
         eta = (
             stored_policy_noise[..., t, :]
             if stored_policy_noise is not None
-            else frozen.infer_noise(real_action)
+            else frozen.noise_of_preimage(u)
         )
-        log_prob = frozen.log_prob(real_action)
+        log_prob = frozen.log_prob_of_preimage(u)
     else:
         eta = torch.randn_like(pol.loc)
     action = pol.rebuild(eta)
     step = transition(obs_key, act_key, state, action)
+    if noise == "inferred" and member is not None and stored_model_noise is not None:
+        # the stored model noise belongs to this ensemble member: rebuild with the same one
+        step.set(getattr(loss.dynamics_model, "member_key", keys.model_member), member)
     dyn = location_scale(model_dist(loss.dynamics_model, None, step))
     if noise == "inferred":
         xi = (
@@ -188,15 +236,23 @@ def _unroll_step(
     return next_state, step_reward, log_prob
 
 
-def _episode_masks(data: TensorDictBase, keys, steps: int) -> tuple[Tensor, Tensor]:
+def _episode_masks(
+    data: TensorDictBase, keys, steps: int, owner: str | None = None
+) -> tuple[Tensor, Tensor]:
     """Per-step validity ``[*B, steps]`` and the bootstrap mask ``[*B]`` after ``steps`` steps.
 
     A step is valid while the (sub-)trajectory has not ended earlier (``done``) and,
     for padded slices, while TorchRL's ``("collector", "mask")`` marks it valid.
-    Bootstrapping after the last step is allowed unless it terminated.
+    Bootstrapping after the last step is allowed unless it terminated. A loss
+    that bootstraps passes its name as ``owner``: ``("next", "terminated")`` is
+    then required (a missing one raises ``KeyError``); without ``owner`` the
+    bootstrap mask is not used and ``done`` may stand in for it.
     """
     done = data.get(("next", keys.done)).squeeze(-1)[..., :steps]
-    terminated = data.get(("next", keys.terminated), None)
+    if owner is not None:
+        terminated = terminated_flags(owner, data, ("next", keys.terminated))
+    else:
+        terminated = data.get(("next", keys.terminated), None)
     terminated = None if terminated is None else terminated.squeeze(-1)[..., :steps]
     valid = data.get(("collector", "mask"), None)
     alive, bootstrap = episode_masks(
@@ -269,7 +325,9 @@ class SVG0Loss(InputValidation, _DiscountMixin, LossModule):
             observation: read by the critic. Default ``"observation"``.
             action: the replayed action. Default ``"action"``.
             state_action_value: written by the Q network. Default ``"state_action_value"``.
-            reward / done / terminated: read under ``"next"``.
+            reward / done / terminated: read under ``"next"`` (``terminated`` is required).
+            action_pre_tanh: the pre-tanh value of the replayed action, stored by
+                :class:`~torchrl_svg.modules.TanhNormalActor` (used when present).
             policy_noise: inferred policy noise written by
                 :class:`~torchrl_svg.data.PolicyNoiseInference` (used when present).
             priority: where the TD error is written. Default ``"td_error"``.
@@ -282,6 +340,7 @@ class SVG0Loss(InputValidation, _DiscountMixin, LossModule):
         reward: NestedKey = "reward"
         done: NestedKey = "done"
         terminated: NestedKey = "terminated"
+        action_pre_tanh: NestedKey = "action_pre_tanh"
         policy_noise: NestedKey = "policy_noise"
         priority: NestedKey = "td_error"
         priority_weight: NestedKey = "priority_weight"
@@ -316,6 +375,7 @@ class SVG0Loss(InputValidation, _DiscountMixin, LossModule):
             "SVG0Loss", actor_network, action_spec=action_spec, action_key=self.tensor_keys.action
         )
         self.action_dim, self.observation_dim = check_sizes(sizes, {}, actor=actor_network)
+        self._tanh_bounds = tanh_bounds(actor_network)
         self.noise = noise
         self.loss_function = loss_function
         self.reduction = reduction
@@ -347,12 +407,13 @@ class SVG0Loss(InputValidation, _DiscountMixin, LossModule):
         )
 
     def _input_entries(self) -> list[Entry]:
-        """What :meth:`forward` reads (``"terminated"`` falls back to ``"done"``)."""
+        """What :meth:`forward` reads (``("next", "terminated")`` is required)."""
         keys = self.tensor_keys
         obs = self.observation_dim if self.observation_dim is not None else "obs_dim"
         act = self.action_dim if self.action_dim is not None else "action_dim"
         return [
             *transition_entries(keys, obs, act),
+            Entry(keys.action_pre_tanh, act, required=False),
             Entry(keys.policy_noise, act, required=False),
             Entry(keys.priority_weight, scalar=True, any_real=True, required=False),
         ]
@@ -367,9 +428,9 @@ class SVG0Loss(InputValidation, _DiscountMixin, LossModule):
             next_q = (
                 self._qvalues(next_td, next_action, self.target_qvalue_network_params).min(0).values
             )
-            terminated = tensordict.get(("next", keys.terminated), None)
-            if terminated is None:
-                terminated = tensordict.get(("next", keys.done))
+            terminated = terminated_flags(
+                type(self).__name__, tensordict, ("next", keys.terminated)
+            )
             reward = tensordict.get(("next", keys.reward)).squeeze(-1)
             target = reward + self._gamma * (1.0 - terminated.squeeze(-1).to(reward.dtype)) * next_q
         pred = self._qvalues(tensordict, tensordict.get(keys.action), self.qvalue_network_params)
@@ -385,7 +446,19 @@ class SVG0Loss(InputValidation, _DiscountMixin, LossModule):
         if self.noise == "inferred":
             eta = tensordict.get(keys.policy_noise, None)
             if eta is None:
-                eta = _detached(pol).infer_noise(tensordict.get(keys.action))
+                action = tensordict.get(keys.action)
+                preimage = tensordict.get(keys.action_pre_tanh, None)
+                check_preimage(
+                    type(self).__name__,
+                    self._tanh_bounds,
+                    action,
+                    preimage,
+                    action_key=keys.action,
+                    preimage_key=keys.action_pre_tanh,
+                    mode=self.check_finite,
+                )
+                frozen = _detached(pol)
+                eta = frozen.noise_of_preimage(policy_preimage(frozen, action, preimage))
         else:
             eta = torch.randn_like(pol.loc)
         action = pol.rebuild(eta)
@@ -425,18 +498,33 @@ class SVGLoss(InputValidation, _DiscountMixin, LossModule):
           w = \min\Big(\prod_{t<k}\frac{\pi_\theta(a_t|s_t)}{\beta(a_t|s_t)},\, w_{\max}\Big)
 
       where :math:`\beta` is the behaviour log-probability stored at collection.
+      Both :math:`\pi_\theta` and :math:`\beta` score the same pre-tanh value
+      :math:`u_t` of the action: the one stored at collection
+      (``"action_pre_tanh"``, written by
+      :class:`~torchrl_svg.modules.TanhNormalActor`), else the inverse tanh of the
+      stored action, which in float32 is clamped once the policy saturates
+      (:math:`|u| \gtrsim 8`) and then makes on-policy weights fall below 1.
       The value of each reward term is the real reward; its gradient is the
       reward model's. Model and critic parameters get no gradient.
     * ``loss_value`` (Alg. 4, fitted policy evaluation):
       :math:`\tfrac{w_t}{2}\big(V_\nu(s_t) - [r_t + \gamma(1-d_t)V_{\bar\nu}(s_{t+1})]\big)^2`
       on every real transition, with the per-step truncated weight :math:`w_t`;
       copy :math:`\bar\nu \leftarrow \nu` every ``C = 50`` updates with
-      ``HardUpdate(loss, value_network_update_interval=50)``.
-    * ``loss_kl`` (App. D, optional, ``kl_coef > 0``):
-      :math:`\mathrm{KL}(\pi_{\text{ref}}(\cdot|s)\,\|\,\pi_\theta(\cdot|s))` on replay
-      states, against the policy stored by :meth:`update_reference_policy`
-      (call it at the start of each replay round). For a squashed policy the
-      KL of the underlying Normals is exact (KL is invariant under the bijection).
+      :class:`torchrl_svg.objectives.HardUpdate` ``(loss, value_network_update_interval=50)``
+      (TorchRL's own ``HardUpdate`` copies every ``C + 1``).
+    * ``loss_kl`` (App. D, optional, ``kl_coef > 0``): on replay states, with
+      :math:`\pi_{\text{ref}}` the policy stored by :meth:`update_reference_policy`
+      (call it at the start of each round of replay steps) and :math:`\pi_\theta`
+      the policy being updated (after :math:`k-1` replay steps), by default
+      (``kl_direction="current_reference"``, the paper's
+      :math:`\mathrm{KL}[\pi_{\theta^{k-1}}\,\|\,\pi_\theta]` with its
+      :math:`\pi_\theta` the policy at the start of the update)
+
+      .. math:: \mathrm{KL}\big(\pi_\theta(\cdot|s)\,\|\,\pi_{\text{ref}}(\cdot|s)\big),
+
+      or the other direction :math:`\mathrm{KL}(\pi_{\text{ref}}\,\|\,\pi_\theta)`
+      with ``kl_direction="reference_current"``. For a squashed policy the KL of
+      the underlying Normals is exact (KL is invariant under the bijection).
 
     With ``importance_weights=False`` all weights are 1 (on-policy data, SVG(1)
     without replay). Policy-gradient norm clipping (App. D) belongs to the
@@ -457,6 +545,9 @@ class SVGLoss(InputValidation, _DiscountMixin, LossModule):
         importance_weights: use truncated importance weights.
         noise: ``"inferred"`` (gradients along real trajectories) or ``"sampled"``.
         kl_coef: weight of the KL penalty (0: off).
+        kl_direction: ``"current_reference"`` (default, App. D:
+            :math:`\mathrm{KL}(\pi_\theta\|\pi_{\text{ref}})`) or ``"reference_current"``
+            (:math:`\mathrm{KL}(\pi_{\text{ref}}\|\pi_\theta)`).
         loss_function / reduction: as usual.
         action_spec: the environment's action spec, checked against the actor's
             and the models' sizes and the actor's TanhNormal bounds.
@@ -474,15 +565,20 @@ class SVGLoss(InputValidation, _DiscountMixin, LossModule):
             that is not ``[*B, horizon]`` (``horizon > 1``), an empty batch or (per
             ``check_finite``) a NaN/inf entry.
         KeyError: in ``forward``, for a missing entry (``action_log_prob`` is needed
-            for the importance weights unless ``importance_weight`` is stored).
+            for the importance weights unless ``importance_weight`` is stored;
+            ``("next", "terminated")`` is always needed: ``done`` does not stand in
+            for it, as it would turn time-limit truncations into terminals).
+        ValueError: in ``forward``, also for a stored ``action_pre_tanh`` that does
+            not reproduce its action (random warm-up steps whose behaviour
+            log-probability is 0; see :class:`~torchrl_svg.data.RandomActionLogProb`),
+            checked as ``check_finite`` says.
 
     Examples:
         >>> import torch
         >>> from tensordict import TensorDict
         >>> from torchrl.data import Bounded
-        >>> from torchrl.objectives import HardUpdate
         >>> from torchrl_svg.modules import GaussianDynamics, RewardModel, make_actor, make_value
-        >>> from torchrl_svg.objectives import SVGLoss
+        >>> from torchrl_svg.objectives import HardUpdate, SVGLoss
         >>> spec = Bounded(-1.0, 1.0, (1,))
         >>> loss = SVGLoss(make_actor(3, spec, hidden_sizes=(16,)), make_value(3, hidden_sizes=(16,)),
         ...                GaussianDynamics(3, 1, hidden_sizes=(16,)), RewardModel(3, 1, hidden_sizes=(16,)))
@@ -505,11 +601,13 @@ class SVGLoss(InputValidation, _DiscountMixin, LossModule):
         Attributes:
             observation / action: the real state and action.
             value: written by the value network. Default ``"state_value"``.
-            reward / done / terminated: read under ``"next"``.
+            reward / done / terminated: read under ``"next"`` (``terminated`` is required).
             sample_log_prob: behaviour log-probability stored at collection.
                 Default ``"action_log_prob"``.
-            importance_weight / policy_noise / model_noise: entries written by the
-                replay transforms (used when present).
+            action_pre_tanh: the pre-tanh value of the action stored at collection
+                (:class:`~torchrl_svg.modules.TanhNormalActor`; used when present).
+            importance_weight / policy_noise / model_noise / model_member: entries
+                written by the replay transforms (used when present).
             priority_weight: weights of a prioritized buffer.
         """
 
@@ -520,9 +618,11 @@ class SVGLoss(InputValidation, _DiscountMixin, LossModule):
         done: NestedKey = "done"
         terminated: NestedKey = "terminated"
         sample_log_prob: NestedKey = "action_log_prob"
+        action_pre_tanh: NestedKey = "action_pre_tanh"
         importance_weight: NestedKey = "importance_weight"
         policy_noise: NestedKey = "policy_noise"
         model_noise: NestedKey = "model_noise"
+        model_member: NestedKey = "ensemble_member"
         priority_weight: NestedKey = "priority_weight"
 
     default_keys = _AcceptedKeys
@@ -552,12 +652,15 @@ class SVGLoss(InputValidation, _DiscountMixin, LossModule):
         importance_weights: bool = True,
         noise: str = "inferred",
         kl_coef: float = 0.0,
+        kl_direction: str = "current_reference",
         loss_function: str = "l2",
         reduction: str = "mean",
         action_spec: TensorSpec | None = None,
         check_finite: bool | None = None,
     ) -> None:
         super().__init__()
+        if kl_direction not in KL_DIRECTIONS:
+            raise ValueError(f"kl_direction must be one of {KL_DIRECTIONS}, got {kl_direction!r}.")
         if int(horizon) != horizon or horizon < 1:
             raise ValueError(f"horizon must be an integer >= 1, got {horizon!r}.")
         if noise not in NOISE_MODES:
@@ -578,6 +681,7 @@ class SVGLoss(InputValidation, _DiscountMixin, LossModule):
             {"dynamics_model": dynamics_model, "reward_model": reward_model},
             actor=actor_network,
         )
+        self._tanh_bounds = tanh_bounds(actor_network)
         self.check_finite = check_finite
         self._min_batch_ndim = 0 if horizon == 1 else 1
         self.horizon = int(horizon)
@@ -585,6 +689,7 @@ class SVGLoss(InputValidation, _DiscountMixin, LossModule):
         self.importance_weights = bool(importance_weights)
         self.noise = noise
         self.kl_coef = float(kl_coef)
+        self.kl_direction = kl_direction
         self.loss_function = loss_function
         self.reduction = reduction
         self.convert_to_functional(actor_network, "actor_network")
@@ -635,7 +740,7 @@ class SVGLoss(InputValidation, _DiscountMixin, LossModule):
             Entry(("next", keys.observation), obs),
             Entry(("next", keys.reward), 1),
             Entry(("next", keys.done), 1, any_real=True),
-            Entry(("next", keys.terminated), 1, any_real=True, required=False),
+            Entry(("next", keys.terminated), 1, any_real=True, hint=TERMINATED_HINT),
             Entry(
                 keys.sample_log_prob,
                 scalar=True,
@@ -643,8 +748,10 @@ class SVGLoss(InputValidation, _DiscountMixin, LossModule):
                 unless=keys.importance_weight,
             ),
             Entry(keys.importance_weight, scalar=True, required=False),
+            Entry(keys.action_pre_tanh, act, required=False),
             Entry(keys.policy_noise, act, required=False),
             Entry(keys.model_noise, obs, required=False),
+            Entry(keys.model_member, scalar=True, any_real=True, required=False),
             Entry(("collector", "mask"), scalar=True, any_real=True, required=False),
             Entry(keys.priority_weight, scalar=True, any_real=True, required=False),
         ]
@@ -685,7 +792,7 @@ class SVGLoss(InputValidation, _DiscountMixin, LossModule):
         """The SVG(k) surrogate along real trajectories (eq 13 for k = 1)."""
         seq = self._as_sequence(tensordict)
         unroll = _unroll_real(self, seq, self.horizon, self.noise)
-        alive, bootstrap = _episode_masks(seq, self.tensor_keys, self.horizon)
+        alive, bootstrap = _episode_masks(seq, self.tensor_keys, self.horizon, type(self).__name__)
         gamma = self._gamma
         surrogate = sum(gamma**t * alive[..., t] * r for t, r in enumerate(unroll["rewards"]))
         final_value = state_value(
@@ -716,20 +823,34 @@ class SVGLoss(InputValidation, _DiscountMixin, LossModule):
         """Fitted policy evaluation (Alg. 4) on every real transition, importance-weighted."""
         keys = self.tensor_keys
         seq = self._as_sequence(tensordict)
+        owner = type(self).__name__
         if step_weights is None:
             with torch.no_grad():
+                actions = seq.get(keys.action)
+                preimages = seq.get(keys.action_pre_tanh, None)
+                check_preimage(
+                    owner,
+                    self._tanh_bounds,
+                    actions,
+                    preimages,
+                    action_key=keys.action,
+                    preimage_key=keys.action_pre_tanh,
+                    log_prob_key=keys.sample_log_prob,
+                    mode=self.check_finite,
+                )
                 log_probs = []
                 for t in range(seq.shape[-1]):
                     pol = location_scale(
                         policy_dist(self.actor_network, self.actor_network_params, seq[..., t])
                     )
-                    log_probs.append(pol.log_prob(seq.get(keys.action)[..., t, :]))
+                    u = policy_preimage(
+                        pol, actions[..., t, :], None if preimages is None else preimages[..., t, :]
+                    )
+                    log_probs.append(pol.log_prob_of_preimage(u))
                 _, step_weights = self._importance_weights(seq, log_probs)
         with torch.no_grad():
             reward = seq.get(("next", keys.reward)).squeeze(-1)
-            terminated = seq.get(("next", keys.terminated), None)
-            if terminated is None:
-                terminated = seq.get(("next", keys.done))
+            terminated = terminated_flags(owner, seq, ("next", keys.terminated))
             next_value = state_value(
                 self.value_network,
                 self.target_value_network_params,
@@ -754,7 +875,17 @@ class SVGLoss(InputValidation, _DiscountMixin, LossModule):
         ), {}
 
     def kl_loss(self, tensordict: TensorDictBase) -> Tensor:
-        r"""``kl_coef * KL(pi_ref(.|s) || pi_theta(.|s))`` on the first state of each sample."""
+        r"""The App. D penalty ``kl_coef * KL`` on the first state of each sample.
+
+        .. math::
+
+            \mathrm{KL}\big(\pi_\theta(\cdot|s)\,\|\,\pi_{\text{ref}}(\cdot|s)\big)
+            \quad\text{(``kl_direction="current_reference"``, the paper's)}
+
+        with :math:`\pi_\theta` the policy being updated and :math:`\pi_{\text{ref}}`
+        the one stored by :meth:`update_reference_policy` (no gradient);
+        ``kl_direction="reference_current"`` swaps the arguments.
+        """
         seq = self._as_sequence(tensordict)
         states = seq[..., 0]
         current = location_scale(policy_dist(self.actor_network, self.actor_network_params, states))
@@ -762,10 +893,12 @@ class SVGLoss(InputValidation, _DiscountMixin, LossModule):
             reference = location_scale(
                 policy_dist(self.actor_network, self.kl_reference_params, states)
             )
-        kl = D.kl_divergence(
-            D.Normal(reference.loc, reference.scale, validate_args=False),
-            D.Normal(current.loc, current.scale, validate_args=False),
-        ).sum(-1)
+        current = D.Normal(current.loc, current.scale, validate_args=False)
+        reference = D.Normal(reference.loc, reference.scale, validate_args=False)
+        if self.kl_direction == "current_reference":
+            kl = D.kl_divergence(current, reference).sum(-1)
+        else:
+            kl = D.kl_divergence(reference, current).sum(-1)
         return self._reduce_loss(self.kl_coef * kl, tensordict)
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
@@ -871,8 +1004,10 @@ class SVGInfLoss(InputValidation, _DiscountMixin, LossModule):
         reward: NestedKey = "reward"
         done: NestedKey = "done"
         terminated: NestedKey = "terminated"
+        action_pre_tanh: NestedKey = "action_pre_tanh"
         policy_noise: NestedKey = "policy_noise"
         model_noise: NestedKey = "model_noise"
+        model_member: NestedKey = "ensemble_member"
 
     default_keys = _AcceptedKeys
     tensor_keys: _AcceptedKeys
@@ -912,6 +1047,7 @@ class SVGInfLoss(InputValidation, _DiscountMixin, LossModule):
             {"dynamics_model": dynamics_model, "reward_model": reward_model},
             actor=actor_network,
         )
+        self._tanh_bounds = tanh_bounds(actor_network)
         self.check_finite = check_finite
         self.noise = noise
         self.reduction = reduction
@@ -941,8 +1077,10 @@ class SVGInfLoss(InputValidation, _DiscountMixin, LossModule):
             Entry(("next", keys.reward), 1),
             Entry(("next", keys.done), 1, any_real=True),
             Entry(("next", keys.terminated), 1, any_real=True, required=False),
+            Entry(keys.action_pre_tanh, act, required=False),
             Entry(keys.policy_noise, act, required=False),
             Entry(keys.model_noise, obs, required=False),
+            Entry(keys.model_member, scalar=True, any_real=True, required=False),
             Entry(("collector", "mask"), scalar=True, any_real=True, required=False),
         ]
 

@@ -39,6 +39,7 @@ from torchrl.record.loggers import CSVLogger, Logger, TensorboardLogger, WandbLo
 from torchrl_svg._utils import check_same_shape
 from torchrl_svg.data import slice_replay_buffer
 from torchrl_svg.envs import EndOnNonFinite, HandEnv, LQGEnv, hand_reward_module, lqg_reward_module
+from torchrl_svg.objectives.noise import LocationScale
 from torchrl_svg.train.config import OWN_ENVS, Config, wandb_mode
 
 __all__ = [
@@ -72,6 +73,7 @@ REPLAY_KEYS = (
     "observation",
     "action",
     "action_log_prob",
+    "action_pre_tanh",
     ("next", "observation"),
     ("next", "reward"),
     ("next", "done"),
@@ -80,6 +82,7 @@ REPLAY_KEYS = (
     ("collector", "traj_ids"),
 )
 BEHAVIOUR_LOG_PROB_KEY = "action_log_prob"
+PRE_TANH_KEY = "action_pre_tanh"
 TRAJ_KEY = ("collector", "traj_ids")
 
 
@@ -88,9 +91,11 @@ class CollectionEnv(TransformedEnv):
 
     * A collector's warm-up step draws its action with :meth:`rand_action`; for
       an action box this also writes the uniform log-density of the box as the
-      behaviour log-probability ``action_log_prob``, so a batch of random steps
-      carries its own behaviour log-probability whichever worker collected it
-      and whenever it arrives (``collector.backend=multi_async``).
+      behaviour log-probability ``action_log_prob`` and the action's pre-tanh
+      value ``action_pre_tanh`` (what the package's actor stores with its own
+      actions), so a batch of random steps carries its own behaviour
+      log-probability whichever worker collected it and whenever it arrives
+      (``collector.backend=multi_async``).
     * ``steps`` counts the steps taken. When ``failure_report`` is set and the
       environment raises in a step or a reset, a JSON file there names the
       task, the ``worker``, the step and the exception before the exception
@@ -125,11 +130,15 @@ class CollectionEnv(TransformedEnv):
         )
 
     def rand_action(self, tensordict: TensorDictBase | None = None) -> TensorDictBase:
-        """A uniformly random action, with its log-density as ``action_log_prob`` [*B]."""
+        """A uniformly random action, with its log-density as ``action_log_prob`` [*B] and its pre-tanh value."""
         out = super().rand_action(tensordict)
         if self._uniform_log_prob is not None:
             log_prob = self._uniform_log_prob.to(out.device).expand(out.batch_size)
             out.set(BEHAVIOUR_LOG_PROB_KEY, log_prob.clone())
+            space = self.action_spec.space
+            action = out.get(self.action_key)
+            box = LocationScale(action, action, space.low.to(action), space.high.to(action))
+            out.set(PRE_TANH_KEY, box.unsquash(action))
         return out
 
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:

@@ -86,7 +86,7 @@ def load_policy(
 
     The actor is the run's TanhNormal :class:`~torchrl.modules.ProbabilisticActor`
     with the weights of its checkpoint. It reads ``"observation"`` and writes
-    ``"action"`` (and ``"loc"``, ``"scale"``, ``"action_log_prob"``). By default it
+    ``"action"`` (and ``"loc"``, ``"scale"``, ``"action_log_prob"``, ``"action_pre_tanh"``). By default it
     acts deterministically (the mode of the action distribution, as the training
     run's evaluations do) unless an exploration type is set around it:
     ``with set_exploration_type(ExplorationType.RANDOM)`` samples. Observations of
