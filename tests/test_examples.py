@@ -183,14 +183,24 @@ def _readme_snippet() -> str:
 
 def test_readme_pipeline_snippet_runs(monkeypatch, tmp_path):
     code = _readme_snippet()
-    for name in ("Collector", "TensorDictReplayBuffer", "S2VGLoss", "SoftUpdate", "optim.Adam"):
+    for name in (
+        "Collector",
+        "TensorDictReplayBuffer",
+        "S2VGLoss",
+        "SoftUpdate",
+        "optim.Adam",
+        "loss.parameter_groups()",
+        "model_loss.parameter_groups()",
+    ):
         assert name in code
     monkeypatch.chdir(tmp_path)
     torch.manual_seed(0)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         exec(compile(code, "README.md:pipeline-snippet", "exec"), {"__name__": "__snippet__"})
-    match = re.search(r"evaluation return after 1000 steps: (-?[\d.]+)", out.getvalue())
+    match = re.search(
+        r"return after a 1000-step smoke run \(too short to learn\): (-?[\d.]+)", out.getvalue()
+    )
     assert match, out.getvalue()[-2000:]
     ret = float(match.group(1))
     assert -1e4 < ret <= 0.0  # Pendulum returns are non-positive and finite

@@ -30,7 +30,7 @@ class GaussianDynamics(GaussianMLPModel):
     dimension (SVG paper, App. C); ``ensemble_size=N`` evaluates ``N``
     independent members with :func:`torch.vmap`.
 
-    This module follows the DESIGN contract for dynamics models: it reads
+    This module follows the contract every loss expects of a dynamics model: it reads
     ``observation`` and ``action`` and its :meth:`get_dist` is a location-scale
     distribution over ``("next", "observation")`` (``event_shape [obs_dim]``).
     :meth:`forward` writes a sample (``ExplorationType.RANDOM``) or the mean.

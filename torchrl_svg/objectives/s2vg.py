@@ -39,6 +39,7 @@ from torchrl_svg.objectives._common import (
     swapped,
     transition,
 )
+from torchrl_svg.objectives._groups import trainable
 from torchrl_svg.objectives.functional import (
     soft_model_return,
     soft_state_value_target,
@@ -345,6 +346,7 @@ class S2VGLoss(InputValidation, LossModule):
 
         device = next(iter(self.actor_network_params.values(True, True))).device
         dtype = next(iter(self.actor_network_params.values(True, True))).dtype
+        self._out_keys: list[str] | None = None
         self.fixed_alpha = bool(fixed_alpha)
         log_alpha = torch.tensor(math.log(alpha_init), device=device, dtype=dtype)
         if self.fixed_alpha:
@@ -436,11 +438,56 @@ class S2VGLoss(InputValidation, LossModule):
 
     @property
     def out_keys(self) -> list[str]:
-        """The entries of the output tensordict."""
+        """The entries of the output tensordict (:meth:`select_out_keys` narrows them).
+
+        ``loss_actor``, ``loss_qvalue``, ``loss_value``, ``loss_alpha`` and, unless
+        ``reduction="none"``, the detached diagnostics ``alpha``, ``entropy`` and
+        ``model_return`` (the mean soft model return of the actor term).
+        """
+        if self._out_keys is not None:
+            return self._out_keys
         keys = ["loss_actor", "loss_qvalue", "loss_value", "loss_alpha"]
         if self.reduction != "none":
-            keys += ["alpha", "entropy"]
+            keys += ["alpha", "entropy", "model_return"]
         return keys
+
+    @out_keys.setter
+    def out_keys(self, values: list[str]) -> None:
+        self._out_keys = list(values)
+
+    def parameter_groups(self) -> dict[str, list[torch.nn.Parameter]]:
+        """The parameters this loss trains, by network: what its optimiser should step.
+
+        ``actor``, ``qvalue`` and ``value`` (twin Q stacked), and ``alpha`` when it is
+        learned. The dynamics, reward and termination models enter this loss with
+        detached parameters and are trained by
+        :class:`~torchrl_svg.objectives.GaussianWorldModelLoss` instead: they are in
+        ``loss.parameters()`` (as the networks of any ``LossModule`` are) but not
+        here, and neither are the target value parameters. Give each group its own
+        learning rate, as the S2VG paper's "policy" and "value" rates.
+
+        Examples:
+            >>> import torch
+            >>> from torchrl.data import Bounded
+            >>> from torchrl_svg.modules import (
+            ...     GaussianDynamics, RewardModel, make_actor, make_qvalue, make_value)
+            >>> spec = Bounded(-1.0, 1.0, (1,))
+            >>> loss = S2VGLoss(make_actor(3, spec, hidden_sizes=(8,)), make_qvalue(3, 1),
+            ...     make_value(3), GaussianDynamics(3, 1), RewardModel(3, 1), fixed_alpha=False)
+            >>> groups = loss.parameter_groups()
+            >>> list(groups)
+            ['actor', 'qvalue', 'value', 'alpha']
+            >>> optim = torch.optim.Adam(
+            ...     [{"params": p, "lr": 1e-3 if name == "qvalue" else 3e-4}
+            ...      for name, p in groups.items()])
+        """
+        groups = {
+            "actor": trainable(self.actor_network_params),
+            "qvalue": trainable(self.qvalue_network_params),
+            "value": trainable(self.value_network_params),
+            "alpha": trainable([self.log_alpha]),
+        }
+        return {name: params for name, params in groups.items() if params}
 
     # ------------------------------------------------------ cached params
     @property

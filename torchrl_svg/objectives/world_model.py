@@ -21,6 +21,7 @@ from torchrl_svg._validation import (
     validate,
 )
 from torchrl_svg.modules.termination import LearnedTermination, Termination
+from torchrl_svg.objectives._groups import trainable
 
 __all__ = ["GaussianWorldModelLoss"]
 
@@ -59,8 +60,8 @@ class GaussianWorldModelLoss(LossModule):
       ``("next", "terminated")`` flags. Omitted for known termination
       functions (nothing to learn).
 
-    Models that do not provide ``log_prob_normalized`` (a user's own module in
-    the DESIGN contract) are fitted by ``-get_dist(td).log_prob(target)``.
+    Models that do not provide ``log_prob_normalized`` (a user's own module with
+    a ``get_dist`` over its target) are fitted by ``-get_dist(td).log_prob(target)``.
     Each term reaches only the parameters of its own model.
 
     Args:
@@ -137,6 +138,58 @@ class GaussianWorldModelLoss(LossModule):
         self.reward_coef = float(reward_coef)
         self.termination_coef = float(termination_coef)
         self.reduction = reduction
+        self._out_keys: list[str] | None = None
+
+    @property
+    def in_keys(self) -> list[NestedKey]:
+        """The entries the loss reads: the models' inputs and fitting targets."""
+        return list(dict.fromkeys(entry.key for entry in self._input_entries()))
+
+    @property
+    def out_keys(self) -> list[str]:
+        """The entries of the output tensordict (:meth:`select_out_keys` narrows them).
+
+        ``loss_dynamics``, ``loss_reward`` (with a reward model), ``loss_termination``
+        (with a learned termination head) and, unless ``reduction="none"``, the
+        diagnostics ``dynamics_mse`` and ``dynamics_log_std`` of a model that
+        exposes its normalised parameters (:class:`~torchrl_svg.modules.GaussianDynamics`).
+        """
+        if self._out_keys is not None:
+            return self._out_keys
+        keys = ["loss_dynamics"]
+        if self.reward_model is not None:
+            keys.append("loss_reward")
+        if self.learns_termination:
+            keys.append("loss_termination")
+        if self.reduction != "none" and hasattr(self.dynamics_model, "normalized_params"):
+            keys += ["dynamics_mse", "dynamics_log_std"]
+        return keys
+
+    @out_keys.setter
+    def out_keys(self, values: list[str]) -> None:
+        self._out_keys = list(values)
+
+    def parameter_groups(self) -> dict[str, list[torch.nn.Parameter]]:
+        """The parameters this loss trains, by model: what its optimiser should step.
+
+        ``dynamics``, ``reward`` (a learned reward model) and ``termination`` (a
+        learned termination head); a known termination function has none.
+
+        Examples:
+            >>> import torch
+            >>> from torchrl_svg.modules import GaussianDynamics, RewardModel
+            >>> loss = GaussianWorldModelLoss(GaussianDynamics(3, 1), RewardModel(3, 1))
+            >>> list(loss.parameter_groups())
+            ['dynamics', 'reward']
+            >>> optim = torch.optim.Adam(
+            ...     [{"params": p} for p in loss.parameter_groups().values()], lr=3e-4)
+        """
+        groups = {
+            "dynamics": trainable(self.dynamics_model),
+            "reward": trainable(self.reward_model) if self.reward_model is not None else [],
+            "termination": trainable(self.termination_model) if self.learns_termination else [],
+        }
+        return {name: params for name, params in groups.items() if params}
 
     def _forward_value_estimator_keys(self, **kwargs) -> None:
         pass
