@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import OBS_DIM, make_batch, make_s2vg
+from test_loss_matrix import CASES, IDS
 from torchrl.objectives import SoftUpdate
 
 from torchrl_svg.modules import GaussianDynamics, LearnedTermination, RewardModel
@@ -123,3 +124,30 @@ def test_an_optimiser_on_the_groups_leaves_the_world_model_alone():
         not torch.equal(b, p)
         for b, p in zip(actor_before, loss.parameter_groups()["actor"], strict=True)
     )
+
+
+# ------------------------------------------------------------------ every loss
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_every_loss_lists_its_outputs_and_narrows_them(case):
+    batch_shape = case.batch_shapes[0]
+    for reduction in ("mean", "none"):
+        loss = case.build(reduction=reduction)
+        out = loss(make_batch(batch_shape))
+        assert sorted(out.keys()) == sorted(loss.out_keys), reduction
+    loss = case.build()
+    loss.select_out_keys("loss_actor")
+    assert list(loss(make_batch(batch_shape)).keys()) == ["loss_actor"]
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_every_loss_groups_exactly_the_parameters_it_trains(case):
+    loss = case.build()
+    groups = loss.parameter_groups()
+    own = [p for params in groups.values() for p in params]
+    assert len(_ids(own)) == len(own)
+    torch.manual_seed(1)
+    assert _ids(own) == _trained_by(loss, make_batch(case.batch_shapes[0]))
+    assert set(groups) == {
+        {"actor_network": "actor", "log_alpha": "alpha"}.get(owner, owner.removesuffix("_network"))
+        for owner in case.owners.values()
+    }

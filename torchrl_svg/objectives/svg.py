@@ -39,6 +39,7 @@ from torchrl_svg.objectives._common import (
     swapped,
     transition,
 )
+from torchrl_svg.objectives._groups import OwnKeysAndParameters
 from torchrl_svg.objectives.functional import episode_masks
 from torchrl_svg.objectives.noise import LocationScale, location_scale
 
@@ -262,7 +263,7 @@ def _episode_masks(
     return alive.to(dtype), bootstrap.to(dtype)
 
 
-class SVG0Loss(InputValidation, _DiscountMixin, LossModule):
+class SVG0Loss(OwnKeysAndParameters, InputValidation, _DiscountMixin, LossModule):
     r"""SVG(0) with replay (SVG paper, Algorithm 3): a stochastic analogue of DPG.
 
     * ``loss_qvalue``: TD regression of :math:`Q_\phi(s, a)` on real transitions,
@@ -465,6 +466,11 @@ class SVG0Loss(InputValidation, _DiscountMixin, LossModule):
         q = self._qvalues(tensordict, action, self._cached_detached_qvalue_params).mean(0)
         return self._reduce_loss(-q, tensordict, weights=weights), {"q": q.detach()}
 
+    _trained_networks = {"actor": "actor_network", "qvalue": "qvalue_network"}
+
+    def _default_out_keys(self) -> list[str]:
+        return ["loss_actor", "loss_qvalue"] + (["q"] if self.reduction != "none" else [])
+
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         """``loss_actor`` and ``loss_qvalue`` on a replay batch ``[*B]``."""
         keys = self.tensor_keys
@@ -479,7 +485,7 @@ class SVG0Loss(InputValidation, _DiscountMixin, LossModule):
         return TensorDict(out, [])
 
 
-class SVGLoss(InputValidation, _DiscountMixin, LossModule):
+class SVGLoss(OwnKeysAndParameters, InputValidation, _DiscountMixin, LossModule):
     r"""SVG(k) along real (sub-)trajectories; ``horizon=1`` is SVG(1) / SVG(1)-ER (SVG paper eq 13, Alg. 2, 4).
 
     Inputs are real transitions ``[*B]`` (``horizon=1``) or sub-trajectories
@@ -901,6 +907,12 @@ class SVGLoss(InputValidation, _DiscountMixin, LossModule):
             kl = D.kl_divergence(reference, current).sum(-1)
         return self._reduce_loss(self.kl_coef * kl, tensordict)
 
+    _trained_networks = {"actor": "actor_network", "value": "value_network"}
+
+    def _default_out_keys(self) -> list[str]:
+        keys = ["loss_actor", "loss_value"] + (["loss_kl"] if self.kl_coef > 0 else [])
+        return keys + (["importance_weight", "surrogate"] if self.reduction != "none" else [])
+
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         """``loss_actor``, ``loss_value`` (and ``loss_kl``) plus detached diagnostics."""
         self.validate_input(tensordict)
@@ -940,7 +952,7 @@ class SVG1Loss(SVGLoss):
         super().__init__(*args, horizon=1, **kwargs)
 
 
-class SVGInfLoss(InputValidation, _DiscountMixin, LossModule):
+class SVGInfLoss(OwnKeysAndParameters, InputValidation, _DiscountMixin, LossModule):
     r"""SVG(:math:`\infty`) (SVG paper, Algorithm 1): back-propagation through whole real episodes, no critic.
 
     Input: whole episodes ``[*B, T]`` (padded ones marked by ``("collector", "mask")``).
@@ -1093,6 +1105,11 @@ class SVGInfLoss(InputValidation, _DiscountMixin, LossModule):
         gamma = self._gamma
         ret = sum(gamma**t * alive[..., t] * r for t, r in enumerate(unroll["rewards"]))
         return self._reduce_loss(-ret, None), {"return": ret.detach()}
+
+    _trained_networks = {"actor": "actor_network"}
+
+    def _default_out_keys(self) -> list[str]:
+        return ["loss_actor"] + (["episode_return"] if self.reduction != "none" else [])
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         """``loss_actor`` on whole episodes ``[*B, T]``."""

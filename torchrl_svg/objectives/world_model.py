@@ -142,8 +142,9 @@ class GaussianWorldModelLoss(LossModule):
 
     @property
     def in_keys(self) -> list[NestedKey]:
-        """The entries the loss reads: the models' inputs and fitting targets."""
-        return list(dict.fromkeys(entry.key for entry in self._input_entries()))
+        """The entries the loss requires: the models' inputs and fitting targets."""
+        entries = self._input_entries()
+        return list(dict.fromkeys(entry.key for entry in entries if entry.required))
 
     @property
     def out_keys(self) -> list[str]:
