@@ -1,5 +1,6 @@
 """Replay-buffer transforms for the SVG family and trajectory-slice buffers."""
 
+from torchrl_svg.data.prioritized import TensorPrioritizedSampler, prioritized_replay_buffer
 from torchrl_svg.data.transforms import (
     ImportanceWeight,
     ModelNoiseInference,
@@ -19,7 +20,9 @@ __all__ = [
     "NormalizerUpdate",
     "PolicyNoiseInference",
     "RandomActionLogProb",
+    "TensorPrioritizedSampler",
     "UnflattenSlices",
+    "prioritized_replay_buffer",
     "slice_replay_buffer",
     "uniform_log_prob",
 ]
