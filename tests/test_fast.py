@@ -71,6 +71,7 @@ def max_relative_difference(a: dict, b: dict) -> float:
             ],
             OBS,
         ),
+        (["model.ensemble_size=3", "loss.actor_horizon=3", "loss.ensemble_members=rollout"], OBS),
     ],
     ids=[
         "fixed-alpha",
@@ -81,6 +82,7 @@ def max_relative_difference(a: dict, b: dict) -> float:
         "ensemble-mean",
         "actor-horizon",
         "actor-horizon-ensemble-bound-clip",
+        "actor-horizon-member-per-rollout",
     ],
 )
 def test_fast_s2vg_step_equals_loss_and_optimizer(overrides, obs):

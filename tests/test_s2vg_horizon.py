@@ -111,3 +111,54 @@ def test_soft_model_return_with_a_distrusted_step_stops_with_the_value():
     # a terminal continuation after step 0 removes everything later
     got = soft_model_return(rewards, log_probs, [0 * one, one, one], final, 0.0, 0.5)
     torch.testing.assert_close(got, one)
+
+
+def test_one_ensemble_member_per_rollout():
+    # the actor's imagined rollout keeps the member drawn for it: with members that predict
+    # different constant steps, every transition of a rollout moves by its member's step
+    from torchrl.data import Bounded
+
+    from torchrl_svg.modules import GaussianDynamics, RewardModel, make_actor, make_value
+
+    spec = Bounded(-1.0, 1.0, (1,))
+    dynamics = GaussianDynamics(1, 1, hidden_sizes=(4,), ensemble_size=3, sigma="constant")
+    with torch.no_grad():
+        for w in dynamics.net.weights:
+            w.zero_()
+        last = dynamics.net.biases[-1]
+        for b in dynamics.net.biases:
+            b.zero_()
+        last[:, 0] = torch.tensor([1.0, 2.0, 3.0])  # member e moves the state by e + 1
+        dynamics.log_std.fill_(-20.0)  # (soft-clamped to exp(-5): noise below 0.05)
+    loss = S2VGLoss(
+        make_actor(1, spec, hidden_sizes=(4,)),
+        make_qvalue(1, 1, hidden_sizes=(4,)),
+        make_value(1, hidden_sizes=(4,)),
+        dynamics,
+        RewardModel(1, 1, hidden_sizes=(4,)),
+        actor_horizon=3,
+        ensemble_members="rollout",
+    )
+    loss.make_value_estimator(gamma=0.9)
+    seen = []
+    original = loss._model_step
+
+    def record(state, action, *args):
+        reward, next_state = original(state, action, *args)
+        seen.append((next_state - state).squeeze(-1))
+        return reward, next_state
+
+    loss._model_step = record
+    loss.actor_loss(TensorDict({"observation": torch.zeros(64, 1)}, [64]))
+    steps = torch.stack(seen).round()  # [H, B]: the member of each step, plus one
+    assert set(steps[0].tolist()) == {1.0, 2.0, 3.0}  # members differ across rollouts
+    assert torch.equal(steps, steps[:1].expand_as(steps))  # ... not along one
+    with pytest.raises(ValueError, match="rollout"):
+        S2VGLoss(
+            make_actor(1, spec, hidden_sizes=(4,)),
+            make_qvalue(1, 1, hidden_sizes=(4,)),
+            make_value(1, hidden_sizes=(4,)),
+            GaussianDynamics(1, 1, hidden_sizes=(4,)),
+            RewardModel(1, 1, hidden_sizes=(4,)),
+            ensemble_members="rollout",
+        )

@@ -477,12 +477,17 @@ class PlainGaussianModel:
         return log_prob, loc, log_std, y
 
     def loc_scale(
-        self, inputs: Tensor, residual: Tensor | None = None, disagreement: bool = False
+        self,
+        inputs: Tensor,
+        residual: Tensor | None = None,
+        disagreement: bool = False,
+        member: Tensor | None = None,
     ) -> tuple[Tensor, ...]:
         """Location and scale of the predictive distribution over the raw target, ``[N, D]``.
 
         Ensemble members are combined as the module's ``ensemble_reduction`` says
-        (``"sample"`` draws one member per row). With ``disagreement`` also the
+        (``"sample"`` uses ``member`` ``[N]``, or draws one member per row). With
+        ``disagreement`` also the
         members' disagreement ``[N]``: the standard deviation of their normalised
         means across members, averaged over dimensions.
         """
@@ -497,7 +502,8 @@ class PlainGaussianModel:
             loc_n, scale_n = loc_n.mean(0), var.sqrt()
         else:
             n = loc_n.shape[1]
-            member = torch.randint(E, (n,), device=loc_n.device)
+            if member is None:
+                member = torch.randint(E, (n,), device=loc_n.device)
             rows = torch.arange(n, device=loc_n.device)
             loc_n, scale_n = loc_n[member, rows], scale_n[member, rows]
         std = self.target_normalizer.std

@@ -151,6 +151,9 @@ class S2VGLoss(InputValidation, LossModule):
             members' predicted means disagree by more than this (standard deviation
             across members, in the model's normalised units, averaged over
             dimensions). ``None`` (default): never stop.
+        ensemble_members: with a sampling dynamics ensemble, ``"step"`` (default)
+            draws a member for every sample at every imagined step; ``"rollout"``
+            draws one per sample and keeps it along the actor's rollout.
         reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
         deactivate_vmap: replace vmap by a loop over the Q networks.
         check_finite: refuse NaN/inf inputs: ``None`` (default) when it costs no
@@ -281,6 +284,7 @@ class S2VGLoss(InputValidation, LossModule):
         expansion_entropy: bool = True,
         actor_horizon: int = 1,
         disagreement_bound: float | None = None,
+        ensemble_members: str = "step",
         reduction: str = "mean",
         deactivate_vmap: bool = False,
         check_finite: bool | None = None,
@@ -302,6 +306,16 @@ class S2VGLoss(InputValidation, LossModule):
         action_sizes = check_policy(
             "S2VGLoss", actor_network, action_spec=action_spec, action_key=self.tensor_keys.action
         )
+        if ensemble_members not in ("step", "rollout"):
+            raise ValueError(
+                f"ensemble_members must be 'step' or 'rollout', got {ensemble_members!r}."
+            )
+        if ensemble_members == "rollout" and not getattr(dynamics_model, "samples_members", False):
+            raise ValueError(
+                "S2VGLoss: ensemble_members='rollout' needs a dynamics ensemble that draws one "
+                "member per sample (GaussianDynamics(ensemble_size >= 2, "
+                "ensemble_reduction='sample'))."
+            )
         if disagreement_bound is not None and getattr(dynamics_model, "ensemble_size", 1) < 2:
             raise ValueError(
                 "S2VGLoss: disagreement_bound needs an ensemble dynamics model "
@@ -316,6 +330,7 @@ class S2VGLoss(InputValidation, LossModule):
         self.horizon = int(horizon)
         self.actor_horizon = int(actor_horizon)
         self.disagreement_bound = disagreement_bound
+        self.ensemble_members = ensemble_members
         self.num_qvalue_nets = int(num_qvalue_nets)
         self.loss_function = loss_function
         self.expansion_entropy = bool(expansion_entropy)
@@ -560,11 +575,19 @@ class S2VGLoss(InputValidation, LossModule):
         action: Tensor,
         dynamics_params: TensorDictBase,
         reward_params: TensorDictBase,
+        member: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """One imagined step with fresh model noise: ``(r_hat(s, a, s') [*B], s' [*B, obs_dim])``."""
+        """One imagined step with fresh model noise: ``(r_hat(s, a, s') [*B], s' [*B, obs_dim])``.
+
+        ``member``: the dynamics ensemble member of each sample (``None``: drawn).
+        """
         keys = self.tensor_keys
         step = transition(keys.observation, keys.action, observation, action)
+        if member is not None:
+            step.set(self.dynamics_model.member_key, member)
         next_observation = model_dist(self.dynamics_model, dynamics_params, step).rsample()
+        if member is not None:
+            step = step.exclude(self.dynamics_model.member_key)
         step.set(("next", keys.observation), next_observation)
         reward = expected_reward(self.reward_model, reward_params, step)
         return reward, next_observation
@@ -716,6 +739,9 @@ class S2VGLoss(InputValidation, LossModule):
         value_params = self._cached_detached_value_params
         rewards, log_probs, continuations, values, trusted = [], [], [], [], []
         state, new_action, new_log_prob = obs, action, log_prob
+        member = None
+        if self.ensemble_members == "rollout":  # one model per imagined rollout
+            member = self.dynamics_model.draw_members(obs.shape[:-1], obs.device)
         for t in range(self.actor_horizon):
             if t > 0:  # a fresh action at the imagined state
                 td_state = TensorDict({self.tensor_keys.observation: state}, state.shape[:-1])
@@ -723,7 +749,9 @@ class S2VGLoss(InputValidation, LossModule):
             if self.disagreement_bound is not None:
                 values.append(self._state_value(state, value_params))
                 trusted.append(self._trusted(state, new_action, dynamics_params))
-            reward, next_state = self._model_step(state, new_action, dynamics_params, reward_params)
+            reward, next_state = self._model_step(
+                state, new_action, dynamics_params, reward_params, member
+            )
             rewards.append(reward)
             log_probs.append(new_log_prob)
             continuations.append(self._continuation(next_state, termination_params))

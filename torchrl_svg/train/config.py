@@ -174,6 +174,8 @@ class LossConfig:
             H > 1: back-propagation through H steps of the models, ending in V).
         disagreement_bound: with a model ensemble, stop the actor's imagined rollouts where
             the members disagree by more than this (normalised units; ``None``: never).
+        ensemble_members: with a sampling model ensemble, the actor's imagined rollouts draw a
+            member at every ``"step"`` or keep one per ``"rollout"``.
         actor_max_grad_norm: clip the actor's gradient norm in the actor-critic step
             (``None``: no clipping), as SVG(inf) does for its long chains.
 
@@ -190,6 +192,7 @@ class LossConfig:
     loss_function: str = "l2"
     actor_horizon: int = 1
     disagreement_bound: float | None = None
+    ensemble_members: str = "step"
     actor_max_grad_norm: float | None = None
 
 
@@ -500,6 +503,7 @@ _CHOICES: dict[tuple[str, ...], tuple[str, ...]] = {
     ("model", "reward"): ("learned", "known"),
     ("svg", "noise"): ("inferred", "sampled"),
     ("loss", "loss_function"): ("l2", "smooth_l1", "l1"),
+    ("loss", "ensemble_members"): ("step", "rollout"),
     ("logger", "backend"): ("wandb", "csv", "tensorboard", "none"),
     ("logger", "mode"): ("offline", "online", "disabled", None),
     ("collector", "backend"): ("single", "multi_sync", "multi_async", "ray"),

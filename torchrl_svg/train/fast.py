@@ -399,6 +399,9 @@ class FastS2VGUpdate(FastUpdate):
         rewards, log_probs, continuations, values, trusted = [], [], [], [], []
         state, step_action, step_log_prob = obs, new_action, log_prob
         bound = loss.disagreement_bound
+        member = None
+        if loss.ensemble_members == "rollout":  # one model per imagined rollout
+            member = torch.randint(self.dynamics.ensemble_size, obs.shape[:-1], device=obs.device)
         for t in range(loss.actor_horizon):
             if t > 0:
                 step_action, step_log_prob = self.actor.sample(state)
@@ -406,11 +409,11 @@ class FastS2VGUpdate(FastUpdate):
             if bound is not None:
                 values.append(self.value_detached(state).squeeze(-1))
                 loc, scale, disagreement = self.dynamics.loc_scale(
-                    inputs, residual=state, disagreement=True
+                    inputs, residual=state, disagreement=True, member=member
                 )
                 trusted.append((disagreement <= bound).to(state.dtype))
             else:
-                loc, scale = self.dynamics.loc_scale(inputs, residual=state)
+                loc, scale = self.dynamics.loc_scale(inputs, residual=state, member=member)
             next_state = loc + scale * torch.empty_like(loc).normal_()
             rewards.append(self.reward.loc_scale(inputs)[0].squeeze(-1))
             log_probs.append(step_log_prob)

@@ -88,6 +88,7 @@ class S2VGAgent(Agent):
             expansion_entropy=cfg.loss.expansion_entropy,
             actor_horizon=cfg.loss.actor_horizon,
             disagreement_bound=cfg.loss.disagreement_bound,
+            ensemble_members=cfg.loss.ensemble_members,
         )
         self.loss.make_value_estimator(gamma=cfg.loss.gamma)
         self.target_updater = SoftUpdate(self.loss, tau=cfg.loss.tau)
