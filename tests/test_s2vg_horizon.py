@@ -162,3 +162,44 @@ def test_one_ensemble_member_per_rollout():
             RewardModel(1, 1, hidden_sizes=(4,)),
             ensemble_members="rollout",
         )
+
+
+def test_multistep_example_resolves_and_trains(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from torchrl_svg.train import load_config
+
+    root = Path(__file__).resolve().parents[1]
+    config = root / "examples" / "configs" / "s2vg_multistep.yaml"
+    cfg = load_config([], config_file=config)
+    assert (cfg.loss.actor_horizon, cfg.model.ensemble_size, cfg.loss.ensemble_members) == (
+        3,
+        5,
+        "rollout",
+    )
+    assert cfg.loss.alpha_init == 0.4 and cfg.loss.updates_per_step == 5  # the preset's
+    run_dir = tmp_path / "run"
+    subprocess.run(
+        [
+            sys.executable,
+            str(root / "examples" / "s2vg_multistep.py"),
+            "env.name=Pendulum-v1",
+            "collector.total_frames=120",
+            "collector.init_random_frames=100",
+            "model.pretrain_updates=5",
+            "network.actor_hidden_sizes=[16]",
+            "network.critic_hidden_sizes=[16]",
+            "model.hidden_sizes=[16]",
+            "eval.episodes=1",
+            "eval.max_steps=20",
+            "logger.backend=none",
+            "logger.progress=false",
+            f"logger.run_dir={run_dir}",
+        ],
+        check=True,
+        cwd=root,
+        capture_output=True,
+    )
+    assert (run_dir / "eval.csv").read_text().count("\n") >= 2
