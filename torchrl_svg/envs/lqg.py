@@ -38,6 +38,9 @@ __all__ = [
     "linear_gaussian_actor",
     "lqg_dynamics_model",
     "lqg_expected_return",
+    "lqg_lookahead_return",
+    "lqg_policy_gradient",
+    "lqg_state_moments",
     "lqg_mean_next_observation",
     "lqg_reward",
     "lqg_reward_module",
@@ -549,21 +552,136 @@ def lqg_expected_return(
         (torch.Size([1, 2]), torch.Size([1]))
 
     """
-    A, B, Q, R, K, action_cov, noise_cov = _policy_terms(env, gain, log_std, "lqg_expected_return")
     horizon = env.horizon if horizon is None else int(horizon)
+    start_cov = torch.diag(env.init_std.to(gain) ** 2)
+    return lqg_lookahead_return(
+        env, gain, log_std, env.init_mean.to(gain), start_cov, horizon, gamma
+    )
+
+
+def lqg_lookahead_return(
+    env: LQGEnv,
+    gain: Tensor,
+    log_std: Tensor,
+    start_mean: Tensor,
+    start_cov: Tensor,
+    steps: int,
+    gamma: float = 1.0,
+    final_value: tuple[Tensor, Tensor | float] | None = None,
+) -> Tensor:
+    r"""Exact :math:`\mathbb E[\sum_{t<k}\gamma^t r_t + \gamma^k V(s_k)]` from Gaussian start states.
+
+    The moments propagate as in :func:`lqg_expected_return`, from
+    :math:`s_0 \sim \mathcal N(\mu, \Sigma_0)` with one mean per start state
+    (``start_mean`` ``[*B, n]``, the result averaged over ``*B``) and a shared
+    covariance. ``final_value`` :math:`(P, c)` adds :math:`\gamma^k V(s_k)` with
+    :math:`V(s) = -s^\top P s - c` (e.g. from :func:`lqg_value_function`): the
+    objective whose gradient SVG(k) estimates from states at :math:`(\mu, \Sigma_0)`.
+
+    Args:
+        env: the :class:`LQGEnv`.
+        gain: :math:`K`, ``[m, n]``.
+        log_std: :math:`\ell`, ``[m]``.
+        start_mean: ``[n]`` or ``[*B, n]``.
+        start_cov: ``[n, n]`` (zeros: deterministic start states).
+        steps: :math:`k`.
+        gamma: discount.
+        final_value: :math:`(P, c)`, or ``None`` for no terminal value.
+
+    Returns:
+        The scalar expectation (mean over start states).
+
+    Examples:
+        >>> import torch
+        >>> env = LQGEnv(dtype=torch.float64)
+        >>> gain, log_std = torch.tensor([[-0.1, -0.5]], dtype=torch.float64), -torch.ones(1, dtype=torch.float64)
+        >>> cov = torch.diag(env.init_std**2)
+        >>> full = lqg_lookahead_return(env, gain, log_std, env.init_mean, cov, 20)
+        >>> bool(torch.isclose(full, lqg_expected_return(env, gain, log_std)))
+        True
+    """
+    A, B, Q, R, K, action_cov, noise_cov = _policy_terms(env, gain, log_std, "lqg_lookahead_return")
     closed_loop = A + B @ K
     process_cov = B @ action_cov @ B.T + noise_cov
-    mean = env.init_mean.to(A)
-    cov = torch.diag(env.init_std.to(A) ** 2)
+    mean = start_mean.to(A)
+    cov = start_cov.to(A)
     expected_return = A.new_zeros(())
-    for t in range(horizon):
-        action_mean = K @ mean
-        state_cost = torch.trace(Q @ cov) + mean @ Q @ mean
-        action_cost = torch.trace(R @ (K @ cov @ K.T + action_cov)) + action_mean @ R @ action_mean
+    for t in range(steps):
+        action_mean = mean @ K.T
+        state_cost = torch.trace(Q @ cov) + ((mean @ Q) * mean).sum(-1)
+        action_cost = torch.trace(R @ (K @ cov @ K.T + action_cov)) + (
+            (action_mean @ R) * action_mean
+        ).sum(-1)
         expected_return = expected_return - gamma**t * (state_cost + action_cost)
+        mean = mean @ closed_loop.T
+        cov = closed_loop @ cov @ closed_loop.T + process_cov
+    if final_value is not None:
+        P, c = final_value
+        P = P.to(A)
+        value = -(torch.trace(P @ cov) + ((mean @ P) * mean).sum(-1)) - c
+        expected_return = expected_return + gamma**steps * value
+    return expected_return.mean() if expected_return.ndim else expected_return
+
+
+def lqg_state_moments(
+    env: LQGEnv, gain: Tensor, log_std: Tensor, steps: int
+) -> tuple[Tensor, Tensor]:
+    r"""Mean ``[steps, n]`` and covariance ``[steps, n, n]`` of :math:`s_0 \ldots s_{steps-1}`.
+
+    Examples:
+        >>> import torch
+        >>> env = LQGEnv(dtype=torch.float64)
+        >>> mean, cov = lqg_state_moments(env, torch.zeros(1, 2, dtype=torch.float64), torch.zeros(1, dtype=torch.float64), 3)
+        >>> mean.shape, cov.shape, torch.allclose(mean[1], env.A @ env.init_mean)
+        (torch.Size([3, 2]), torch.Size([3, 2, 2]), True)
+    """
+    A, B, _, _, K, action_cov, noise_cov = _policy_terms(env, gain, log_std, "lqg_state_moments")
+    closed_loop = A + B @ K
+    process_cov = B @ action_cov @ B.T + noise_cov
+    mean, cov = env.init_mean.to(A), torch.diag(env.init_std.to(A) ** 2)
+    means, covs = [], []
+    for _ in range(steps):
+        means.append(mean)
+        covs.append(cov)
         mean = closed_loop @ mean
         cov = closed_loop @ cov @ closed_loop.T + process_cov
-    return expected_return
+    return torch.stack(means), torch.stack(covs)
+
+
+def lqg_policy_gradient(
+    env: LQGEnv,
+    gain: Tensor,
+    log_std: Tensor,
+    horizon: int | None = None,
+    gamma: float = 1.0,
+) -> tuple[Tensor, Tensor, Tensor]:
+    r"""The exact objective and policy gradient :math:`(J, \nabla_K J, \nabla_\ell J)`.
+
+    Finite horizon (``horizon`` an int, or ``None`` with ``gamma == 1``: one
+    episode): :math:`J = \mathbb E[\sum_{t<H}\gamma^t r_t]` (:func:`lqg_expected_return`).
+    Infinite horizon (``horizon="inf"``, ``gamma < 1``):
+    :math:`J = \mathbb E_{s_0}[V(s_0)] = -(\mathrm{tr}(P\Sigma_0) + \mu_0^\top P\mu_0) - c`
+    (:func:`lqg_value_function`). Both by second-moment propagation, differentiated
+    exactly by autograd.
+
+    Examples:
+        >>> import torch
+        >>> env = LQGEnv(dtype=torch.float64)
+        >>> gain, log_std = torch.tensor([[-0.1, -0.5]], dtype=torch.float64), -torch.ones(1, dtype=torch.float64)
+        >>> J, dK, dl = lqg_policy_gradient(env, gain, log_std, "inf", gamma=0.9)
+        >>> dK.shape, dl.shape, J.item() < 0
+        (torch.Size([1, 2]), torch.Size([1]), True)
+    """
+    gain = gain.detach().clone().requires_grad_()
+    log_std = log_std.detach().clone().requires_grad_()
+    if horizon == "inf":
+        P, c = lqg_value_function(env, gain, log_std, gamma)
+        mean, cov = env.init_mean.to(P), torch.diag(env.init_std.to(P) ** 2)
+        objective = -(torch.trace(P @ cov) + mean @ P @ mean) - c
+    else:
+        objective = lqg_expected_return(env, gain, log_std, horizon, gamma)
+    grad_gain, grad_log_std = torch.autograd.grad(objective, [gain, log_std])
+    return objective.detach(), grad_gain, grad_log_std
 
 
 def lqg_value_function(
