@@ -320,3 +320,53 @@ def test_a_kind_of_update_that_never_applied_fails_the_run():
         guard.check_progress()
     guard.record(True, "", kind="actor-critic")
     guard.check_progress()
+
+
+def test_fast_svginf_scores_the_stored_pre_tanh_values_of_saturated_actions():
+    # the agent's own actor stores each action's pre-tanh value; with the policy pushed into
+    # tanh saturation, the fast step must rebuild from it exactly as SVGInfLoss does
+    from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+    from torchrl_svg.modules import env_specs
+    from torchrl_svg.train.agents import SVGInfAgent
+    from torchrl_svg.train.builders import make_env
+
+    agents = []
+    for fast in (False, True):
+        torch.manual_seed(0)
+        cfg = load_config(
+            [
+                "algorithm=svginf",
+                "env.name=Hand-v0",
+                "env.max_episode_steps=20",
+                f"compile.fast_update={str(fast).lower()}",
+                "svg.actor_max_grad_norm=1e9",
+            ]
+        )
+        env = make_env(cfg, num_envs=3)
+        agents.append(SVGInfAgent(cfg, *env_specs(env), env=env))
+    public, fast = agents
+    for agent in agents:  # a location of 9 before the tanh: float32 actions saturate
+        with torch.no_grad():
+            agent.policy.module[0].module[0][-1].bias[: 2].fill_(9.0)
+    with torch.no_grad(), set_exploration_type(ExplorationType.RANDOM):
+        data = env.rollout(20, public.policy, break_when_any_done=False)
+    assert (data["action_pre_tanh"].abs() > 8).float().mean() > 0.5  # saturated
+    data = data.select(
+        "observation",
+        "action",
+        "action_pre_tanh",
+        "action_log_prob",
+        ("next", "observation"),
+        ("next", "reward"),
+        ("next", "done"),
+        ("next", "terminated"),
+    )
+    for agent in agents:
+        agent.world_model.observe(data.reshape(-1))
+    expected = public.policy_step(data.clone())
+    got = fast.policy_step(data.clone())
+    torch.testing.assert_close(got["loss_actor"], expected["loss_actor"], rtol=1e-5, atol=1e-6)
+    grads_p = torch.cat([p.grad.flatten() for p in public._actor_params])
+    grads_f = torch.cat([p.grad.flatten() for p in fast._actor_params])
+    assert (grads_p - grads_f).abs().max() <= 1e-4 * grads_p.abs().max()

@@ -25,6 +25,7 @@ from torchrl_svg._validation import (
     check_policy,
     check_sizes,
     require_get_dist,
+    terminated_flags,
     transition_entries,
 )
 from torchrl_svg.modules.termination import Termination
@@ -175,7 +176,7 @@ class S2VGLoss(InputValidation, LossModule):
         Input ``[*B]`` or ``[*B, T]``: ``observation [*B, obs_dim]``,
         ``action [*B, act_dim]``, ``("next", "observation")``,
         ``("next", "reward") [*B, 1]``, ``("next", "terminated") [*B, 1]``
-        (``"done"`` is used if ``"terminated"`` is absent). With
+        (required: ``"done"`` alone would turn truncations into terminals). With
         ``reduction="none"`` each ``loss_*`` has shape ``[*B]``.
         The loss writes the TD error of each sample under ``"td_error"``
         (priority key, as TorchRL losses do) and changes nothing else.
@@ -534,7 +535,7 @@ class S2VGLoss(InputValidation, LossModule):
 
     # ------------------------------------------------------------ pieces
     def _input_entries(self) -> list[Entry]:
-        """What :meth:`forward` reads (``"terminated"`` falls back to ``"done"``)."""
+        """What :meth:`forward` reads (``("next", "terminated")`` is required)."""
         keys = self.tensor_keys
         obs = self._observation_dim if self._observation_dim is not None else "obs_dim"
         act = self.action_dim if self.action_dim is not None else "action_dim"
@@ -544,11 +545,9 @@ class S2VGLoss(InputValidation, LossModule):
         ]
 
     def _terminated(self, tensordict: TensorDictBase) -> Tensor:
-        """Real termination flags ``[*B]`` as floats (``done`` if ``terminated`` is absent)."""
+        """Real termination flags ``[*B]`` as floats (a batch without them is refused)."""
         keys = self.tensor_keys
-        terminated = tensordict.get(("next", keys.terminated), None)
-        if terminated is None:
-            terminated = tensordict.get(("next", keys.done))
+        terminated = terminated_flags(type(self).__name__, tensordict, ("next", keys.terminated))
         return terminated.squeeze(-1).to(tensordict.get(keys.observation).dtype)
 
     def _policy(self, tensordict: TensorDictBase) -> tuple[Tensor, Tensor]:

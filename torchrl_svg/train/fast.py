@@ -35,6 +35,7 @@ from tensordict.nn import TensorDictModule
 from torch import Tensor
 from torchrl.objectives.utils import distance_loss
 
+from torchrl_svg._validation import terminated_flags
 from torchrl_svg.modules.functional import (
     PlainContinuation,
     PlainGaussianModel,
@@ -70,16 +71,14 @@ PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat1
 # what a replay batch of transitions holds, as the fast steps read it
 _OBS, _ACTION = "observation", "action"
 _NEXT_OBS, _REWARD = ("next", "observation"), ("next", "reward")
-_TERMINATED, _DONE = ("next", "terminated"), ("next", "done")
+_TERMINATED = ("next", "terminated")
 
 
 def transition_tensors(batch: TensorDictBase) -> tuple[Tensor, ...]:
     """``(s, a, r [N], s', terminated [N])`` of a transition batch, flattened to ``N`` rows."""
     n = batch.numel()
     obs = batch.get(_OBS)
-    terminated = batch.get(_TERMINATED, None)
-    if terminated is None:
-        terminated = batch.get(_DONE)
+    terminated = terminated_flags("transition batch", batch, _TERMINATED)
     return (
         obs.reshape(n, -1),
         batch.get(_ACTION).reshape(n, -1),
@@ -675,7 +674,9 @@ class FastSVGInfUpdate(FastUpdate):
             state = next_state
         return tuple(torch.stack(x, -2) for x in (states, etas, actions, xis, nexts))
 
-    def _losses(self, obs, action, next_obs, reward, alive, policy_noise, model_noise):
+    def _losses(
+        self, obs, action, next_obs, reward, alive, policy_noise, model_noise, pre_tanh, member
+    ):
         gamma = self.loss._gamma
         batch, steps = obs.shape[:-2], obs.shape[-2]
         with torch.no_grad():
@@ -683,13 +684,18 @@ class FastSVGInfUpdate(FastUpdate):
                 states = obs
                 if policy_noise is None:
                     loc, scale = self.actor_frozen.loc_scale(obs)
-                    policy_noise = (self.actor_frozen.unsquash(action) - loc) / scale
+                    # the behaviour scored the stored pre-tanh value: use the same one
+                    u = self.actor_frozen.unsquash(action) if pre_tanh is None else pre_tanh
+                    policy_noise = (u - loc) / scale
                     actions = self.actor_frozen.squash(loc + scale * policy_noise, safe=False)
                 else:
                     actions = self._rebuild(obs, policy_noise)
                 inputs = torch.cat([obs, actions], -1)
+                use_member = member is not None and model_noise is not None
                 mloc, mscale = self.dynamics.loc_scale(
-                    inputs.reshape(-1, inputs.shape[-1]), residual=obs.reshape(-1, obs.shape[-1])
+                    inputs.reshape(-1, inputs.shape[-1]),
+                    residual=obs.reshape(-1, obs.shape[-1]),
+                    member=member.reshape(-1).long() if use_member else None,
                 )
                 if model_noise is None:
                     model_noise = (next_obs.reshape(mloc.shape) - mloc) / mscale
@@ -762,6 +768,8 @@ class FastSVGInfUpdate(FastUpdate):
             alive.to(obs.dtype),
             batch.get(keys.policy_noise, None),
             batch.get(keys.model_noise, None),
+            batch.get(keys.action_pre_tanh, None),
+            batch.get(keys.model_member, None),
         )
         self.report()
         return self.outputs(out)
