@@ -348,7 +348,7 @@ def test_fast_svginf_scores_the_stored_pre_tanh_values_of_saturated_actions():
     public, fast = agents
     for agent in agents:  # a location of 9 before the tanh: float32 actions saturate
         with torch.no_grad():
-            agent.policy.module[0].module[0][-1].bias[: 2].fill_(9.0)
+            agent.policy.module[0].module[0][-1].bias[:2].fill_(9.0)
     with torch.no_grad(), set_exploration_type(ExplorationType.RANDOM):
         data = env.rollout(20, public.policy, break_when_any_done=False)
     assert (data["action_pre_tanh"].abs() > 8).float().mean() > 0.5  # saturated
