@@ -103,6 +103,28 @@ def replay_state(replay: ReplayBuffer) -> dict[str, Any]:
     return {"data": None if data is None else data.cpu(), "writer": replay._writer.state_dict()}
 
 
+def _numpy_rng_state() -> dict[str, Any]:
+    """The global numpy RNG state as tensors and numbers (a checkpoint holds no numpy arrays)."""
+    name, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    return {
+        "name": name,
+        "keys": torch.from_numpy(keys.astype(np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "cached_gaussian": float(cached_gaussian),
+    }
+
+
+def _set_numpy_rng_state(state: dict[str, Any] | tuple) -> None:
+    if isinstance(state, tuple):  # checkpoints of earlier releases kept numpy's own tuple
+        np.random.set_state(state)
+        return
+    keys = state["keys"].numpy().astype(np.uint32)
+    np.random.set_state(
+        (state["name"], keys, state["pos"], state["has_gauss"], state["cached_gaussian"])
+    )
+
+
 def load_replay_state(replay: ReplayBuffer, state: dict[str, Any], device: torch.device) -> None:
     """Refill an empty buffer with :func:`replay_state`'s rows and restore the writer's position."""
     if state["data"] is not None:
@@ -263,7 +285,7 @@ class Trainer:
             "records": [vars(r) for r in self.records.records],
             "rng": {
                 "torch": torch.get_rng_state(),
-                "numpy": np.random.get_state(),
+                "numpy": _numpy_rng_state(),
                 "random": random.getstate(),
             },
             "logger_run_id": logger_id,
@@ -292,7 +314,7 @@ class Trainer:
     @staticmethod
     def _restore_rng(state: dict[str, Any]) -> None:
         torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
+        _set_numpy_rng_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["random"])
 
     def _progress(self) -> tuple[int, int, int, int]:
