@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,9 +39,17 @@ from torchrl_svg.train.builders import (
 )
 from torchrl_svg.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from torchrl_svg.train.config import Config, to_dict
+from torchrl_svg.train.interrupts import StopSignals, TrainingInterrupted, signal_name
 from torchrl_svg.train.records import EvalRecord, EvalRecords
 
-__all__ = ["EnvironmentFailure", "TrainResult", "Trainer", "evaluate", "train"]
+__all__ = [
+    "EnvironmentFailure",
+    "TrainResult",
+    "Trainer",
+    "TrainingInterrupted",
+    "evaluate",
+    "train",
+]
 
 log = logging.getLogger("torchrl_svg")
 
@@ -439,7 +448,15 @@ class Trainer:
 
     # ------------------------------------------------------------------ run
     def run(self) -> TrainResult:
-        """Train to ``collector.total_frames`` environment steps and return the evaluation records."""
+        """Train to ``collector.total_frames`` environment steps and return the evaluation records.
+
+        Raises:
+            TrainingInterrupted: after Ctrl-C, SIGTERM or SIGHUP: the updates in
+                progress are finished and counted, the checkpoint is written, and
+                the message says where and how to resume.
+            EnvironmentFailure: when an environment raised (after writing the checkpoint).
+            NonFiniteLossError: when the non-finite guard stops the run.
+        """
         cfg = self.cfg
         start = time.perf_counter()
         self._elapsed = 0.0
@@ -456,10 +473,12 @@ class Trainer:
         # above the progress bar instead of breaking its line
         redirect = logging_redirect_tqdm([logging.getLogger("torchrl"), log])
         redirect.__enter__()
+        stop = StopSignals().install()  # signals stop the run at a whole state (see interrupts)
         try:
             while True:
                 try:
-                    data = next(iterator)
+                    with stop.interruptible():  # waiting for data: a signal abandons the batch
+                        data = next(iterator)
                 except StopIteration:
                     break
                 except Exception as err:
@@ -489,6 +508,8 @@ class Trainer:
                         raise self._fault(err) from err
                     self._push_weights()
                 self._elapsed = time.perf_counter() - start
+                if stop.requested:  # the batch's updates are applied and counted: save and stop
+                    raise KeyboardInterrupt
                 if self.updates >= self.next_log and last is not None:
                     self.next_log = self.updates + cfg.logger.log_interval
                     values = {
@@ -502,7 +523,8 @@ class Trainer:
                 if self.frames >= self.next_eval:
                     while self.next_eval <= self.frames:
                         self.next_eval += cfg.eval.interval
-                    record = self._evaluate()
+                    with stop.interruptible():  # a signal abandons the evaluation
+                        record = self._evaluate()
                     total = self.elapsed_before + self._elapsed
                     pbar.set_postfix(
                         eval_return=f"{record.mean:.1f}",
@@ -514,7 +536,8 @@ class Trainer:
                         self.next_checkpoint += cfg.checkpoint.interval
                     self.save()
             if not self.records.records or self.records.records[-1].frames != self.frames:
-                self._evaluate()
+                with stop.interruptible():
+                    self._evaluate()
             try:  # a kind of update that never applied once is a failed run, not a done one
                 self.agent.guard.check_progress()
             except NonFiniteLossError as err:
@@ -522,8 +545,7 @@ class Trainer:
             completed = True
         except KeyboardInterrupt:
             self._elapsed = time.perf_counter() - start
-            self.save()
-            raise
+            raise self._interrupted(stop.received) from None
         finally:
             pbar.close()
             redirect.__exit__(None, None, None)
@@ -540,7 +562,23 @@ class Trainer:
             for env in (self.env, self.eval_env):
                 if env is not None and not env.is_closed:  # the collector may have closed it
                     env.close()
+            stop.restore()
         return TrainResult(self.run_dir, self.frames, self.updates, self.records.records)
+
+    def _interrupted(self, signum: int | None) -> TrainingInterrupted:
+        """Save the checkpoint after a stop signal and say so in one line."""
+        signum = signal.SIGINT if signum is None else signum
+        try:
+            saved = f"checkpoint written to {self.save()}"
+        except CheckpointError as err:
+            saved = f"no checkpoint written: {err}"
+        message = (
+            f"Stopped by {signal_name(signum)} at environment step {self.frames} after "
+            f"{self.updates} updates and {self.model_updates} model updates; {saved}. Resume with "
+            f"checkpoint.resume=true logger.run_dir={self.run_dir}."
+        )
+        log.warning(message)
+        return TrainingInterrupted(message, signum)
 
     def _write_summary(self) -> None:
         cfg = self.cfg

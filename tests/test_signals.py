@@ -1,0 +1,152 @@
+"""Ctrl-C, SIGTERM and SIGHUP: the run finishes its updates, saves and exits with one line.
+
+Each test runs the training in a child process and delivers a real signal to it.
+The child first gives SIGINT back its default handler: a shell that starts a job in
+the background starts it with SIGINT ignored, and the trainer leaves an ignored
+signal ignored.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from torchrl_svg.train import load_checkpoint
+
+TINY = [
+    "network.actor_hidden_sizes=[16]",
+    "network.critic_hidden_sizes=[16]",
+    "model.hidden_sizes=[16]",
+    "model.pretrain_updates=5",
+    "loss.updates_per_step=1",
+    "eval.episodes=1",
+    "eval.max_steps=20",
+    "logger.progress=false",
+    "logger.backend=csv",
+    "num_threads=1",
+    "collector.init_random_frames=50",
+    "checkpoint.interval=1000000",  # no periodic checkpoint: only the stop writes one
+]
+
+SIGINT_DEFAULT = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+
+CLI = SIGINT_DEFAULT + textwrap.dedent(
+    """
+    import sys
+    from torchrl_svg.train.__main__ import main
+    sys.exit(main(sys.argv[1:]))
+    """
+)
+
+# A signal delivered from inside the value network's forward pass, which S2VGLoss runs
+# inside ``params.to_module(...)``: os.kill runs the Python handler before it returns.
+INSIDE_A_LOSS = SIGINT_DEFAULT + textwrap.dedent(
+    """
+    import os, sys
+    from torchrl_svg.train import Trainer, load_config
+    signum, at_call, overrides = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+    trainer = Trainer(load_config(overrides))
+    calls = 0
+    def deliver(module, args):
+        global calls
+        calls += 1
+        if calls == at_call:
+            print(f"signal at value-network call {calls}", file=sys.stderr, flush=True)
+            os.kill(os.getpid(), signum)
+    trainer.agent.loss.value_network.register_forward_pre_hook(deliver)
+    trainer.run()
+    """
+)
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+
+
+def _assert_counted(state: dict) -> None:
+    """The counters say exactly how many optimiser steps the saved parameters have taken."""
+    counters, agent = state["counters"], state["agent"]
+    actor_critic = {float(s["step"]) for s in agent["optimizer"]["state"].values()}
+    model = {float(s["step"]) for s in agent["world_model"]["optimizer"]["state"].values()}
+    assert actor_critic == {counters["updates"] - counters["skipped_updates"]}
+    assert model == {counters["model_updates"]}
+    assert len(state["replay"]["data"]) == counters["frames"] - counters["dropped_transitions"]
+
+
+@pytest.mark.parametrize(
+    "signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=["SIGTERM", "SIGHUP", "SIGINT"]
+)
+def test_a_stop_signal_saves_a_checkpoint_and_exits_with_one_line(tmp_path: Path, signum):
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            CLI,
+            *TINY,
+            "collector.total_frames=100000",
+            "eval.interval=100",
+            f"logger.run_dir={run_dir}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+        cwd=tmp_path,
+    )
+    deadline = time.time() + 300
+    while not (run_dir / "eval.csv").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)  # the first evaluation: training is under way
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=300)
+    name = signal.Signals(signum).name
+    assert proc.returncode == 128 + signum, err[-3000:]
+    assert f"Stopped by {name} at environment step" in err
+    assert "Traceback" not in err
+    state = load_checkpoint(run_dir / "checkpoint.pt")
+    assert 100 <= state["counters"]["frames"] < 100000
+    assert state["counters"]["updates"] > 0
+    _assert_counted(state)
+    assert f"environment step {state['counters']['frames']} " in err
+
+
+def test_ctrl_c_inside_a_loss_finishes_the_update_saves_and_counts_it(tmp_path: Path):
+    run_dir = tmp_path / "run"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            INSIDE_A_LOSS,
+            str(int(signal.SIGINT)),
+            "25",
+            *TINY,
+            "compile.fast_update=false",  # the LossModule steps, with params.to_module(...)
+            "collector.total_frames=100000",
+            "eval.interval=100000",
+            f"logger.run_dir={run_dir}",
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert "signal at value-network call 25" in proc.stderr
+    assert proc.returncode == 130, proc.stderr[-3000:]
+    assert "Stopped by SIGINT" in proc.stderr
+    assert "Converting a tensordict to boolean" not in proc.stderr
+    state = load_checkpoint(run_dir / "checkpoint.pt")
+    # the update in progress was finished, and so were the rest of its batch's: all counted
+    assert state["counters"]["updates"] >= 25
+    assert state["counters"]["frames"] % 10 == 0
+    _assert_counted(state)
+    assert torch.isfinite(state["agent"]["loss"]["value_network_params.module.0.weight"]).all()
