@@ -52,3 +52,55 @@ for _name, _cls in (
 ):
     if _name not in gym.envs.registry:
         gym.register(id=_name, entry_point=f"{__name__}:{_cls.__name__}", max_episode_steps=200)
+
+
+class OutlierPendulum(_Counting):
+    """Returns one finite but absurd observation (1e25) at its 120th step, then goes on."""
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        if self.total_steps == 120:
+            obs = np.full_like(obs, 1e25)
+        return obs, reward, terminated, truncated, info
+
+
+class EvalCrashingPendulum(_Counting):
+    """Raises on the 5th step after a reset with a seed of 10000 or more (an evaluation env)."""
+
+    evaluation = False
+
+    def reset(self, *, seed=None, options=None):
+        if seed is not None:
+            self.evaluation = seed >= 10_000
+        return super().reset(seed=seed, options=options)
+
+    def step(self, action):
+        if self.evaluation and self.total_steps == 4:
+            raise RuntimeError("simulated renderer failure in the evaluation env")
+        return super().step(action)
+
+
+class NaNRewardPendulum(_Counting):
+    """Returns a NaN reward on the 3rd step of an evaluation env (seed 10000 or more)."""
+
+    evaluation = False
+
+    def reset(self, *, seed=None, options=None):
+        if seed is not None:
+            self.evaluation = seed >= 10_000
+        return super().reset(seed=seed, options=options)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        if self.evaluation and self.total_steps == 3:
+            reward = float("nan")
+        return obs, reward, terminated, truncated, info
+
+
+for _name, _cls in (
+    ("OutlierPendulum-v0", OutlierPendulum),
+    ("EvalCrashingPendulum-v0", EvalCrashingPendulum),
+    ("NaNRewardPendulum-v0", NaNRewardPendulum),
+):
+    if _name not in gym.envs.registry:
+        gym.register(id=_name, entry_point=f"{__name__}:{_cls.__name__}", max_episode_steps=200)

@@ -8,6 +8,9 @@ import json
 import logging
 import os
 import pickle
+import subprocess
+import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -17,7 +20,7 @@ import torch
 from tensordict import TensorDict
 from tensordict._reductions import _make_td
 
-from torchrl_svg.train import CheckpointError, Trainer, load_checkpoint, load_config
+from torchrl_svg.train import CheckpointError, Trainer, load_checkpoint, load_config, train
 from torchrl_svg.train.checkpoint import (
     CHECKPOINT_FORMAT,
     HEADER_SIZE,
@@ -151,6 +154,47 @@ def test_saving_and_loading_cost_about_what_a_plain_torch_save_costs(tmp_path):
 
 
 # ---------------------------------------------------------- kills mid-write
+KILL_BETWEEN_RENAMES = textwrap.dedent(
+    """
+    import os, signal, sys
+    from torchrl_svg.train import checkpoint
+    path = sys.argv[1]
+    state = checkpoint.load_checkpoint(path)
+    state["counters"]["elapsed"] = 12345.0  # tells the newer state apart
+    real_replace = os.replace
+    def replace(src, dst):
+        real_replace(src, dst)
+        if str(dst).endswith(".prev.pt"):  # the first of the two renames is done
+            os.kill(os.getpid(), signal.SIGKILL)
+    os.replace = replace
+    checkpoint.save_checkpoint(path, state)
+    """
+)
+
+
+def test_a_kill_between_the_two_renames_resumes_from_the_newest_complete_file(tmp_path, caplog):
+    run_dir = tmp_path / "run"
+    train(load_config([*TINY, f"logger.run_dir={run_dir}"]))
+    path = run_dir / "checkpoint.pt"
+    save_checkpoint(path, load_checkpoint(path))  # an older complete one in .prev
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_BETWEEN_RENAMES, str(path)], capture_output=True, timeout=300
+    )
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+    assert not path.exists()
+    assert temporary_checkpoint(path).is_file() and previous_checkpoint(path).is_file()
+
+    cfg = load_config([f"logger.run_dir={run_dir}", "checkpoint.resume=true"])
+    with caplog.at_level(logging.WARNING, logger="torchrl_svg"):
+        trainer = Trainer(cfg)
+    assert trainer.elapsed_before == 12345.0  # the state of the save that was cut
+    assert trainer.frames == 100
+    assert any(
+        "Resuming from" in r.getMessage() and ".tmp" in r.getMessage() for r in caplog.records
+    )
+    trainer.close()
+
+
 def test_the_newest_complete_file_wins_and_the_others_are_named(tmp_path, caplog):
     path = tmp_path / "checkpoint.pt"
     save_checkpoint(path, {"step": 1})

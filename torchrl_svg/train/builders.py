@@ -40,7 +40,7 @@ from torchrl_svg._utils import check_same_shape
 from torchrl_svg.data import slice_replay_buffer
 from torchrl_svg.envs import EndOnNonFinite, HandEnv, LQGEnv, hand_reward_module, lqg_reward_module
 from torchrl_svg.objectives.noise import LocationScale
-from torchrl_svg.train.config import OWN_ENVS, Config, wandb_mode
+from torchrl_svg.train.config import OWN_ENVS, Config, ConfigError, wandb_mode
 
 __all__ = [
     "ACTIVATIONS",
@@ -558,6 +558,11 @@ def make_logger(cfg: Config, run_dir: Path, run_id: str | None = None) -> Logger
     ``WANDB_MODE`` environment variable, and offline when neither is set.
     """
     exp_name = cfg.logger.exp_name or run_dir.name
+    if Path(run_dir, exp_name).resolve().parent != Path(run_dir).resolve():
+        raise ConfigError(
+            f"logger.exp_name={exp_name!r} must be a plain name: the logger writes into "
+            f"{run_dir}/<logger.exp_name>, and this one leads out of it."
+        )
     backend = cfg.logger.backend
     if backend == "none":
         return None

@@ -24,13 +24,18 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from torchrl_svg.train.checkpoint import CheckpointError
+
 __all__ = [
     "ALGORITHM_DEFAULTS",
     "OWN_ENVS",
     "Config",
     "ConfigError",
     "PRESETS",
+    "ResumeConfigError",
+    "SAFE_ON_RESUME",
     "load_config",
+    "resume_config",
     "to_dict",
     "wandb_mode",
 ]
@@ -294,9 +299,21 @@ class GuardConfig:
     Attributes:
         max_nonfinite_updates: non-finite losses or gradients in a row that are skipped
             (and counted) before the run stops with the last checkpoint.
+        max_abs_value: a transition with an observation or reward entry larger than this in
+            magnitude is dropped before it reaches the replay buffer and the model's
+            normalisation statistics, and reported like a non-finite one (with the rest of
+            its episode); ``None`` turns the bound off.
+        max_deviation: after ``outlier_warmup`` transitions, one whose observation or reward
+            lies farther than this many running standard deviations (floored at 1) from the
+            running mean of the data kept so far is dropped the same way; ``None`` turns
+            the bound off.
+        outlier_warmup: transitions kept before ``max_deviation`` applies.
     """
 
     max_nonfinite_updates: int = 10
+    max_abs_value: float | None = 1e9
+    max_deviation: float | None = 1e4
+    outlier_warmup: int = 100
 
 
 @dataclass
@@ -581,6 +598,7 @@ def _validate(cfg: Config) -> None:
         )
     _validate_env_name(cfg.env.name)
     _validate_collector(cfg)
+    _validate_exp_name(cfg.logger.exp_name)
     if cfg.compile.cudagraphs and not cfg.device.startswith("cuda"):
         raise ConfigError(
             "compile.cudagraphs=true needs device=cuda (CUDA graphs capture GPU work)."
@@ -856,6 +874,7 @@ def load_config(
     if config_file is not None:
         user = _read_yaml(config_file)
     user = OmegaConf.merge(user, _parse_overrides(overrides))
+    _refuse_interpolations(user)
     defaults = OmegaConf.create() if defaults_file is None else _read_yaml(defaults_file)
     # Validate the keys and types against the schema before choosing a preset.
     _merge(schema, defaults)
@@ -872,6 +891,8 @@ def load_config(
     cfg_node = _merge(*layers)
     cfg: Config = OmegaConf.to_object(cfg_node)  # type: ignore[assignment]
     _validate(cfg)
+    # what the user set, as opposed to defaults and presets (a resume keeps the run's own)
+    cfg._explicit_keys = frozenset(_leaf_values(OmegaConf.to_container(user, resolve=False)))
     return cfg
 
 
@@ -1042,3 +1063,143 @@ def config_help(width: int = 100) -> str:
         )
     )
     return "\n".join(out)
+
+
+def _validate_exp_name(exp_name: str | None) -> None:
+    """The logger writes into ``<run_dir>/<exp_name>``: one plain path component, no escape."""
+    if exp_name is None:
+        return
+    if (
+        not exp_name
+        or exp_name in (".", "..")
+        or "/" in exp_name
+        or "\\" in exp_name
+        or "\0" in exp_name
+        or Path(exp_name).is_absolute()
+    ):
+        raise ConfigError(
+            f"logger.exp_name={exp_name!r} must be a plain name (no '/', '\\', '.' or '..'): the "
+            "logger writes into <logger.run_dir>/<logger.exp_name>."
+        )
+
+
+def _leaf_values(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"group.key": value}`` of a nested dict (lists are values)."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out |= _leaf_values(value, f"{prefix}.{key}" if prefix else str(key))
+    return out
+
+
+def _refuse_interpolations(user: DictConfig) -> None:
+    """Refuse ``${...}`` in user values: they would be resolved (``oc.env`` reads the environment)."""
+    for key, value in _leaf_values(OmegaConf.to_container(user, resolve=False)).items():
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, str) and "${" in v for v in values):
+            raise ConfigError(
+                f"{key}={value!r} is an interpolation; configuration values are taken literally "
+                "(write the value itself: interpolations such as ${oc.env:...} would read the "
+                "environment into config.yaml and the logged hyperparameters)."
+            )
+
+
+class ResumeConfigError(ConfigError, CheckpointError):
+    """A resume that would change what the run is (the message names the key).
+
+    A :class:`ConfigError` about the key, and a
+    :class:`~torchrl_svg.train.checkpoint.CheckpointError`: the run in the
+    checkpoint cannot be continued with it.
+    """
+
+
+#: Keys that a resumed run may change (``group.`` covers the whole group): how long it runs,
+#: what and where it logs, how it evaluates and checkpoints, and its fault limits. Everything
+#: else is part of what was trained and is taken from the run itself.
+SAFE_ON_RESUME: tuple[str, ...] = (
+    "collector.total_frames",
+    "eval.",
+    "logger.",
+    "checkpoint.",
+    "guard.",
+    "num_threads",
+)
+
+
+def _safe_on_resume(key: str) -> bool:
+    return any(
+        key == safe or (safe.endswith(".") and key.startswith(safe)) for safe in SAFE_ON_RESUME
+    )
+
+
+def _known_keys(saved: dict[str, Any], schema: DictConfig) -> dict[str, Any]:
+    """``saved`` without the keys ``schema`` does not have (fields of an older release)."""
+    out: dict[str, Any] = {}
+    for key, value in saved.items():
+        if key not in schema:
+            continue
+        node = schema[key]
+        out[key] = (
+            _known_keys(value, node)
+            if isinstance(node, DictConfig) and isinstance(value, dict)
+            else value
+        )
+    return out
+
+
+def resume_config(cfg: Config, saved: dict[str, Any]) -> tuple[Config, dict[str, tuple[Any, Any]]]:
+    """The configuration of a resumed run: the run's own, with the safe changes ``cfg`` asks for.
+
+    Args:
+        cfg: the configuration given for the resume (from :func:`load_config`, which
+            records the keys the user set; for any other ``Config`` every value that
+            differs from the run's counts as asked for).
+        saved: the run's configuration as saved in its checkpoint (:func:`to_dict`).
+
+    Returns:
+        ``(configuration, {key: (run's value, new value)})`` for the keys changed.
+
+    Raises:
+        ResumeConfigError: naming the first key set to another value than the run's
+            that is not in :data:`SAFE_ON_RESUME`.
+
+    Examples:
+        >>> run = to_dict(load_config(["network.actor_hidden_sizes=[64,64]"]))
+        >>> cfg, changed = resume_config(load_config(["collector.total_frames=20000"]), run)
+        >>> cfg.network.actor_hidden_sizes, changed
+        ([64, 64], {'collector.total_frames': (10000, 20000)})
+        >>> resume_config(load_config(["loss.gamma=0.9"]), run)
+        Traceback (most recent call last):
+        ...
+        torchrl_svg.train.config.ResumeConfigError: loss.gamma=0.9 cannot change when resuming: the run has loss.gamma=0.99. A resumed run keeps its own configuration; only collector.total_frames, eval.*, logger.*, checkpoint.*, guard.*, num_threads may change.
+    """
+    schema = OmegaConf.structured(Config)
+    run_node = _merge(schema, _known_keys(saved, schema))
+    run: dict[str, Any] = _leaf_values(OmegaConf.to_container(run_node, resolve=False))
+    given = _leaf_values(to_dict(cfg))
+    explicit = getattr(cfg, "_explicit_keys", None)
+    changed: dict[str, tuple[Any, Any]] = {}
+    for key, new in given.items():
+        old = run.get(key)
+        if new == old or (explicit is not None and key not in explicit):
+            continue
+        if not _safe_on_resume(key):
+            allowed = ", ".join(k + "*" if k.endswith(".") else k for k in SAFE_ON_RESUME)
+            raise ResumeConfigError(
+                f"{key}={new!r} cannot change when resuming: the run has {key}={old!r}. A resumed "
+                f"run keeps its own configuration; only {allowed} may change."
+            )
+        changed[key] = (old, new)
+    dotlist = OmegaConf.from_dotlist([])
+    for key, (_, new) in changed.items():
+        OmegaConf.update(dotlist, key, new, force_add=True)
+    try:
+        result: Config = OmegaConf.to_object(_merge(run_node, dotlist))  # type: ignore[assignment]
+        _validate(result)
+    except ResumeConfigError:
+        raise
+    except ConfigError as err:
+        raise ResumeConfigError(f"The resumed run's configuration is not valid: {err}") from None
+    result._explicit_keys = frozenset(changed)
+    return result, changed

@@ -6,6 +6,7 @@ import json
 import logging
 import random
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from torchrl_svg.modules import env_specs
 from torchrl_svg.train.agents import AGENTS, NonFiniteGuard, make_agent
 from torchrl_svg.train.builders import (
     REPLAY_KEYS,
+    TRAJ_KEY,
     WorkerFailures,
     collector_policy,
     make_collector,
@@ -37,10 +39,18 @@ from torchrl_svg.train.builders import (
     num_threads,
     warm_up_frames,
 )
-from torchrl_svg.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from torchrl_svg.train.config import Config, to_dict
+from torchrl_svg.train.checkpoint import (
+    CheckpointError,
+    StorageError,
+    load_latest_checkpoint,
+    save_checkpoint,
+    write_atomically,
+)
+from torchrl_svg.train.config import Config, resume_config, to_dict
 from torchrl_svg.train.interrupts import StopSignals, TrainingInterrupted, signal_name
 from torchrl_svg.train.records import EvalRecord, EvalRecords
+from torchrl_svg.train.runlock import RunLock
+from torchrl_svg.train.screening import TransitionScreen, finite_rows
 
 __all__ = [
     "EnvironmentFailure",
@@ -92,15 +102,26 @@ def _uniform_log_prob(action_spec) -> float:
     return float(-torch.log(high - low).sum())
 
 
-def _finite_rows(data: TensorDictBase) -> torch.Tensor:
-    """``[N]`` mask of transitions whose observations and reward are all finite."""
-    n = data.numel()
-    ok = torch.ones(n, dtype=torch.bool, device=data.device)
-    for key in ("observation", ("next", "observation"), ("next", "reward")):
-        value = data.get(key, None)
-        if value is not None:
-            ok &= torch.isfinite(value.reshape(n, -1)).all(-1)
-    return ok
+class NonFiniteStateError(NonFiniteLossError):
+    """The training state holds NaN or infinite values; it was not saved over the last checkpoint."""
+
+
+def _non_finite_entries(state: Any, prefix: str = "") -> list[str]:
+    """The names of the floating-point tensors of a nested state that hold NaN or inf."""
+    if isinstance(state, torch.Tensor):
+        finite = not state.is_floating_point() or bool(torch.isfinite(state).all())
+        return [] if finite else [prefix]
+    if isinstance(state, dict):
+        items = state.items()
+    elif isinstance(state, (list, tuple)):
+        items = enumerate(state)
+    else:
+        return []
+    return [
+        bad
+        for k, v in items
+        for bad in _non_finite_entries(v, f"{prefix}.{k}" if prefix else str(k))
+    ]
 
 
 def replay_state(replay: ReplayBuffer) -> dict[str, Any]:
@@ -110,6 +131,10 @@ def replay_state(replay: ReplayBuffer) -> dict[str, Any]:
     if data is not None and "index" in data.keys():
         data = data.exclude("index")
     return {"data": None if data is None else data.cpu(), "writer": replay._writer.state_dict()}
+
+
+def _nonfinite(value: Any) -> bool:
+    return isinstance(value, float) and not np.isfinite(value)
 
 
 def _numpy_rng_state() -> dict[str, Any]:
@@ -132,6 +157,14 @@ def _set_numpy_rng_state(state: dict[str, Any] | tuple) -> None:
     np.random.set_state(
         (state["name"], keys, state["pos"], state["has_gauss"], state["cached_gaussian"])
     )
+
+
+def _logged_step(line: str) -> float:
+    """The step of a ``step,value`` row of a CSV logger file (rows that are not count as step 0)."""
+    try:
+        return float(line.split(",", 1)[0])
+    except ValueError:
+        return 0.0
 
 
 def load_replay_state(replay: ReplayBuffer, state: dict[str, Any], device: torch.device) -> None:
@@ -170,15 +203,27 @@ class Trainer:
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
+        self.run_dir = make_run_dir(cfg)
+        self.checkpoint_path = self.run_dir / "checkpoint.pt"
+        self.lock = RunLock(self.run_dir)
+        self.lock.acquire()  # before anything in the run directory is read or written
+        self.env = self.eval_env = self.collector = self.logger = None
+        try:
+            self._build(cfg)
+        except BaseException:
+            self.close()  # no worker process and no lock outlive a failed start
+            raise
+
+    def _build(self, cfg: Config) -> None:
+        state = None
+        if cfg.checkpoint.resume:
+            state, cfg = self._read_resume_state(cfg)
+            self.cfg = cfg
         torch.set_num_threads(num_threads(cfg))
         torch.manual_seed(cfg.env.seed)
         np.random.seed(cfg.env.seed)
         random.seed(cfg.env.seed)
         self.device = torch.device(cfg.device)
-        self.run_dir = make_run_dir(cfg)
-        self.checkpoint_path = self.run_dir / "checkpoint.pt"
-        state = self._read_resume_state() if cfg.checkpoint.resume else None
-        OmegaConf.save(OmegaConf.structured(cfg), self.run_dir / "config.yaml")
 
         self.episodic = AGENTS[cfg.algorithm].episodic
         self.frames = self.updates = self.model_updates = 0
@@ -188,6 +233,12 @@ class Trainer:
         self.next_checkpoint = cfg.checkpoint.interval
         self.pretrained = self.episodic
         self.elapsed_before = 0.0
+        self.finished = False
+        self.traj_offset = self.next_traj_id = 0
+        self.checkpoint_frames: int | None = None
+        self.screen = TransitionScreen(
+            cfg.guard.max_abs_value, cfg.guard.max_deviation, cfg.guard.outlier_warmup
+        )
         self.records = EvalRecords(
             self.run_dir, title=f"{cfg.algorithm.upper()} on {cfg.env.name} (seed {cfg.env.seed})"
         )
@@ -204,6 +255,14 @@ class Trainer:
         if state is not None:
             self.load_state_dict(state)
             run_id = state.get("logger_run_id")
+            # a finished run (at its total, evaluated there) is left as it is, unless
+            # collector.total_frames now asks for more
+            last = self.records.records[-1].frames if self.records.records else None
+            self.finished = last == self.frames >= cfg.collector.total_frames
+            if self.finished:
+                return
+            self.records.write()
+            self._trim_logger_files()
         # a resumed run re-seeds its env from the step reached (the episode in flight restarts)
         single = cfg.collector.backend == "single"
         self.env = (
@@ -227,17 +286,27 @@ class Trainer:
         )
         if self.episodic and state is None:
             self._say_frames_rounding()
-        try:
-            self.collector.set_seed(cfg.env.seed + self.frames)
-            self.logger = make_logger(cfg, self.run_dir, run_id=run_id)
-            if self.logger is not None and state is None:
-                self.logger.log_hparams(to_dict(cfg))
-        except BaseException:
-            self._shutdown_collector()  # no worker process outlives a failed start
-            raise
+        self.collector.set_seed(cfg.env.seed + self.frames)
+        self.logger = make_logger(cfg, self.run_dir, run_id=run_id)
+        if self.logger is not None and state is None:
+            self.logger.log_hparams(to_dict(cfg))
         if state is not None:
             # building the env and collector drew random numbers: continue from the saved stream
             self._restore_rng(state)
+        # written once every check has passed (a refused resume leaves the run's own untouched)
+        write_atomically(self.run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+
+    def close(self) -> None:
+        """Shut the collector down, close the environments and release the run directory.
+
+        :meth:`run` does this however it ends; call it for a trainer that is not run.
+        """
+        if self.collector is not None:
+            self._shutdown_collector()
+        for env in (self.env, self.eval_env):
+            if env is not None and not env.is_closed:  # the collector may have closed it
+                env.close()
+        self.lock.release()
 
     def _say_frames_rounding(self) -> None:
         """Episodic agents collect whole batches of episodes: say when the total rounds up."""
@@ -256,21 +325,34 @@ class Trainer:
             )
 
     # ------------------------------------------------------------ checkpoints
-    def _read_resume_state(self) -> dict[str, Any]:
-        state = load_checkpoint(self.checkpoint_path)
-        saved = state.get("config", {})
-        for group, key in (("algorithm", None), ("env", "name")):
-            old = saved.get(group) if key is None else saved.get(group, {}).get(key)
-            new = (
-                getattr(self.cfg, group) if key is None else getattr(getattr(self.cfg, group), key)
-            )
-            if old != new:
-                name = group if key is None else f"{group}.{key}"
-                raise CheckpointError(
-                    f"Cannot resume {self.checkpoint_path}: it was written with {name}={old!r}, "
-                    f"the configuration has {name}={new!r}."
-                )
-        return state
+    def _read_resume_state(self, cfg: Config) -> tuple[dict[str, Any], Config]:
+        """The newest complete checkpoint and the run's own configuration with ``cfg``'s safe changes."""
+        state, source = load_latest_checkpoint(self.checkpoint_path)
+        cfg, changed = resume_config(cfg, state.get("config", {}))
+        counters = state.get("counters", {})
+        log.info(
+            "Resuming %s from %s at environment step %s%s.",
+            self.run_dir,
+            source.name,
+            counters.get("frames", "?"),
+            "; changed: "
+            + ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())
+            if changed
+            else "",
+        )
+        return state, cfg
+
+    def _trim_logger_files(self) -> None:
+        """Drop the logger rows written after the checkpoint: the resumed run logs those steps again."""
+        cfg = self.cfg
+        exp_dir = self.run_dir / (cfg.logger.exp_name or self.run_dir.name)
+        if cfg.logger.backend != "csv" or not (exp_dir / "scalars").is_dir():
+            return
+        for path in sorted((exp_dir / "scalars").rglob("*.csv")):
+            lines = path.read_text().splitlines(keepends=True)
+            kept = [line for line in lines if _logged_step(line) <= self.frames]
+            if len(kept) != len(lines):
+                write_atomically(path, "".join(kept))
 
     def state_dict(self) -> dict[str, Any]:
         """The full training state (see the class docstring)."""
@@ -290,6 +372,7 @@ class Trainer:
                 "next_checkpoint": self.next_checkpoint,
                 "pretrained": self.pretrained,
                 "elapsed": self.elapsed_before + getattr(self, "_elapsed", 0.0),
+                "next_traj_id": self.next_traj_id,
             },
             "records": [vars(r) for r in self.records.records],
             "rng": {
@@ -298,6 +381,7 @@ class Trainer:
                 "random": random.getstate(),
             },
             "logger_run_id": logger_id,
+            "screen": self.screen.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -316,7 +400,16 @@ class Trainer:
         self.next_checkpoint, self.pretrained = c["next_checkpoint"], c["pretrained"]
         self.elapsed_before = c["elapsed"]
         self.records.records = [EvalRecord(**r) for r in state["records"]]
-        self.records.write()
+        # the collector numbers trajectories from 0 again: continue after the stored ones
+        data = state["replay"]["data"]
+        ids = None if data is None else data.get(TRAJ_KEY, None)
+        stored = 0 if ids is None or not ids.numel() else int(ids.max()) + 1
+        self.next_traj_id = self.traj_offset = max(c.get("next_traj_id", 0), stored)
+        if "screen" in state:
+            self.screen.load_state_dict(state["screen"])
+        elif data is not None:  # checkpoints of earlier releases: the statistics of what was kept
+            self.screen.fit(data)
+        self.checkpoint_frames = self.frames
         self._restore_rng(state)
         self._saved_progress = self._progress()  # what the checkpoint read already holds
 
@@ -330,10 +423,29 @@ class Trainer:
         return (self.frames, self.updates, self.model_updates, len(self.records.records))
 
     def save(self) -> Path:
-        """Write the checkpoint atomically (the previous one is kept as ``checkpoint.prev.pt``)."""
-        path = save_checkpoint(self.checkpoint_path, self.state_dict())
+        """Write the checkpoint atomically (the previous one is kept as ``checkpoint.prev.pt``).
+
+        Raises:
+            NonFiniteStateError: if a parameter, optimiser state or statistic holds
+                NaN or inf: the last checkpoint, a finite state, is then kept.
+        """
+        state = self.state_dict()
+        bad = _non_finite_entries(state["agent"])
+        if bad:
+            raise NonFiniteStateError(
+                f"The training state at environment step {self.frames} holds non-finite values "
+                f"in {', '.join(bad[:5])}{' and more' if len(bad) > 5 else ''}; it was not saved "
+                f"over the last checkpoint, {self._last_checkpoint()}."
+            )
+        path = save_checkpoint(self.checkpoint_path, state)
+        self.checkpoint_frames = self.frames
         self._saved_progress = self._progress()
         return path
+
+    def _last_checkpoint(self) -> str:
+        if self.checkpoint_frames is None:
+            return "none (no finite state was saved yet)"
+        return f"{self.checkpoint_path} (environment step {self.checkpoint_frames})"
 
     # --------------------------------------------------------------- pieces
     def _log(self, values: dict[str, float]) -> None:
@@ -372,21 +484,39 @@ class Trainer:
             self.logger.experiment.log({"eval/video": wandb.Video(str(path), format="gif")})
 
     def _clean(self, data: TensorDictBase) -> TensorDictBase:
-        """Drop (and report) transitions with non-finite observations or rewards."""
-        ok = _finite_rows(data)
-        if bool(ok.all()):
+        """Drop (and report) transitions with non-finite or outlying observations or rewards.
+
+        Outliers are judged by :class:`~torchrl_svg.train.screening.TransitionScreen`
+        (``guard.max_abs_value``, ``guard.max_deviation``); the rest of an episode
+        that had one is dropped with it.
+        """
+        finite = finite_rows(data)
+        keep = finite.clone()
+        keep[finite] = self.screen(data[finite]).to(keep.device)
+        if bool(keep.all()):
             return data
-        bad = int((~ok).sum())
-        self.dropped_transitions += bad
+        nonfinite = int((~finite).sum())
+        outliers = int((~keep).sum()) - nonfinite
+        self.dropped_transitions += nonfinite + outliers
+        what = []
+        if nonfinite:
+            what.append(f"{nonfinite} transition(s) with a non-finite observation or reward")
+        if outliers:
+            guard = self.cfg.guard
+            what.append(
+                f"{outliers} transition(s) with an outlying observation or reward, or later in an "
+                f"episode that had one (beyond guard.max_abs_value={guard.max_abs_value} or "
+                f"guard.max_deviation={guard.max_deviation} running standard deviations)"
+            )
         log.warning(
-            "Dropped %d transition(s) with a non-finite observation or reward collected up to "
-            "environment step %d (%d dropped in all); they were not stored.",
-            bad,
+            "Dropped %s collected up to environment step %d (%d dropped in all); they were not "
+            "stored.",
+            " and ".join(what),
             self.frames + data.numel(),
             self.dropped_transitions,
         )
         self._log({"data/dropped_transitions": float(self.dropped_transitions)})
-        return data[ok]
+        return data[keep]
 
     def _train(self, fresh: TensorDictBase) -> TensorDictBase | None:
         cfg = self.cfg
@@ -418,8 +548,17 @@ class Trainer:
         finally:
             torch.set_num_threads(threads)
 
-    def _environment_failure(self, err: Exception, checkpoint: Path) -> EnvironmentFailure:
+    def _environment_failure(
+        self, err: Exception, checkpoint: Path, *, evaluating: bool = False
+    ) -> EnvironmentFailure:
         """What the environment raised, where (collector worker and its step) and how to resume."""
+        if evaluating:
+            return EnvironmentFailure(
+                f"The evaluation environment {self.cfg.env.name!r} raised while evaluating after "
+                f"environment step {self.frames}: {type(err).__name__}: {err}. The run stopped "
+                f"with its state in the checkpoint {checkpoint}; resume with "
+                f"checkpoint.resume=true logger.run_dir={self.run_dir}."
+            )
         reports = self.failures.read()
         if reports:
             first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
@@ -442,8 +581,8 @@ class Trainer:
     def _fault(self, err: NonFiniteLossError) -> NonFiniteLossError:
         return NonFiniteLossError(
             f"{err} after {self.updates} updates and {self.model_updates} model updates "
-            f"(environment step {self.frames}). No non-finite update was applied; the checkpoint "
-            f"{self.checkpoint_path} holds the state from before the fault."
+            f"(environment step {self.frames}). No non-finite update was applied; the last "
+            f"checkpoint, {self._last_checkpoint()}, holds a state checked finite when saved."
         )
 
     # ------------------------------------------------------------------ run
@@ -458,6 +597,16 @@ class Trainer:
             NonFiniteLossError: when the non-finite guard stops the run.
         """
         cfg = self.cfg
+        if self.finished:
+            log.warning(
+                "%s is a finished run (%d of collector.total_frames=%d environment steps): nothing "
+                "to do. To train it further, resume with a larger collector.total_frames.",
+                self.run_dir,
+                self.frames,
+                cfg.collector.total_frames,
+            )
+            self.close()
+            return TrainResult(self.run_dir, self.frames, self.updates, self.records.records)
         start = time.perf_counter()
         self._elapsed = 0.0
         last: TensorDictBase | None = None
@@ -475,7 +624,7 @@ class Trainer:
         redirect.__enter__()
         stop = StopSignals().install()  # signals stop the run at a whole state (see interrupts)
         try:
-            while True:
+            while self.frames < cfg.collector.total_frames:
                 try:
                     with stop.interruptible():  # waiting for data: a signal abandons the batch
                         data = next(iterator)
@@ -485,6 +634,7 @@ class Trainer:
                     self._elapsed = time.perf_counter() - start
                     raise self._environment_failure(err, self.save()) from err
                 fresh = data.select(*REPLAY_KEYS, strict=False)
+                self._continue_trajectories(fresh)
                 if self.frames < self.warm_up:
                     # warm-up actions come from a uniform policy: store its log-density as behaviour
                     fresh.set("action_log_prob", torch.full(fresh.shape, self.uniform_log_prob))
@@ -523,8 +673,7 @@ class Trainer:
                 if self.frames >= self.next_eval:
                     while self.next_eval <= self.frames:
                         self.next_eval += cfg.eval.interval
-                    with stop.interruptible():  # a signal abandons the evaluation
-                        record = self._evaluate()
+                    record = self._evaluate_or_stop(stop, start)
                     total = self.elapsed_before + self._elapsed
                     pbar.set_postfix(
                         eval_return=f"{record.mean:.1f}",
@@ -536,8 +685,7 @@ class Trainer:
                         self.next_checkpoint += cfg.checkpoint.interval
                     self.save()
             if not self.records.records or self.records.records[-1].frames != self.frames:
-                with stop.interruptible():
-                    self._evaluate()
+                self._evaluate_or_stop(stop, start)
             try:  # a kind of update that never applied once is a failed run, not a done one
                 self.agent.guard.check_progress()
             except NonFiniteLossError as err:
@@ -550,27 +698,61 @@ class Trainer:
             pbar.close()
             redirect.__exit__(None, None, None)
             self._shutdown_collector()
+            failure = None  # raised below once everything is closed (when nothing else is)
             # the end of a run is checkpointed unless the last periodic checkpoint already holds
             # it (a second copy would also replace checkpoint.prev.pt with the same state)
             if completed and getattr(self, "_saved_progress", None) != self._progress():
-                self.save()
-            self._write_summary()
+                try:
+                    self.save()
+                except (CheckpointError, NonFiniteStateError) as err:
+                    failure = err
+            try:
+                self._write_summary()
+            except StorageError as err:
+                failure = failure or err
+            if failure is not None and sys.exc_info()[0] is not None:
+                log.error("%s", failure)  # another error is on its way out: say this one too
             if self.logger is not None and hasattr(
                 getattr(self.logger, "experiment", None), "finish"
             ):
                 self.logger.experiment.finish()
-            for env in (self.env, self.eval_env):
-                if env is not None and not env.is_closed:  # the collector may have closed it
-                    env.close()
+            self.close()
             stop.restore()
+        if failure is not None:
+            raise failure
         return TrainResult(self.run_dir, self.frames, self.updates, self.records.records)
+
+    def _evaluate_or_stop(self, stop: StopSignals, start: float) -> EvalRecord:
+        """Evaluate; a stop signal abandons it, an environment that raises stops the run.
+
+        Raises:
+            EnvironmentFailure: as for a failure while collecting, after writing the checkpoint.
+        """
+        try:
+            with stop.interruptible():
+                return self._evaluate()
+        except (CheckpointError, NonFiniteLossError):  # the run's own files or state: not the env
+            raise
+        except Exception as err:
+            self._elapsed = time.perf_counter() - start
+            raise self._environment_failure(err, self.save(), evaluating=True) from err
+
+    def _continue_trajectories(self, data: TensorDictBase) -> None:
+        """Number the batch's trajectories after those of the run so far (a resumed collector restarts at 0)."""
+        ids = data.get(TRAJ_KEY, None)
+        if ids is None or not ids.numel():
+            return
+        if self.traj_offset:
+            ids = ids + self.traj_offset
+            data.set(TRAJ_KEY, ids)
+        self.next_traj_id = max(self.next_traj_id, int(ids.max()) + 1)
 
     def _interrupted(self, signum: int | None) -> TrainingInterrupted:
         """Save the checkpoint after a stop signal and say so in one line."""
         signum = signal.SIGINT if signum is None else signum
         try:
             saved = f"checkpoint written to {self.save()}"
-        except CheckpointError as err:
+        except (CheckpointError, NonFiniteStateError) as err:
             saved = f"no checkpoint written: {err}"
         message = (
             f"Stopped by {signal_name(signum)} at environment step {self.frames} after "
@@ -594,7 +776,12 @@ class Trainer:
             "wall_time_s": self.elapsed_before + getattr(self, "_elapsed", 0.0),
             "final_return": self.records.records[-1].mean if self.records.records else None,
         }
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        summary = {k: None if _nonfinite(v) else v for k, v in summary.items()}
+        last = self.records.records[-1] if self.records.records else None
+        summary["final_nonfinite_episodes"] = last.nonfinite_episodes if last else 0
+        write_atomically(
+            self.run_dir / "summary.json", json.dumps(summary, indent=2, allow_nan=False)
+        )
 
 
 def train(cfg: Config) -> TrainResult:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from torchrl_svg.train.checkpoint import StorageError, write_atomically
 
 __all__ = ["EvalRecord", "EvalRecords", "plot_curves"]
 
@@ -18,6 +22,7 @@ CSV_FIELDS = (
     "return_min",
     "return_max",
     "episodes",
+    "nonfinite_episodes",
 )
 
 
@@ -31,27 +36,40 @@ class EvalRecord:
     returns: list[float]
 
     @property
+    def finite_returns(self) -> list[float]:
+        """The returns of the episodes whose rewards were all finite."""
+        return [r for r in self.returns if math.isfinite(r)]
+
+    @property
+    def nonfinite_episodes(self) -> int:
+        """Episodes with a NaN or infinite return (left out of the statistics)."""
+        return len(self.returns) - len(self.finite_returns)
+
+    @property
     def mean(self) -> float:
-        """Mean return."""
-        return sum(self.returns) / len(self.returns)
+        """Mean return of the finite episodes (NaN when there is none)."""
+        finite = self.finite_returns
+        return sum(finite) / len(finite) if finite else math.nan
 
     @property
     def std(self) -> float:
-        """Standard deviation of the returns (population)."""
-        m = self.mean
-        return math.sqrt(sum((r - m) ** 2 for r in self.returns) / len(self.returns))
+        """Standard deviation of the finite returns (population; NaN when there is none)."""
+        finite, m = self.finite_returns, self.mean
+        return math.sqrt(sum((r - m) ** 2 for r in finite) / len(finite)) if finite else math.nan
 
-    def row(self) -> dict[str, float | int]:
-        """The CSV row of this evaluation."""
+    def row(self) -> dict[str, float | int | str]:
+        """The CSV row of this evaluation (statistics of the finite episodes; empty if none)."""
+        finite = self.finite_returns
         return {
             "frames": self.frames,
             "updates": self.updates,
             "wall_time_s": round(self.wall_time_s, 3),
-            "return_mean": self.mean,
-            "return_std": self.std,
-            "return_min": min(self.returns),
-            "return_max": max(self.returns),
+            "return_mean": self.mean if finite else "",
+            "return_std": self.std if finite else "",
+            "return_min": min(finite) if finite else "",
+            "return_max": max(finite) if finite else "",
             "episodes": len(self.returns),
+            "nonfinite_episodes": self.nonfinite_episodes,
         }
 
 
@@ -83,19 +101,33 @@ class EvalRecords:
         self.write()
 
     def write(self) -> None:
-        """Write ``eval.csv`` and ``learning_curve.png`` from the records (a resumed run rewrites them)."""
-        with self.csv_path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-            writer.writeheader()
-            for r in self.records:
-                writer.writerow(r.row())
-        if not self.records:
+        """Write ``eval.csv`` and ``learning_curve.png`` from the records (a resumed run rewrites them).
+
+        Each file is replaced whole (written aside, then renamed), so a failed write
+        (a full disk) leaves the previous one.
+
+        Raises:
+            StorageError: naming the file that could not be written.
+        """
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        for r in self.records:
+            writer.writerow(r.row())
+        write_atomically(self.csv_path, text.getvalue())
+        points = [(r.frames, r.mean, r.std) for r in self.records if r.finite_returns]
+        if not points:
             return
-        plot_curves(
-            {self.title: [(r.frames, r.mean, r.std) for r in self.records]},
-            self.png_path,
-            title=self.title,
-        )
+        tmp = self.png_path.with_name(f".{self.png_path.stem}.tmp{self.png_path.suffix}")
+        try:
+            plot_curves({self.title: points}, tmp, title=self.title)
+            os.replace(tmp, self.png_path)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            raise StorageError(
+                f"Could not write {self.png_path}: {type(err).__name__}: {err}. The file is as it "
+                "was before (never cut short)."
+            ) from err
 
 
 def plot_curves(
