@@ -17,8 +17,8 @@ from torchrl_svg.envs.lqg import (
     lqg_expected_return,
     lqg_lookahead_return,
     lqg_policy_gradient,
-    lqg_state_moments,
     lqg_reward_module,
+    lqg_state_moments,
     lqg_value_function,
     lqg_value_module,
 )
