@@ -866,7 +866,7 @@ def load_config(
         >>> load_config(["loss.horzion=3"])
         Traceback (most recent call last):
         ...
-        torchrl_svg.train.config.ConfigError: Invalid configuration key 'loss.horzion': Key 'horzion' not in 'LossConfig'. Did you mean: 'horizon'?
+        torchrl_svg.train.config.ConfigError: Invalid configuration key 'loss.horzion': Key 'horzion' not in 'LossConfig'. Did you mean one of: 'horizon', 'actor_horizon'?
 
     """
     schema = OmegaConf.structured(Config)
