@@ -31,6 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from torchrl_svg.train.checkpoint import checkpoint_candidates  # noqa: E402
 from torchrl_svg.train.records import plot_curves  # noqa: E402
 
 
@@ -49,8 +50,12 @@ def _git_commit() -> str:
 
 
 def _read_curve(path: Path) -> list[dict[str, float]]:
+    """The rows of an ``eval.csv`` (an empty cell, e.g. of an all-non-finite evaluation, is NaN)."""
     rows = list(csv.DictReader(path.read_text().splitlines()))
-    return [{k: float(v) for k, v in row.items()} for row in rows]
+    return [
+        {k: float(v) if v not in ("", None) else float("nan") for k, v in row.items()}
+        for row in rows
+    ]
 
 
 def run_seed(
@@ -70,8 +75,8 @@ def run_seed(
     continuing = False
     if resume and (run_dir / "summary.json").exists():
         return run_dir
-    if resume and (run_dir / "checkpoint.pt").exists():
-        continuing = True
+    if resume and any(p.exists() for p in checkpoint_candidates(run_dir / "checkpoint.pt")):
+        continuing = True  # the recipe resumes from the newest complete one
     elif run_dir.exists():
         shutil.rmtree(run_dir)
     cmd = [
