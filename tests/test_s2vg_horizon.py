@@ -203,3 +203,33 @@ def test_multistep_example_resolves_and_trains(tmp_path):
         capture_output=True,
     )
     assert (run_dir / "eval.csv").read_text().count("\n") >= 2
+
+
+def test_an_error_inside_a_loss_is_not_hidden_by_the_parameter_swap():
+    # tensordict's to_module context turns any exception leaving it into "Converting a
+    # tensordict to boolean value is not permitted": the losses must let the real one through
+    from torchrl.data import Bounded
+
+    from torchrl_svg.modules import GaussianDynamics, RewardModel, make_actor, make_value
+
+    class Broken(Exception):
+        pass
+
+    value = make_value(1, hidden_sizes=(4,))
+    loss = S2VGLoss(
+        make_actor(1, Bounded(-1.0, 1.0, (1,)), hidden_sizes=(4,)),
+        make_qvalue(1, 1, hidden_sizes=(4,)),
+        value,
+        GaussianDynamics(1, 1, hidden_sizes=(4,)),
+        RewardModel(1, 1, hidden_sizes=(4,)),
+    )
+    loss.make_value_estimator(gamma=0.9)
+
+    def fail(*args, **kwargs):
+        raise Broken("from inside the value network")
+
+    loss.value_network.module.register_forward_hook(fail)
+    with pytest.raises(Broken, match="inside the value network"):
+        loss.value_loss(TensorDict({"observation": torch.zeros(4, 1)}, [4]))
+    with pytest.raises(Broken, match="inside the value network"):
+        loss.actor_loss(TensorDict({"observation": torch.zeros(4, 1)}, [4]))

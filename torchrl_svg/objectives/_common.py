@@ -104,14 +104,21 @@ class InputValidation:
 def swapped(params: TensorDictBase | None, module) -> Iterator[None]:
     """Run ``module`` with ``params`` swapped in (``None``: with its current parameters).
 
-    A plain generator context (tensordict's own ``to_module`` context returns a
-    TensorDict from ``__exit__``, which :class:`contextlib.ExitStack` cannot use).
+    A plain generator context: tensordict's own ``to_module`` context returns a
+    TensorDict from ``__exit__``, which :class:`contextlib.ExitStack` cannot use and
+    which, when an exception leaves the block, Python tests for truth, replacing the
+    exception by "Converting a tensordict to boolean value is not permitted". Here the
+    parameters are put back and the original exception propagates.
     """
     if params is None:
         yield
         return
-    with params.to_module(module, preserve_module_state=False):
+    context = params.to_module(module, preserve_module_state=False)
+    context.__enter__()
+    try:
         yield
+    finally:
+        context.__exit__(None, None, None)
 
 
 # Plain wrappers whose forward only reads in_keys, calls .module and writes out_keys.
@@ -266,7 +273,7 @@ def continuation(
     if termination is None:
         return next_observation.new_ones(next_observation.shape[:-1])
     td = TensorDict({("next", observation_key): next_observation}, next_observation.shape[:-1])
-    with params.to_module(termination, preserve_module_state=False):
+    with swapped(params, termination):
         prob = termination.probability(td)
     return 1.0 - prob.squeeze(-1)
 

@@ -715,7 +715,7 @@ class S2VGLoss(InputValidation, LossModule):
             q = self._qvalues(tensordict, action, self._cached_detached_qvalue_params)
             target = soft_state_value_target(q, log_prob, self._alpha)
         td = tensordict.select(*self.value_network.in_keys, strict=False)
-        with self.value_network_params.to_module(self.value_network, preserve_module_state=False):
+        with swapped(self.value_network_params, self.value_network):
             self.value_network(td)
         pred = td.get(self.tensor_keys.value).squeeze(-1)
         loss = 0.5 * distance_loss(pred, target, loss_function=self.loss_function)
