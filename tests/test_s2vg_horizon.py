@@ -206,13 +206,14 @@ def test_multistep_example_resolves_and_trains(tmp_path):
 
 
 def test_an_error_inside_a_loss_is_not_hidden_by_the_parameter_swap():
-    # tensordict's to_module context turns any exception leaving it into "Converting a
-    # tensordict to boolean value is not permitted": the losses must let the real one through
+    # tensordict's to_module context turns an interrupt (KeyboardInterrupt, SystemExit) that
+    # leaves it into "Converting a tensordict to boolean value is not permitted": the losses
+    # must let the real one through
     from torchrl.data import Bounded
 
     from torchrl_svg.modules import GaussianDynamics, RewardModel, make_actor, make_value
 
-    class Broken(Exception):
+    class Broken(KeyboardInterrupt):  # e.g. Ctrl-C in the middle of a network call
         pass
 
     value = make_value(1, hidden_sizes=(4,))
