@@ -6,7 +6,33 @@ The names below are imported on first use, so that the command line answers
 
 from __future__ import annotations
 
+import importlib.util
 from typing import TYPE_CHECKING, Any
+
+
+def _require_train_extra() -> None:
+    """Refuse, with the install command, an environment without the recipe's libraries.
+
+    They come with the ``train`` extra; the LossModules, models and transforms of the
+    rest of the package do not need them.
+    """
+    missing = [name for name in ("gymnasium", "omegaconf", "tqdm") if not _find_spec(name)]
+    if missing:
+        raise ModuleNotFoundError(
+            f"torchrl_svg.train needs {', '.join(missing)}: install the training extra, "
+            "pip install 'torchrl_svg[train]' (pip install -e '.[train]' in a checkout).",
+            name=missing[0],
+        )
+
+
+def _find_spec(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ValueError:  # a module set to None in sys.modules
+        return False
+
+
+_require_train_extra()
 
 if TYPE_CHECKING:
     from torchrl_svg.train.agents import AGENTS, S2VGAgent, SACAgent, make_agent
