@@ -32,7 +32,7 @@ from torchrl_svg.modules import (
     termination_for_env,
 )
 from torchrl_svg.objectives import HardUpdate, SVGInfLoss, SVGLoss
-from torchrl_svg.objectives.svg import _unroll_real
+from torchrl_svg.objectives._unroll import unroll_real
 
 
 # ------------------------------------------------------------------ HardUpdate
@@ -227,13 +227,13 @@ def test_model_noise_inference_and_the_loss_use_the_same_ensemble_member():
     assert len(inferred["ensemble_member"].unique()) > 1
     # each rebuilt next state is the real one (states are the real observations at each step)
     for t in range(4):
-        unroll = _unroll_real(loss, inferred[:, t : t + 1], 1, "inferred")
+        unroll = unroll_real(loss, inferred[:, t : t + 1], 1, "inferred")
         torch.testing.assert_close(
             unroll["final_state"], data["next", "observation"][:, t], rtol=0, atol=1e-10
         )
     # model noise without the member that inferred it cannot be used
     with pytest.raises(KeyError, match="ensemble_member"):
-        _unroll_real(loss, inferred.exclude("ensemble_member"), 4, "inferred")
+        unroll_real(loss, inferred.exclude("ensemble_member"), 4, "inferred")
 
 
 def test_svg_loss_rebuilds_real_next_states_with_a_sampling_ensemble():
@@ -247,7 +247,7 @@ def test_svg_loss_rebuilds_real_next_states_with_a_sampling_ensemble():
     loss.make_value_estimator(gamma=0.9)
     flat = data.reshape(-1)
     inferred = ModelNoiseInference(model)(flat.clone())
-    unroll = _unroll_real(loss, inferred.unsqueeze(-1), 1, "inferred")
+    unroll = unroll_real(loss, inferred.unsqueeze(-1), 1, "inferred")
     torch.testing.assert_close(
         unroll["final_state"], flat["next", "observation"], rtol=0, atol=1e-4
     )

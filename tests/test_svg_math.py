@@ -30,7 +30,7 @@ from torchrl_svg.envs import (
 )
 from torchrl_svg.modules import GaussianDynamics, RewardModel, make_actor, make_value
 from torchrl_svg.objectives import SVGInfLoss, SVGLoss, location_scale
-from torchrl_svg.objectives.svg import _unroll_real
+from torchrl_svg.objectives._unroll import unroll_real
 
 DTYPE = torch.float64
 GAIN = [[-0.3, -0.6]]
@@ -61,7 +61,7 @@ def test_noise_inference_rebuilds_real_trajectories_exactly():
     data = _rollouts(env, actor, 12)
     loss = SVGInfLoss(actor, lqg_dynamics_model(env), lqg_reward_module(env))
     loss.make_value_estimator(gamma=1.0)
-    unroll = _unroll_real(loss, data, 12, "inferred")
+    unroll = unroll_real(loss, data, 12, "inferred")
     torch.testing.assert_close(
         unroll["final_state"], data["next", "observation"][:, -1], rtol=0, atol=1e-10
     )

@@ -1,0 +1,178 @@
+"""SVG(inf) (SVG paper, Algorithm 1): back-propagation through whole real episodes, no critic."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tensordict import TensorDict, TensorDictBase, TensorDictParams
+from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModuleBase
+from tensordict.utils import NestedKey
+from torch import Tensor
+from torchrl.data import TensorSpec
+
+from torchrl_svg._validation import (
+    Entry,
+    check_policy,
+    check_sizes,
+    require_get_dist,
+    tanh_bounds,
+)
+from torchrl_svg.objectives._base import LossBase, check_noise, check_reduction
+from torchrl_svg.objectives._unroll import trajectory_masks, unroll_real
+
+__all__ = ["SVGInfLoss"]
+
+
+class SVGInfLoss(LossBase):
+    r"""SVG(:math:`\infty`) (SVG paper, Algorithm 1): back-propagation through whole real episodes, no critic.
+
+    Input: whole episodes ``[*B, T]`` (padded ones marked by ``("collector", "mask")``).
+    With inferred noise the episode is re-built through the policy and the model
+    (its value equals the real trajectory) and
+
+    .. math:: \mathcal L_\pi = -\sum_{t<T}\gamma^t\,\hat r(\hat s_t, \tilde a_t)
+
+    whose gradient is the backward recursion of Algorithm 1 (lines 10-14),
+    computed by autograd. ``noise="sampled"`` gives the planner of §6.1: the same
+    objective on a trajectory simulated by the model from the real initial state
+    with fresh noise. Clip the policy-gradient norm in the optimiser step (App. D).
+
+    Args:
+        actor_network: a location-scale policy.
+        dynamics_model: location-scale model over the next observation.
+        reward_model: reward module (may read ``("next", "observation")``).
+
+    Keyword Args:
+        noise: ``"inferred"`` or ``"sampled"``.
+        reduction: over the episodes ``[*B]``.
+        action_spec: the environment's action spec, checked against the actor's
+            and the models' sizes and the actor's TanhNormal bounds.
+        check_finite: refuse NaN/inf inputs: ``None`` (default) when it costs no
+            device synchronisation (CPU inputs, eager), ``True`` always, ``False`` never.
+
+    Inputs are checked by :meth:`validate_input` as :mod:`torchrl_svg.objectives` documents.
+
+    Raises:
+        TypeError: at construction, for a policy that is not location-scale or a
+            dynamics model without ``get_dist``; in ``forward``, for an entry of the
+            wrong dtype.
+        ValueError: at construction, for bounds or sizes that disagree with
+            ``action_spec`` or the models; in ``forward``, for a wrong shape, a batch
+            without a time dimension, an empty batch or (per ``check_finite``) a
+            NaN/inf entry.
+        KeyError: in ``forward``, for a missing entry.
+
+    Examples:
+        >>> import torch
+        >>> from tensordict import TensorDict
+        >>> from torchrl.data import Bounded
+        >>> from torchrl_svg.modules import GaussianDynamics, RewardModel, make_actor
+        >>> from torchrl_svg.objectives import SVGInfLoss
+        >>> spec = Bounded(-1.0, 1.0, (1,))
+        >>> loss = SVGInfLoss(make_actor(3, spec, hidden_sizes=(16,)), GaussianDynamics(3, 1, hidden_sizes=(16,)),
+        ...                   RewardModel(3, 1, hidden_sizes=(16,)))
+        >>> _ = loss.make_value_estimator(gamma=1.0)
+        >>> episodes = TensorDict({"observation": torch.randn(4, 10, 3), "action": spec.rand((4, 10)) * 0.9,
+        ...     ("next", "observation"): torch.randn(4, 10, 3), ("next", "reward"): torch.randn(4, 10, 1),
+        ...     ("next", "done"): torch.zeros(4, 10, 1, dtype=torch.bool)}, [4, 10])
+        >>> loss(episodes)["loss_actor"].backward()
+    """
+
+    @dataclass
+    class _AcceptedKeys:
+        """Configurable tensordict keys (as :class:`SVGLoss`)."""
+
+        observation: NestedKey = "observation"
+        action: NestedKey = "action"
+        reward: NestedKey = "reward"
+        done: NestedKey = "done"
+        terminated: NestedKey = "terminated"
+        action_pre_tanh: NestedKey = "action_pre_tanh"
+        policy_noise: NestedKey = "policy_noise"
+        model_noise: NestedKey = "model_noise"
+        model_member: NestedKey = "ensemble_member"
+
+    default_keys = _AcceptedKeys
+    tensor_keys: _AcceptedKeys
+    _min_batch_ndim = 1  # whole episodes [*B, T]
+    actor_network: ProbabilisticTensorDictSequential
+    dynamics_model: TensorDictModuleBase
+    reward_model: TensorDictModuleBase
+    actor_network_params: TensorDictParams
+    dynamics_model_params: TensorDictParams
+    reward_model_params: TensorDictParams
+    target_actor_network_params: TensorDictParams
+    target_dynamics_model_params: TensorDictParams
+    target_reward_model_params: TensorDictParams
+
+    def __init__(
+        self,
+        actor_network: ProbabilisticTensorDictSequential,
+        dynamics_model: TensorDictModuleBase,
+        reward_model: TensorDictModuleBase,
+        *,
+        noise: str = "inferred",
+        reduction: str = "mean",
+        action_spec: TensorSpec | None = None,
+        check_finite: bool | None = None,
+    ) -> None:
+        super().__init__()
+        check_noise(noise)
+        check_reduction(reduction)
+        require_get_dist("SVGInfLoss", "dynamics_model", dynamics_model)
+        action_sizes = check_policy(
+            "SVGInfLoss", actor_network, action_spec=action_spec, action_key=self.tensor_keys.action
+        )
+        self.action_dim, self.observation_dim = check_sizes(
+            action_sizes,
+            {"dynamics_model": dynamics_model, "reward_model": reward_model},
+            actor=actor_network,
+        )
+        self._tanh_bounds = tanh_bounds(actor_network)
+        self.check_finite = check_finite
+        self.noise = noise
+        self.reduction = reduction
+        self.convert_to_functional(actor_network, "actor_network")
+        self.convert_to_functional(dynamics_model, "dynamics_model")
+        self.convert_to_functional(reward_model, "reward_model")
+
+    def _input_entries(self) -> list[Entry]:
+        """What the loss reads from whole episodes ``[*B, T]``."""
+        keys = self.tensor_keys
+        obs, act = self._size_names()
+        return [
+            Entry(keys.observation, obs),
+            Entry(keys.action, act),
+            Entry(("next", keys.observation), obs),
+            Entry(("next", keys.reward), 1),
+            Entry(("next", keys.done), 1, any_real=True),
+            Entry(("next", keys.terminated), 1, any_real=True, required=False),
+            Entry(keys.action_pre_tanh, act, required=False),
+            Entry(keys.policy_noise, act, required=False),
+            Entry(keys.model_noise, obs, required=False),
+            Entry(keys.model_member, scalar=True, any_real=True, required=False),
+            Entry(("collector", "mask"), scalar=True, any_real=True, required=False),
+        ]
+
+    def actor_loss(self, tensordict: TensorDictBase) -> tuple[Tensor, dict[str, Tensor]]:
+        """Minus the (re-built or simulated) discounted episode return, ``[*B]`` before reduction."""
+        keys = self.tensor_keys
+        steps = tensordict.shape[-1]
+        unroll = unroll_real(self, tensordict, steps, self.noise)
+        alive, _ = trajectory_masks(tensordict, keys, steps)
+        gamma = self._gamma
+        ret = sum(gamma**t * alive[..., t] * r for t, r in enumerate(unroll["rewards"]))
+        return self._reduce_loss(-ret, None), {"return": ret.detach()}
+
+    _trained_networks = {"actor": "actor_network"}
+
+    def _default_out_keys(self) -> list[str]:
+        return ["loss_actor"] + (["episode_return"] if self.reduction != "none" else [])
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """``loss_actor`` on whole episodes ``[*B, T]``."""
+        self.validate_input(tensordict)
+        loss, meta = self.actor_loss(tensordict)
+        if self.reduction == "none":
+            return TensorDict({"loss_actor": loss}, tensordict.batch_size[:-1])
+        return TensorDict({"loss_actor": loss, "episode_return": meta["return"].mean()}, [])
