@@ -11,26 +11,18 @@ from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule, T
 from tensordict.utils import NestedKey
 from torch import Tensor
 from torchrl.data import TensorSpec
-from torchrl.objectives import LossModule
-from torchrl.objectives.utils import (
-    ValueEstimators,
-    _cache_values,
-    _vmap_func,
-    distance_loss,
-)
-from torchrl.objectives.value import TD0Estimator
+from torchrl.objectives.utils import distance_loss
 
 from torchrl_svg._validation import (
     Entry,
     check_policy,
     check_sizes,
     require_get_dist,
-    terminated_flags,
     transition_entries,
 )
 from torchrl_svg.modules.termination import Termination
+from torchrl_svg.objectives._base import LossBase, check_horizon, check_reduction
 from torchrl_svg.objectives._common import (
-    InputValidation,
     continuation,
     expected_reward,
     imagine_rollout,
@@ -51,7 +43,7 @@ from torchrl_svg.objectives.functional import (
 __all__ = ["S2VGLoss"]
 
 
-class S2VGLoss(InputValidation, LossModule):
+class S2VGLoss(LossBase):
     r"""The S2VG loss: soft SVG(1) through learned dynamics and reward models.
 
     Paper: *S2VG: Soft Stochastic Value Gradient* (Algorithm 1, eqs 7, 8, 10, 11).
@@ -242,7 +234,12 @@ class S2VGLoss(InputValidation, LossModule):
 
     default_keys = _AcceptedKeys
     tensor_keys: _AcceptedKeys
-    default_value_estimator = ValueEstimators.TD0
+    _td0_hint = " (use horizon= for the model-based value expansion)"
+    _trained_networks = {
+        "actor": "actor_network",
+        "qvalue": "qvalue_network",
+        "value": "value_network",
+    }
     _schedulable_buffers = frozenset({"log_alpha"})
 
     actor_network: ProbabilisticTensorDictSequential
@@ -291,12 +288,9 @@ class S2VGLoss(InputValidation, LossModule):
         check_finite: bool | None = None,
     ) -> None:
         super().__init__()
-        if reduction not in ("mean", "sum", "none"):
-            raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}.")
-        if int(horizon) != horizon or horizon < 1:
-            raise ValueError(f"horizon must be an integer >= 1, got {horizon!r}.")
-        if int(actor_horizon) != actor_horizon or actor_horizon < 1:
-            raise ValueError(f"actor_horizon must be an integer >= 1, got {actor_horizon!r}.")
+        check_reduction(reduction)
+        check_horizon("horizon", horizon)
+        check_horizon("actor_horizon", actor_horizon)
         if disagreement_bound is not None and not disagreement_bound > 0:
             raise ValueError(f"disagreement_bound must be positive, got {disagreement_bound!r}.")
         if num_qvalue_nets < 1:
@@ -349,7 +343,7 @@ class S2VGLoss(InputValidation, LossModule):
         else:
             self.__dict__["termination_model"] = None
 
-        action_dim, self._observation_dim = check_sizes(
+        action_dim, self.observation_dim = check_sizes(
             action_sizes,
             {
                 "dynamics_model": self.dynamics_model,
@@ -386,15 +380,6 @@ class S2VGLoss(InputValidation, LossModule):
         )
         self._make_vmap()
 
-    # ------------------------------------------------------------ set-up
-    def _make_vmap(self) -> None:
-        self._vmap_qnetworkN0 = _vmap_func(
-            self.qvalue_network,
-            (None, 0),
-            randomness=self.vmap_randomness,
-            pseudo_vmap=self.deactivate_vmap,
-        )
-
     def _forward_value_estimator_keys(self, **kwargs) -> None:
         if self._value_estimator is not None:
             self._value_estimator.set_keys(
@@ -403,35 +388,6 @@ class S2VGLoss(InputValidation, LossModule):
                 done=self.tensor_keys.done,
                 terminated=self.tensor_keys.terminated,
             )
-
-    def make_value_estimator(self, value_type: ValueEstimators = None, **hyperparams):
-        """Set the discount (``gamma``) of the critic targets and the actor term.
-
-        Only :attr:`ValueEstimators.TD0` is supported: the multi-step targets
-        are the model-based value expansion set by ``horizon``. The discount is
-        kept as a Python float (exact in any dtype, a constant under compile).
-        """
-        value_type, hp = self._prepare_value_estimator_kwargs(value_type, **hyperparams)
-        if value_type is None:  # an estimator instance or class was given
-            self.__dict__.pop("gamma", None)
-            return self
-        if value_type != ValueEstimators.TD0:
-            raise NotImplementedError(
-                f"S2VGLoss supports ValueEstimators.TD0 only (use horizon= for the model-based "
-                f"value expansion); got {value_type}."
-            )
-        self._value_estimator = TD0Estimator(value_network=None, **hp)
-        self._forward_value_estimator_keys()
-        self.gamma = float(hp["gamma"])
-        return self
-
-    @property
-    def _gamma(self) -> float:
-        gamma = self.__dict__.get("gamma")
-        if gamma is None:
-            gamma = float(self.value_estimator.gamma)
-            self.__dict__["gamma"] = gamma
-        return gamma
 
     @property
     def _alpha(self) -> Tensor:
@@ -452,24 +408,17 @@ class S2VGLoss(InputValidation, LossModule):
         ]
         return list(dict.fromkeys(keys))
 
-    @property
-    def out_keys(self) -> list[str]:
-        """The entries of the output tensordict (:meth:`select_out_keys` narrows them).
+    def _default_out_keys(self) -> list[str]:
+        """What :meth:`forward` writes: the four ``loss_*`` terms and diagnostics.
 
         ``loss_actor``, ``loss_qvalue``, ``loss_value``, ``loss_alpha`` and, unless
         ``reduction="none"``, the detached diagnostics ``alpha``, ``entropy`` and
         ``model_return`` (the mean soft model return of the actor term).
         """
-        if self._out_keys is not None:
-            return self._out_keys
         keys = ["loss_actor", "loss_qvalue", "loss_value", "loss_alpha"]
         if self.reduction != "none":
             keys += ["alpha", "entropy", "model_return"]
         return keys
-
-    @out_keys.setter
-    def out_keys(self, values: list[str]) -> None:
-        self._out_keys = list(values)
 
     def parameter_groups(self) -> dict[str, list[torch.nn.Parameter]]:
         """The parameters this loss trains, by network: what its optimiser should step.
@@ -497,71 +446,25 @@ class S2VGLoss(InputValidation, LossModule):
             ...     [{"params": p, "lr": 1e-3 if name == "qvalue" else 3e-4}
             ...      for name, p in groups.items()])
         """
-        groups = {
-            "actor": trainable(self.actor_network_params),
-            "qvalue": trainable(self.qvalue_network_params),
-            "value": trainable(self.value_network_params),
-            "alpha": trainable([self.log_alpha]),
-        }
-        return {name: params for name, params in groups.items() if params}
-
-    # ------------------------------------------------------ cached params
-    @property
-    @_cache_values
-    def _cached_detached_qvalue_params(self) -> TensorDictBase:
-        return self.qvalue_network_params.detach()
-
-    @property
-    @_cache_values
-    def _cached_detached_value_params(self) -> TensorDictBase:
-        return self.value_network_params.detach()
-
-    @property
-    @_cache_values
-    def _cached_detached_dynamics_params(self) -> TensorDictBase:
-        return self.dynamics_model_params.detach()
-
-    @property
-    @_cache_values
-    def _cached_detached_reward_params(self) -> TensorDictBase:
-        return self.reward_model_params.detach()
-
-    @property
-    @_cache_values
-    def _cached_detached_termination_params(self) -> TensorDictBase | None:
-        if self.termination_model is None:
-            return None
-        return self.termination_model_params.detach()
+        groups = super().parameter_groups()
+        alpha = trainable([self.log_alpha])
+        if alpha:
+            groups["alpha"] = alpha
+        return groups
 
     # ------------------------------------------------------------ pieces
     def _input_entries(self) -> list[Entry]:
         """What :meth:`forward` reads (``("next", "terminated")`` is required)."""
         keys = self.tensor_keys
-        obs = self._observation_dim if self._observation_dim is not None else "obs_dim"
-        act = self.action_dim if self.action_dim is not None else "action_dim"
+        obs, act = self._size_names()
         return [
             *transition_entries(keys, obs, act),
             Entry(keys.priority_weight, scalar=True, any_real=True, required=False),
         ]
 
-    def _terminated(self, tensordict: TensorDictBase) -> Tensor:
-        """Real termination flags ``[*B]`` as floats (a batch without them is refused)."""
-        keys = self.tensor_keys
-        terminated = terminated_flags(type(self).__name__, tensordict, ("next", keys.terminated))
-        return terminated.squeeze(-1).to(tensordict.get(keys.observation).dtype)
-
     def _policy(self, tensordict: TensorDictBase) -> tuple[Tensor, Tensor]:
         """Reparameterised action and its log-probability at the states of ``tensordict``."""
         return policy_sample(self.actor_network, self.actor_network_params, tensordict)
-
-    def _qvalues(
-        self, tensordict: TensorDictBase, action: Tensor, params: TensorDictBase
-    ) -> Tensor:
-        """All Q networks at ``(s, action)``: ``[N_q, *B]``."""
-        td = tensordict.select(*self.qvalue_network.in_keys, strict=False)
-        td.set(self.tensor_keys.action, action)
-        out = self._vmap_qnetworkN0(td, params)
-        return out.get(self.tensor_keys.state_action_value).squeeze(-1)
 
     def _state_value(self, observation: Tensor, params: TensorDictBase) -> Tensor:
         """``V(observation)`` with the given parameters: ``[*B]``."""
