@@ -30,6 +30,9 @@ from torchrl_svg.train import (
 from torchrl_svg.train.agents import NonFiniteGuard
 from torchrl_svg.train.checkpoint import previous_checkpoint
 
+# end-to-end trainings, resumed and interrupted: the slow tier
+pytestmark = pytest.mark.slow
+
 TINY = [
     "network.actor_hidden_sizes=[32,32]",
     "network.critic_hidden_sizes=[32,32]",

@@ -89,6 +89,7 @@ def _version2_file(path: Path, state) -> None:
 
 # --------------------------------------------------------------- crafted files
 @pytest.mark.parametrize("layout", [_version1_file, _version2_file], ids=["version1", "version2"])
+@pytest.mark.slow
 def test_a_crafted_checkpoint_is_refused_without_running_its_code(tmp_path, layout):
     marker = tmp_path / "code-ran"
     path = tmp_path / "checkpoint.pt"
@@ -172,6 +173,7 @@ KILL_BETWEEN_RENAMES = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_a_kill_between_the_two_renames_resumes_from_the_newest_complete_file(tmp_path, caplog):
     run_dir = tmp_path / "run"
     train(load_config([*TINY, f"logger.run_dir={run_dir}"]))

@@ -81,6 +81,7 @@ def _cli(*args: str, cwd, timeout: int = 300) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_help_lists_every_key_with_description_type_default_and_choices(tmp_path):
     start = time.perf_counter()
     proc = _cli("--help", cwd=tmp_path)
@@ -101,6 +102,7 @@ def test_help_lists_every_key_with_description_type_default_and_choices(tmp_path
     assert elapsed < 3.0, f"--help took {elapsed:.1f} s"
 
 
+@pytest.mark.slow
 def test_help_and_version_do_not_import_torch():
     code = (
         "import sys, contextlib, io\n"
@@ -119,6 +121,7 @@ def test_help_and_version_do_not_import_torch():
     assert proc.stdout.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_version(tmp_path):
     proc = _cli("--version", cwd=tmp_path)
     assert proc.returncode == 0
@@ -138,6 +141,7 @@ def test_version(tmp_path):
         (["env.name=CartPole-v1"], "has a Discrete action space"),
     ],
 )
+@pytest.mark.slow
 def test_command_line_mistakes_are_named_before_anything_is_written(tmp_path, args, message):
     proc = _cli(*args, cwd=tmp_path)
     assert proc.returncode == 2
@@ -146,6 +150,7 @@ def test_command_line_mistakes_are_named_before_anything_is_written(tmp_path, ar
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+@pytest.mark.slow
 def test_cuda_without_cuda_fails_before_anything_is_built(tmp_path):
     with pytest.raises(ConfigError, match="device='cuda' but CUDA is not available"):
         load_config(["device=cuda"])
@@ -160,6 +165,7 @@ def test_a_cuda_index_beyond_the_devices_is_refused():
         load_config([f"device=cuda:{torch.cuda.device_count()}"])
 
 
+@pytest.mark.slow
 def test_overrides_still_pass_as_wandb_sweeps_write_them(tmp_path):
     proc = _cli("--print-config", "--loss.horizon=3", "--algorithm=svgk", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr

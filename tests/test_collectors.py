@@ -25,6 +25,9 @@ from torchrl_svg.train import (
 )
 from torchrl_svg.train.builders import make_collector, make_env
 
+# trainings through multi-process and Ray collectors: the slow tier
+pytestmark = pytest.mark.slow
+
 TINY = [
     "network.actor_hidden_sizes=[16]",
     "network.critic_hidden_sizes=[16]",

@@ -10,6 +10,9 @@ from torchrl_svg.modules import env_specs
 from torchrl_svg.train import load_config, make_agent
 from torchrl_svg.train.builders import make_env
 
+# torch.compile and CUDA-graph captures of whole updates: the slow tier
+pytestmark = pytest.mark.slow
+
 SMALL = [
     "network.actor_hidden_sizes=[32,32]",
     "network.critic_hidden_sizes=[32,32]",

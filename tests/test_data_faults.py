@@ -23,6 +23,9 @@ from torchrl_svg.train import (
     train,
 )
 
+# trainings with faulty data, environments and disks: the slow tier
+pytestmark = pytest.mark.slow
+
 TINY = [
     "network.actor_hidden_sizes=[16]",
     "network.critic_hidden_sizes=[16]",

@@ -231,6 +231,7 @@ def test_step_errors():
 
 
 @pytest.mark.parametrize("kind", ["hand", "lqg"])
+@pytest.mark.slow
 def test_collector(kind):
     env = make_env(kind, batch_size=[2], seed=0, dtype=F64)
     if kind == "hand":

@@ -85,6 +85,7 @@ def test_a_misspelt_sweep_parameter_is_refused_naming_it():
         load_config([_wandb_arg("loss.horizn", 3)])
 
 
+@pytest.mark.slow
 def test_sweep_parameters_reach_the_script():
     params = _sweep()["parameters"]
     # the last candidate of each parameter, in the agent's --key=value form
@@ -122,6 +123,7 @@ _EXTRA = {
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.slow
 def test_example_script_runs_on_mujoco_and_writes_its_files(algorithm, tmp_path):
     """The CLI of every algorithm on a real MuJoCo task with W&B offline."""
     script = EXAMPLES / f"{algorithm}.py"
@@ -181,6 +183,7 @@ def _readme_snippet() -> str:
     return match.group(1)
 
 
+@pytest.mark.slow
 def test_readme_pipeline_snippet_runs(monkeypatch, tmp_path):
     code = _readme_snippet()
     for name in (
@@ -235,6 +238,7 @@ def test_example_configs_keep_every_task_preset(algorithm):
             assert _value(cfg, key) == value, f"{algorithm} on {env_name}: {key}"
 
 
+@pytest.mark.slow
 def test_example_script_resolves_the_task_preset_and_the_users_own_values_win(tmp_path):
     def resolved(*args: str) -> dict:
         proc = subprocess.run(

@@ -17,6 +17,9 @@ import pytest
 from torchrl_svg.train import load_checkpoint, load_config, train
 from torchrl_svg.train.records import plot_curves
 
+# end-to-end trainings through the CLI and the recipe: the slow tier
+pytestmark = pytest.mark.slow
+
 TINY = [
     "network.actor_hidden_sizes=[16]",
     "network.critic_hidden_sizes=[16]",

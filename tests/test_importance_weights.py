@@ -139,6 +139,7 @@ def _collect(actor, env, postproc=None) -> TensorDict:
     return data
 
 
+@pytest.mark.slow
 def test_random_warm_up_steps_of_a_plain_collector_are_refused():
     env = _pendulum()
     actor = _saturating_actor(6.0, env.action_spec, env_specs(env)[0].shape[-1])
@@ -160,6 +161,7 @@ def test_random_warm_up_steps_of_a_plain_collector_are_refused():
 
 
 @pytest.mark.parametrize("where", ["postproc", "replay_buffer"])
+@pytest.mark.slow
 def test_random_warm_up_steps_get_their_uniform_log_density(where):
     env = _pendulum()
     actor = _saturating_actor(6.0, env.action_spec, env_specs(env)[0].shape[-1])
@@ -188,6 +190,7 @@ def test_random_warm_up_steps_get_their_uniform_log_density(where):
 
 
 # ------------------------------------------------------------ the recipe's collector
+@pytest.mark.slow
 def test_the_recipe_collects_pre_tanh_values_that_give_on_policy_weights_of_one():
     cfg = load_config(
         [

@@ -19,6 +19,9 @@ from torchrl_svg import load_policy
 from torchrl_svg.train import CheckpointError, load_checkpoint
 from torchrl_svg.train.policy import evaluate_run
 
+# a trained run, its policy loaded and evaluated (also through the CLI): the slow tier
+pytestmark = pytest.mark.slow
+
 ENV = "InvertedPendulum-v5"
 EPISODES = 3
 

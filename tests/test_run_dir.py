@@ -19,6 +19,9 @@ from omegaconf import OmegaConf
 from torchrl_svg.train import ConfigError, Trainer, load_checkpoint, load_config, train
 from torchrl_svg.train.runlock import RunDirectoryInUse
 
+# end-to-end trainings in run directories: the slow tier
+pytestmark = pytest.mark.slow
+
 TINY = [
     "network.actor_hidden_sizes=[16]",
     "network.critic_hidden_sizes=[16]",

@@ -164,6 +164,7 @@ def test_one_ensemble_member_per_rollout():
         )
 
 
+@pytest.mark.slow
 def test_multistep_example_resolves_and_trains(tmp_path):
     import subprocess
     import sys

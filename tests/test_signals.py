@@ -21,6 +21,9 @@ import torch
 
 from torchrl_svg.train import load_checkpoint
 
+# training subprocesses stopped by signals: the slow tier
+pytestmark = pytest.mark.slow
+
 TINY = [
     "network.actor_hidden_sizes=[16]",
     "network.critic_hidden_sizes=[16]",

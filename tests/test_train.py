@@ -94,6 +94,7 @@ def test_bad_configuration_fails_before_training_naming_the_key(override, messag
         load_config([override])
 
 
+@pytest.mark.slow
 def test_cli_bad_key_exits_with_code_2(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "torchrl_svg.train", "loss.horzion=3"],
@@ -121,6 +122,7 @@ def _assert_run_files(run_dir: Path, n_evals: int) -> None:
     assert (run_dir / "config.yaml").is_file()
 
 
+@pytest.mark.slow
 def test_cli_end_to_end_on_pendulum_with_wandb_offline(tmp_path):
     run_dir = tmp_path / "run"
     env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true")
@@ -151,6 +153,7 @@ def test_cli_end_to_end_on_pendulum_with_wandb_offline(tmp_path):
     assert len(ckpt["replay"]["data"]) == 300  # every collected transition
 
 
+@pytest.mark.slow
 def test_mujoco_task_runs_by_name_and_the_checkpoint_reloads(tmp_path):
     cfg = load_config(
         [
@@ -190,6 +193,7 @@ def test_environment_and_model_spec_mismatch_names_both_shapes():
         check_against_env(obs_spec, act_spec, dynamics=GaussianDynamics(3, 2))
 
 
+@pytest.mark.slow
 def test_non_finite_loss_is_reported_with_the_step_and_not_applied(tmp_path):
     # an absurd critic learning rate overflows the critics within a couple of updates
     cfg = load_config(
@@ -261,6 +265,7 @@ def test_guarded_step_refuses_nan_and_leaves_parameters(tmp_path):
         ),
     ],
 )
+@pytest.mark.slow
 def test_every_algorithm_trains_through_the_cli_recipe(algorithm, env_name, extra, tmp_path):
     cfg = load_config(
         [
@@ -285,6 +290,7 @@ def test_every_algorithm_trains_through_the_cli_recipe(algorithm, env_name, extr
     fresh.load_state_dict(ckpt["agent"])
 
 
+@pytest.mark.slow
 def test_svg1_without_replay_makes_one_policy_update_per_observed_step(tmp_path):
     cfg = load_config(
         [
@@ -301,6 +307,7 @@ def test_svg1_without_replay_makes_one_policy_update_per_observed_step(tmp_path)
     assert train(cfg).updates == 200
 
 
+@pytest.mark.slow
 def test_warm_up_transitions_store_the_uniform_behaviour_log_prob(tmp_path, monkeypatch):
     from torchrl_svg.train import loop
 

@@ -7,6 +7,9 @@ import pytest
 
 from torchrl_svg.train import load_config, train
 
+# trainings that render evaluation videos: the slow tier
+pytestmark = pytest.mark.slow
+
 TINY = [
     "network.actor_hidden_sizes=[16]",
     "network.critic_hidden_sizes=[16]",

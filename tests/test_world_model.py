@@ -154,6 +154,7 @@ def _fit(model, loss_fn, data, steps, lr=3e-3, batch=256):
     [dict(), dict(sigma="constant"), dict(per_dimension=True, sigma="constant")],
     ids=["state-sigma", "constant-sigma", "per-dimension"],
 )
+@pytest.mark.slow  # a learning test: fits a model for seconds
 def test_nll_recovers_a_linear_gaussian_system(kwargs):
     torch.manual_seed(0)
     A = torch.tensor([[0.9, 0.2], [-0.1, 0.8]])
@@ -186,6 +187,7 @@ def test_nll_recovers_a_linear_gaussian_system(kwargs):
     torch.testing.assert_close(learned_sigma, sigma, rtol=0.15, atol=0.0)
 
 
+@pytest.mark.slow  # a learning test: fits a model for seconds
 def test_reward_model_fits_a_known_reward_with_its_noise():
     torch.manual_seed(0)
     n = 6000

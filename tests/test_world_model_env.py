@@ -408,6 +408,7 @@ def test_differentiable_rollout_reaches_policy_and_model():
 # -------------------------------------------------------------------- collector
 
 
+@pytest.mark.slow
 def test_collector_collects_imagined_data():
     env = learned_env(max_steps=3, seed=0)
     collector = Collector(
@@ -429,6 +430,7 @@ def test_collector_collects_imagined_data():
     assert batches[0]["next", "truncated"][:, 2].all()
 
 
+@pytest.mark.slow
 def test_collector_partial_resets_after_termination():
     _, env = lqg_pair(
         termination_model=KnownTermination(_far, 2),
@@ -475,6 +477,7 @@ def test_cuda_rollout():
 # ---------------------------------------------------------------------- example
 
 
+@pytest.mark.slow
 def test_example_runs_with_tiny_settings(capsys):
     spec = importlib.util.spec_from_file_location("imagined_rollouts_example", EXAMPLE)
     module = importlib.util.module_from_spec(spec)
