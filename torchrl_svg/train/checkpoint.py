@@ -48,6 +48,8 @@ from typing import Any, BinaryIO
 
 import torch
 
+from torchrl_svg.train.errors import CheckpointError, StorageError
+
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_VERSION",
@@ -71,18 +73,6 @@ CHECKPOINT_VERSION = 2
 HEADER_SIZE = 4096
 _MAGIC = (CHECKPOINT_FORMAT + "\n").encode()
 _CHUNK = 1 << 20
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be written or used (the message says why)."""
-
-
-class StorageError(CheckpointError):
-    """A file of the run cannot be written (a full disk, a directory in the way, ...).
-
-    The message names the file and the error, and says what was kept: the file
-    is either whole or as it was before, never cut short.
-    """
 
 
 def write_atomically(path: str | Path, data: str | bytes) -> None:

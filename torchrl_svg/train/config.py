@@ -24,7 +24,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from torchrl_svg.train.checkpoint import CheckpointError
+from torchrl_svg.train.errors import CheckpointError
 
 __all__ = [
     "ALGORITHM_DEFAULTS",
