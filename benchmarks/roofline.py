@@ -227,6 +227,10 @@ def make_svginf_hand(
     agent.world_model.observe(data.reshape(-1))
     transitions = data.reshape(-1)
     model_batch = transitions[torch.randint(transitions.numel(), (BATCH,))]
+    # As the recipe does before a policy step: fit the model on the episodes (an unfitted
+    # random model can make a 1000-step backward pass overflow).
+    for _ in range(cfg.svg.model_updates_per_batch):
+        agent.world_model.update(transitions[torch.randint(transitions.numel(), (BATCH,))])
 
     def policy(_):
         agent.policy_step(data)
