@@ -373,23 +373,33 @@ def main(argv: list[str] | None = None) -> int:
         args.out = ROOT / "benchmarks" / "results" / name
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "throughput.json").write_text(json.dumps(report, indent=2))
-    lines = [
-        f"# Update throughput ({device}, {args.threads} thread(s))",
-        "",
-        f"`{report['command']}` at `{commit[:10]}`; HalfCheetah-v5 shapes (17/6), batch {BATCH}, "
-        f"256x256 networks; medians of {args.repeats} interleaved repeats of {args.iters} updates.",
-        "",
-        "| variant | ms / update (median) | min | max | updates / s |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for n, r in results.items():
-        lines.append(
-            f"| {n} | {r['ms_per_update_median']:.2f} | {r['ms_per_update_min']:.2f} | "
-            f"{r['ms_per_update_max']:.2f} | {r['updates_per_s_median']:.1f} |"
-        )
-    lines += ["", "| ratio (per repeat) | median | min | max |", "|---|---:|---:|---:|"]
-    for k, v in ratios.items():
-        lines.append(f"| {k} | {v['median']:.2f} | {v['min']:.2f} | {v['max']:.2f} |")
+    if args.loop_only:
+        lines = [
+            f"# Whole training loop throughput ({device})",
+            "",
+            f"`{report['command']}` at `{commit[:10]}`: python -m torchrl_svg.train on "
+            "HalfCheetah-v5 (the recipe's collector, replay and updates; batch "
+            f"{BATCH}), environment steps/s after the warm-up.",
+        ]
+    else:
+        lines = [
+            f"# Update throughput ({device}, {args.threads} thread(s))",
+            "",
+            f"`{report['command']}` at `{commit[:10]}`; HalfCheetah-v5 shapes (17/6), batch "
+            f"{BATCH}, 256x256 networks; medians of {args.repeats} interleaved repeats of "
+            f"{args.iters} updates.",
+            "",
+            "| variant | ms / update (median) | min | max | updates / s |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for n, r in results.items():
+            lines.append(
+                f"| {n} | {r['ms_per_update_median']:.2f} | {r['ms_per_update_min']:.2f} | "
+                f"{r['ms_per_update_max']:.2f} | {r['updates_per_s_median']:.1f} |"
+            )
+        lines += ["", "| ratio (per repeat) | median | min | max |", "|---|---:|---:|---:|"]
+        for k, v in ratios.items():
+            lines.append(f"| {k} | {v['median']:.2f} | {v['min']:.2f} | {v['max']:.2f} |")
     if loop:
         lines += [
             "",
