@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 from tensordict import TensorDict
+from torchrl.objectives import SoftUpdate
 
 from torchrl_svg.envs import (
     LQGEnv,
@@ -235,3 +236,111 @@ def test_an_error_inside_a_loss_is_not_hidden_by_the_parameter_swap():
         loss.value_loss(TensorDict({"observation": torch.zeros(4, 1)}, [4]))
     with pytest.raises(Broken, match="inside the value network"):
         loss.actor_loss(TensorDict({"observation": torch.zeros(4, 1)}, [4]))
+
+
+def _constant_step_ensemble():
+    """Three members that move the state by 1, 2 and 3, with negligible noise."""
+    from torchrl_svg.modules import GaussianDynamics
+
+    dynamics = GaussianDynamics(1, 1, hidden_sizes=(4,), ensemble_size=3, sigma="constant")
+    with torch.no_grad():
+        for w in dynamics.net.weights:
+            w.zero_()
+        for b in dynamics.net.biases:
+            b.zero_()
+        dynamics.net.biases[-1][:, 0] = torch.tensor([1.0, 2.0, 3.0])
+        dynamics.log_std.fill_(-20.0)  # (soft-clamped to exp(-5): noise below 0.05)
+    return dynamics
+
+
+@pytest.mark.parametrize("mean", [False, True])
+def test_critic_targets_from_the_ensemble_mean(mean):
+    # the value expansion's imagined steps: one member per sample (steps of 1, 2 or 3), or,
+    # with expansion_ensemble_mean, the members' average prediction (a step of 2 everywhere)
+    from torchrl.data import Bounded
+
+    from torchrl_svg.data import ModelRollout
+    from torchrl_svg.modules import RewardModel, make_actor, make_value
+
+    spec = Bounded(-1.0, 1.0, (1,))
+    actor, reward = make_actor(1, spec, hidden_sizes=(4,)), RewardModel(1, 1, hidden_sizes=(4,))
+    dynamics = _constant_step_ensemble()
+    loss = S2VGLoss(
+        actor,
+        make_qvalue(1, 1, hidden_sizes=(4,)),
+        make_value(1, hidden_sizes=(4,)),
+        dynamics,
+        reward,
+        horizon=3,
+        expansion_ensemble_mean=mean,
+    )
+    loss.make_value_estimator(gamma=0.9)
+    SoftUpdate(loss, tau=0.1)
+    batch = TensorDict(
+        {
+            "observation": torch.zeros(256, 1),
+            "action": torch.zeros(256, 1),
+            ("next", "observation"): torch.zeros(256, 1),
+            ("next", "reward"): torch.zeros(256, 1),
+            ("next", "done"): torch.zeros(256, 1, dtype=torch.bool),
+            ("next", "terminated"): torch.zeros(256, 1, dtype=torch.bool),
+        },
+        [256],
+    )
+    states = loss.value_expansion(batch)["observation"].squeeze(-1)  # [H, B]
+    steps = (states[2] - states[1]).round()
+    if mean:
+        assert set(steps.tolist()) == {2.0}
+    else:
+        assert set(steps.tolist()) == {1.0, 2.0, 3.0}
+    # the same from a replay transform that imagines the steps at sample time
+    rollout = ModelRollout(
+        actor, dynamics, reward, steps=2, ensemble_reduction="average" if mean else None
+    )
+    imagined = rollout(batch.clone())["imagined", "next", "observation"].squeeze(-1)
+    assert set((imagined[:, 0] - batch["next", "observation"].squeeze(-1)).round().tolist()) == (
+        {2.0} if mean else {1.0, 2.0, 3.0}
+    )
+
+
+def test_critic_targets_from_the_ensemble_mean_are_refused_where_they_do_nothing():
+    from torchrl.data import Bounded
+
+    from torchrl_svg.modules import GaussianDynamics, RewardModel, make_actor, make_value
+
+    spec = Bounded(-1.0, 1.0, (1,))
+
+    def build(dynamics, horizon):
+        return S2VGLoss(
+            make_actor(1, spec, hidden_sizes=(4,)),
+            make_qvalue(1, 1, hidden_sizes=(4,)),
+            make_value(1, hidden_sizes=(4,)),
+            dynamics,
+            RewardModel(1, 1, hidden_sizes=(4,)),
+            horizon=horizon,
+            expansion_ensemble_mean=True,
+        )
+
+    with pytest.raises(ValueError, match="ensemble_size=1, horizon=3"):
+        build(GaussianDynamics(1, 1, hidden_sizes=(4,)), 3)
+    with pytest.raises(ValueError, match="horizon >= 2"):
+        build(_constant_step_ensemble(), 1)
+    with pytest.raises(ValueError, match="'sample', 'mean' or 'average'"):
+        GaussianDynamics(1, 1, hidden_sizes=(4,), ensemble_reduction="median")
+
+
+def test_average_reduction_leaves_the_disagreement_out():
+    from torchrl_svg.modules import GaussianDynamics
+
+    model = GaussianDynamics(2, 1, hidden_sizes=(8,), ensemble_size=4)
+    data = TensorDict({"observation": torch.randn(32, 2), "action": torch.randn(32, 1)}, [32])
+    loc, log_std = model.normalized_params(data)
+    std = model.target_normalizer.std
+    for reduction, var in (
+        ("average", log_std.exp().pow(2).mean(0)),
+        ("mean", log_std.exp().pow(2).mean(0) + loc.var(0, unbiased=False)),
+    ):
+        dist = model.get_dist(data, ensemble_reduction=reduction)
+        base = data["observation"] + model.target_normalizer.mean
+        torch.testing.assert_close((dist.mean - base) / std, loc.mean(0))
+        torch.testing.assert_close(dist.base_dist.scale / std, var.sqrt())

@@ -44,6 +44,9 @@ class ModelRollout(_SampleTransform):
         action_spec: the environment's action spec, checked against the actor's
             and the models' sizes and the actor's TanhNormal bounds.
         check_finite: refuse NaN/inf inputs (``None``: when it costs no device sync).
+        ensemble_reduction: how an ensemble dynamics model combines its members in
+            these rollouts (``"sample"``, ``"mean"``, ``"average"``; ``None``: as the
+            model is configured).
 
     Raises:
         TypeError: at construction, for a policy that is not location-scale or a
@@ -80,10 +83,16 @@ class ModelRollout(_SampleTransform):
         out_key: NestedKey = "imagined",
         action_spec: TensorSpec | None = None,
         check_finite: bool | None = None,
+        ensemble_reduction: str | None = None,
     ):
         if int(steps) != steps or steps < 1:
             raise ValueError(f"steps must be an integer >= 1, got {steps!r}.")
         require_get_dist("ModelRollout", "dynamics_model", dynamics_model)
+        if ensemble_reduction is not None and not hasattr(dynamics_model, "ensemble_size"):
+            raise TypeError(
+                "ModelRollout: ensemble_reduction needs an ensemble dynamics model "
+                f"(GaussianDynamics), got {type(dynamics_model).__name__}."
+            )
         sizes = check_policy(
             "ModelRollout", actor, name="actor", action_spec=action_spec, action_key=action_key
         )
@@ -107,6 +116,7 @@ class ModelRollout(_SampleTransform):
         self.observation_key = observation_key
         self.action_key = action_key
         self.out_key = out_key
+        self.ensemble_reduction = ensemble_reduction
 
     def _entries(self) -> list[Entry]:
         return [Entry(("next", self.observation_key), self.observation_dim)]
@@ -132,6 +142,7 @@ class ModelRollout(_SampleTransform):
             self.steps,
             self.observation_key,
             self.action_key,
+            ensemble_reduction=self.ensemble_reduction,
         )
         tensordict.set(self.out_key, rollout)
         return tensordict

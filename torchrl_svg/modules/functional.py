@@ -31,7 +31,7 @@ from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule
 from torch import Tensor, nn
 from torchrl.modules import MLP, NormalParamExtractor, TanhNormal, ValueOperator
 
-from torchrl_svg.modules.gaussian import GaussianMLPModel, soft_clamp
+from torchrl_svg.modules.gaussian import GaussianMLPModel, reduce_members, soft_clamp
 from torchrl_svg.modules.normalizer import RunningNormalizer
 from torchrl_svg.modules.termination import KnownTermination, LearnedTermination, Termination
 
@@ -497,9 +497,8 @@ class PlainGaussianModel:
         E = self.ensemble_size
         if E == 1:
             loc_n, scale_n = loc_n[0], scale_n[0]
-        elif self.reduction == "mean":
-            var = scale_n.pow(2).mean(0) + loc_n.var(0, unbiased=False)
-            loc_n, scale_n = loc_n.mean(0), var.sqrt()
+        elif self.reduction in ("mean", "average"):
+            loc_n, scale_n = reduce_members(loc_n, scale_n, self.reduction)
         else:
             n = loc_n.shape[1]
             if member is None:

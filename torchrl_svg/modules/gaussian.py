@@ -21,13 +21,42 @@ from torchrl_svg.modules.normalizer import RunningNormalizer
 __all__ = ["GaussianMLPModel"]
 
 SigmaMode = Literal["state", "constant"]
-EnsembleReduction = Literal["sample", "mean"]
+EnsembleReduction = Literal["sample", "mean", "average"]
 
 
 def soft_clamp(x: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
     """Differentiable clamp of ``x`` into ``(low, high)`` with softplus (PETS-style bounds)."""
     x = high - F.softplus(high - x)
     return low + F.softplus(x - low)
+
+
+def _check_reduction(reduction: str) -> None:
+    if reduction not in ("sample", "mean", "average"):
+        raise ValueError(
+            f"ensemble_reduction must be 'sample', 'mean' or 'average', got {reduction!r}."
+        )
+
+
+def reduce_members(
+    loc: torch.Tensor, scale: torch.Tensor, reduction: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Combine ``[E, *B, D]`` ensemble members' Gaussians into one ``[*B, D]``.
+
+    ``"mean"`` moment-matches the uniform mixture (variance: the members' mean
+    variance plus the variance of their means); ``"average"`` keeps the members'
+    mean variance only (their disagreement left out).
+
+    Examples:
+        >>> loc = torch.tensor([[0.0], [2.0]]); scale = torch.ones(2, 1)
+        >>> reduce_members(loc, scale, "mean")
+        (tensor([1.]), tensor([1.4142]))
+        >>> reduce_members(loc, scale, "average")
+        (tensor([1.]), tensor([1.]))
+    """
+    var = scale.pow(2).mean(0)
+    if reduction == "mean":
+        var = var + loc.var(0, unbiased=False)
+    return loc.mean(0), var.sqrt()
 
 
 class GaussianMLPModel(TensorDictModuleBase):
@@ -68,7 +97,10 @@ class GaussianMLPModel(TensorDictModuleBase):
         ensemble_size: number of independent members ``E``.
         ensemble_reduction: how :meth:`get_dist` combines members: ``"sample"``
             uses one member per sample (read from ``member_key`` when the input
-            has it, else drawn uniformly), ``"mean"`` moment-matches the mixture.
+            has it, else drawn uniformly), ``"mean"`` moment-matches the mixture
+            (the members' mean location; their mean variance plus their
+            disagreement), ``"average"`` is the members' average prediction (their
+            mean location and mean variance, the disagreement left out).
         min_log_std / max_log_std: soft bounds of the normalised log-std.
         default_interaction_type: what :meth:`forward` writes when no
             exploration type is set (``DETERMINISTIC``: the mean).
@@ -110,10 +142,7 @@ class GaussianMLPModel(TensorDictModuleBase):
             )
         if sigma not in ("state", "constant"):
             raise ValueError(f"sigma must be 'state' or 'constant', got {sigma!r}.")
-        if ensemble_reduction not in ("sample", "mean"):
-            raise ValueError(
-                f"ensemble_reduction must be 'sample' or 'mean', got {ensemble_reduction!r}."
-            )
+        _check_reduction(ensemble_reduction)
         if ensemble_size < 1:
             raise ValueError(f"ensemble_size must be >= 1, got {ensemble_size}.")
         if not min_log_std < max_log_std:
@@ -249,15 +278,18 @@ class GaussianMLPModel(TensorDictModuleBase):
         return torch.randint(self.ensemble_size, tuple(batch_shape), device=device)
 
     def _reduce_members(
-        self, loc: torch.Tensor, scale: torch.Tensor, member: torch.Tensor | None = None
+        self,
+        loc: torch.Tensor,
+        scale: torch.Tensor,
+        member: torch.Tensor | None = None,
+        reduction: EnsembleReduction | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Combine ``[E, *B, D]`` member parameters into ``[*B, D]`` (``member``: ``[*B]`` or drawn)."""
+        reduction = self.ensemble_reduction if reduction is None else reduction
         if self.ensemble_size == 1:
             return loc[0], scale[0]
-        if self.ensemble_reduction == "mean":
-            mean = loc.mean(0)
-            var = scale.pow(2).mean(0) + loc.var(0, unbiased=False)
-            return mean, var.sqrt()
+        if reduction in ("mean", "average"):
+            return reduce_members(loc, scale, reduction)
         # One member per sample: the given one, or drawn uniformly.
         batch_shape = loc.shape[1:-1]
         flat_loc = loc.reshape(self.ensemble_size, -1, loc.shape[-1])
@@ -273,19 +305,26 @@ class GaussianMLPModel(TensorDictModuleBase):
             flat_scale[member, rows].reshape(*batch_shape, -1),
         )
 
-    def get_dist(self, tensordict: TensorDictBase) -> D.Independent:
+    def get_dist(
+        self, tensordict: TensorDictBase, ensemble_reduction: EnsembleReduction | None = None
+    ) -> D.Independent:
         """The predictive distribution over the raw target entry, ``event_shape [D]``.
 
         Its ``base_dist`` is a :class:`torch.distributions.Normal`, so it is
         location-scale: ``rsample()`` is ``loc + scale * xi``. With
         :attr:`samples_members`, the member of each sample is read from
         :attr:`member_key` when the input has it (``[*B]``), else drawn.
+        ``ensemble_reduction`` overrides the module's own for this call.
         """
+        if ensemble_reduction is not None:
+            _check_reduction(ensemble_reduction)
+        reduction = self.ensemble_reduction if ensemble_reduction is None else ensemble_reduction
         loc_n, log_std_n = self.normalized_params(tensordict)
-        member = tensordict.get(self.member_key, None) if self.samples_members else None
+        sampled = self.ensemble_size > 1 and reduction == "sample"
+        member = tensordict.get(self.member_key, None) if sampled else None
         if member is not None and member.shape != loc_n.shape[1:-1]:
             member = member.reshape(loc_n.shape[1:-1])  # [*B, 1] -> [*B]
-        loc_n, scale_n = self._reduce_members(loc_n, log_std_n.exp(), member)
+        loc_n, scale_n = self._reduce_members(loc_n, log_std_n.exp(), member, reduction)
         std = self.target_normalizer.std
         loc = self.target_normalizer.mean + std * loc_n
         residual = self._residual(tensordict)

@@ -224,11 +224,20 @@ def transition(
 
 
 def model_dist(
-    model: TensorDictModuleBase, params: TensorDictBase | None, tensordict: TensorDictBase
+    model: TensorDictModuleBase,
+    params: TensorDictBase | None,
+    tensordict: TensorDictBase,
+    ensemble_reduction: str | None = None,
 ) -> D.Distribution:
-    """The dynamics model's distribution over the next observation, computed with ``params``."""
+    """The dynamics model's distribution over the next observation, computed with ``params``.
+
+    ``ensemble_reduction`` (an ensemble :class:`~torchrl_svg.modules.GaussianDynamics`
+    only) overrides how the members are combined for this call.
+    """
     with swapped(params, model):
-        return model.get_dist(tensordict.copy())
+        if ensemble_reduction is None:
+            return model.get_dist(tensordict.copy())
+        return model.get_dist(tensordict.copy(), ensemble_reduction=ensemble_reduction)
 
 
 def expected_reward(
@@ -291,12 +300,14 @@ def imagine_rollout(
     steps: int,
     observation_key: NestedKey = "observation",
     action_key: NestedKey = "action",
+    ensemble_reduction: str | None = None,
 ) -> TensorDictBase:
     r"""Imagine ``steps`` transitions from ``start`` with the policy and the models (fresh noise).
 
     Each step draws :math:`a_k \sim \pi(s_k)`, :math:`s_{k+1} \sim \hat f(s_k, a_k)`,
     the expected reward :math:`\hat r(s_k, a_k, s_{k+1})` and the continuation
-    :math:`1 - \hat d(s_{k+1})`.
+    :math:`1 - \hat d(s_{k+1})`. ``ensemble_reduction``: how an ensemble dynamics
+    model combines its members here (``None``: as the model is configured).
 
     Returns:
         A TensorDict of batch shape ``[*B, steps]`` with ``observation``, ``action``,
@@ -309,7 +320,7 @@ def imagine_rollout(
         td_state = TensorDict({observation_key: state}, state.shape[:-1])
         action, log_prob = policy_sample(actor, actor_params, td_state)
         step = transition(observation_key, action_key, state, action)
-        next_state = model_dist(dynamics, dynamics_params, step).rsample()
+        next_state = model_dist(dynamics, dynamics_params, step, ensemble_reduction).rsample()
         step.set(("next", observation_key), next_state)
         observations.append(state)
         actions.append(action)

@@ -147,6 +147,13 @@ class S2VGLoss(LossBase):
         ensemble_members: with a sampling dynamics ensemble, ``"step"`` (default)
             draws a member for every sample at every imagined step; ``"rollout"``
             draws one per sample and keeps it along the actor's rollout.
+        expansion_ensemble_mean: with an ensemble dynamics model and ``horizon >= 2``,
+            imagine the critic's value-expansion steps (eq 7) from the members'
+            average prediction (mean location, mean variance; their disagreement
+            left out) instead of one member per sample, so that no single member's
+            error enters the critic targets. Applies to the rollouts the loss makes;
+            a :class:`~torchrl_svg.data.ModelRollout` transform takes
+            ``ensemble_reduction="average"`` for the same. Default ``False``.
         reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
         deactivate_vmap: replace vmap by a loop over the Q networks.
         check_finite: refuse NaN/inf inputs: ``None`` (default) when it costs no
@@ -283,6 +290,7 @@ class S2VGLoss(LossBase):
         actor_horizon: int = 1,
         disagreement_bound: float | None = None,
         ensemble_members: str = "step",
+        expansion_ensemble_mean: bool = False,
         reduction: str = "mean",
         deactivate_vmap: bool = False,
         check_finite: bool | None = None,
@@ -316,6 +324,15 @@ class S2VGLoss(LossBase):
                 "S2VGLoss: disagreement_bound needs an ensemble dynamics model "
                 "(GaussianDynamics(ensemble_size >= 2)) to measure disagreement."
             )
+        if expansion_ensemble_mean and (
+            getattr(dynamics_model, "ensemble_size", 1) < 2 or horizon < 2
+        ):
+            raise ValueError(
+                "S2VGLoss: expansion_ensemble_mean needs an ensemble dynamics model "
+                "(GaussianDynamics(ensemble_size >= 2)) and horizon >= 2 (the critic targets "
+                f"imagine horizon - 1 steps); got ensemble_size="
+                f"{getattr(dynamics_model, 'ensemble_size', 1)}, horizon={horizon}."
+            )
         if termination_model is not None and not isinstance(termination_model, Termination):
             raise TypeError(
                 "S2VGLoss: termination_model must be a torchrl_svg.modules.Termination "
@@ -326,6 +343,7 @@ class S2VGLoss(LossBase):
         self.actor_horizon = int(actor_horizon)
         self.disagreement_bound = disagreement_bound
         self.ensemble_members = ensemble_members
+        self.expansion_ensemble_mean = bool(expansion_ensemble_mean)
         self.num_qvalue_nets = int(num_qvalue_nets)
         self.loss_function = loss_function
         self.expansion_entropy = bool(expansion_entropy)
@@ -529,6 +547,7 @@ class S2VGLoss(LossBase):
             steps,
             keys.observation,
             keys.action,
+            ensemble_reduction="average" if self.expansion_ensemble_mean else None,
         )
 
     # -------------------------------------------------------- equations
