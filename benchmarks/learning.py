@@ -5,7 +5,7 @@ one torch thread each). The per-seed evaluation CSVs, a summary JSON (with the e
 command, the git commit and the machine) and a plot of mean +- std over seeds are written
 to ``--out`` (by default ``benchmarks/results/<algorithm>_<env>/``).
 
-Example (the S2VG acceptance runs of issue 2)::
+Example (S2VG on Pendulum-v1, three seeds)::
 
     python benchmarks/learning.py --env Pendulum-v1 --seeds 0 1 2 --jobs 2 \
         --target -200 collector.total_frames=10000

@@ -1,4 +1,4 @@
-"""Checkpoints, resuming a killed run, and what a fault does to a run (issues 4 and 6)."""
+"""Checkpoints, resuming a killed run, and what a fault does to a run."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Scale-out collection (issue 4) and an environment failing inside a collector worker (issue 6).
+"""Scale-out collection and an environment failing inside a collector worker.
 
 Each multi-process test starts worker processes with TorchRL's default ``spawn``
 start method (each worker imports torch and TorchRL afresh, the slow part), so
