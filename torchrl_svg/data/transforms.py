@@ -40,7 +40,79 @@ __all__ = [
 ]
 
 
-class ImportanceWeight(_SampleTransform):
+class _ReplayedActionTransform(_SampleTransform):
+    """A sample-time transform that scores the replayed actions under the current policy.
+
+    It holds the policy (checked at construction against ``action_spec``), reads
+    the policy's inputs, the action and, when present, its stored pre-tanh value,
+    and gives its subclasses the policy's distribution and the pre-image of each
+    replayed action.
+    """
+
+    def __init__(
+        self,
+        owner: str,
+        actor: ProbabilisticTensorDictSequential,
+        *,
+        in_keys: list[NestedKey],
+        action_key: NestedKey,
+        pre_tanh_key: NestedKey,
+        out_key: NestedKey,
+        action_spec: TensorSpec | None,
+        check_finite: bool | None,
+    ):
+        sizes = check_policy(
+            owner, actor, name="actor", action_spec=action_spec, action_key=action_key
+        )
+        super().__init__(in_keys=in_keys, out_keys=[out_key])
+        self.action_dim, self.observation_dim = check_sizes(sizes, {}, actor=actor)
+        self.check_finite = check_finite
+        self.actor = actor
+        self.action_key = action_key
+        self.pre_tanh_key = pre_tanh_key
+        self.out_key = out_key
+        self._tanh_bounds = tanh_bounds(actor)
+
+    def _own_entries(self) -> list[Entry]:
+        """What a subclass reads besides the policy's inputs, the action and its pre-image."""
+        return []
+
+    def _entries(self) -> list[Entry]:
+        act = self.action_dim if self.action_dim is not None else "action_dim"
+        return [
+            *_policy_entries(self.actor, self.action_key, self.action_dim, self.observation_dim),
+            *self._own_entries(),
+            Entry(self.pre_tanh_key, act, required=False),
+        ]
+
+    def _dtype_module(self) -> nn.Module:
+        return self.actor
+
+    def _policy_and_preimage(
+        self, tensordict: TensorDictBase, log_prob_key: NestedKey | None = None
+    ) -> tuple[LocationScale, torch.Tensor]:
+        """The current policy's distribution and the pre-tanh value of each replayed action.
+
+        A stored pre-tanh value that does not reproduce its action is refused
+        first (see :func:`~torchrl_svg._validation.check_preimage`).
+        """
+        action = tensordict.get(self.action_key)
+        preimage = tensordict.get(self.pre_tanh_key, None)
+        check_preimage(
+            type(self).__name__,
+            self._tanh_bounds,
+            action,
+            preimage,
+            action_key=self.action_key,
+            preimage_key=self.pre_tanh_key,
+            log_prob_key=log_prob_key,
+            mode=self.check_finite,
+        )
+        policy = location_scale(policy_dist(self.actor, _params(self.actor), tensordict))
+        return policy, policy_preimage(policy, action, preimage)
+
+
+class ImportanceWeight(_ReplayedActionTransform):
     r"""Truncated importance weights of the current policy w.r.t. the behaviour policy.
 
     .. math:: w = \min\big(\pi_\theta(a|s) / \beta(a|s),\; w_{\max}\big)
@@ -118,52 +190,30 @@ class ImportanceWeight(_SampleTransform):
     ):
         if not max_weight > 0:
             raise ValueError(f"max_weight must be positive, got {max_weight}.")
-        sizes = check_policy(
-            "ImportanceWeight", actor, name="actor", action_spec=action_spec, action_key=action_key
+        super().__init__(
+            "ImportanceWeight",
+            actor,
+            in_keys=[action_key, log_prob_key],
+            action_key=action_key,
+            pre_tanh_key=pre_tanh_key,
+            out_key=out_key,
+            action_spec=action_spec,
+            check_finite=check_finite,
         )
-        super().__init__(in_keys=[action_key, log_prob_key], out_keys=[out_key])
-        self.action_dim, self.observation_dim = check_sizes(sizes, {}, actor=actor)
-        self.check_finite = check_finite
-        self.actor = actor
         self.max_weight = float(max_weight)
-        self.action_key = action_key
         self.log_prob_key = log_prob_key
-        self.pre_tanh_key = pre_tanh_key
-        self.out_key = out_key
-        self._tanh_bounds = tanh_bounds(actor)
 
-    def _entries(self) -> list[Entry]:
-        act = self.action_dim if self.action_dim is not None else "action_dim"
-        return [
-            *_policy_entries(self.actor, self.action_key, self.action_dim, self.observation_dim),
-            Entry(self.log_prob_key, scalar=True),
-            Entry(self.pre_tanh_key, act, required=False),
-        ]
-
-    def _dtype_module(self) -> nn.Module:
-        return self.actor
+    def _own_entries(self) -> list[Entry]:
+        return [Entry(self.log_prob_key, scalar=True)]
 
     @torch.no_grad()
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         """Write the truncated weight of every sampled transition."""
         self.validate_input(tensordict)
-        action = tensordict.get(self.action_key)
-        preimage = tensordict.get(self.pre_tanh_key, None)
-        check_preimage(
-            type(self).__name__,
-            self._tanh_bounds,
-            action,
-            preimage,
-            action_key=self.action_key,
-            preimage_key=self.pre_tanh_key,
-            log_prob_key=self.log_prob_key,
-            mode=self.check_finite,
-        )
-        behaviour = tensordict.get(self.log_prob_key).reshape(action.shape[:-1])
-        policy = location_scale(policy_dist(self.actor, _params(self.actor), tensordict))
-        log_ratio = (
-            policy.log_prob_of_preimage(policy_preimage(policy, action, preimage)) - behaviour
-        )
+        policy, preimage = self._policy_and_preimage(tensordict, self.log_prob_key)
+        batch = tensordict.get(self.action_key).shape[:-1]
+        behaviour = tensordict.get(self.log_prob_key).reshape(batch)
+        log_ratio = policy.log_prob_of_preimage(preimage) - behaviour
         tensordict.set(self.out_key, log_ratio.exp().clamp_max(self.max_weight))
         return tensordict
 
@@ -327,7 +377,7 @@ class RandomActionLogProb(Transform):
         return tensordict_reset
 
 
-class PolicyNoiseInference(_SampleTransform):
+class PolicyNoiseInference(_ReplayedActionTransform):
     r"""Infer the policy noise :math:`\eta = (g^{-1}(a) - \mu_\theta(s))/\sigma_\theta(s)` of replayed actions.
 
     :math:`g^{-1}(a)` is the pre-tanh value stored with the action when there is
@@ -372,50 +422,23 @@ class PolicyNoiseInference(_SampleTransform):
         action_spec: TensorSpec | None = None,
         check_finite: bool | None = None,
     ):
-        sizes = check_policy(
+        super().__init__(
             "PolicyNoiseInference",
             actor,
-            name="actor",
-            action_spec=action_spec,
+            in_keys=[action_key],
             action_key=action_key,
+            pre_tanh_key=pre_tanh_key,
+            out_key=out_key,
+            action_spec=action_spec,
+            check_finite=check_finite,
         )
-        super().__init__(in_keys=[action_key], out_keys=[out_key])
-        self.action_dim, self.observation_dim = check_sizes(sizes, {}, actor=actor)
-        self.check_finite = check_finite
-        self.actor = actor
-        self.action_key = action_key
-        self.pre_tanh_key = pre_tanh_key
-        self.out_key = out_key
-        self._tanh_bounds = tanh_bounds(actor)
-
-    def _entries(self) -> list[Entry]:
-        act = self.action_dim if self.action_dim is not None else "action_dim"
-        return [
-            *_policy_entries(self.actor, self.action_key, self.action_dim, self.observation_dim),
-            Entry(self.pre_tanh_key, act, required=False),
-        ]
-
-    def _dtype_module(self) -> nn.Module:
-        return self.actor
 
     @torch.no_grad()
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         """Write the inferred policy noise of every sampled transition."""
         self.validate_input(tensordict)
-        action = tensordict.get(self.action_key)
-        preimage = tensordict.get(self.pre_tanh_key, None)
-        check_preimage(
-            type(self).__name__,
-            self._tanh_bounds,
-            action,
-            preimage,
-            action_key=self.action_key,
-            preimage_key=self.pre_tanh_key,
-            mode=self.check_finite,
-        )
-        policy = location_scale(policy_dist(self.actor, _params(self.actor), tensordict))
-        noise = policy.noise_of_preimage(policy_preimage(policy, action, preimage))
-        tensordict.set(self.out_key, noise)
+        policy, preimage = self._policy_and_preimage(tensordict)
+        tensordict.set(self.out_key, policy.noise_of_preimage(preimage))
         return tensordict
 
 
