@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import torch
 from tensordict import TensorDictBase
@@ -10,7 +11,6 @@ from torchrl.data import ReplayBuffer, TensorSpec
 from torchrl.envs import EnvBase
 from torchrl.objectives import SoftUpdate
 
-from torchrl_svg.modules import make_value
 from torchrl_svg.objectives import S2VGLoss
 from torchrl_svg.train.agents.base import (
     Agent,
@@ -18,11 +18,12 @@ from torchrl_svg.train.agents.base import (
     fast_kwargs,
     make_actor_and_qvalue,
     make_soft_actor_critic_optimizer,
+    make_state_value,
     make_update,
     run_updates,
+    target_entropy,
     trainable,
 )
-from torchrl_svg.train.builders import ACTIVATIONS
 from torchrl_svg.train.config import Config
 from torchrl_svg.train.fast import FastS2VGUpdate, fast_s2vg_supported
 
@@ -62,16 +63,10 @@ class S2VGAgent(Agent):
         device = torch.device(device)
         self.actor, qvalue = make_actor_and_qvalue(cfg, observation_spec, action_spec, device)
         self.policy = self.actor
-        value = make_value(
-            observation_spec.shape[-1],
-            hidden_sizes=cfg.network.critic_hidden_sizes,
-            activation_class=ACTIVATIONS[cfg.network.activation],
-            device=device,
-        )
+        value = make_state_value(cfg, observation_spec, device)
         self.world_model = WorldModel(cfg, observation_spec, action_spec, device, env=env)
         self.dynamics, self.reward = self.world_model.dynamics, self.world_model.reward
         self.termination = self.world_model.termination
-        target_entropy = cfg.loss.target_entropy
         self.loss = S2VGLoss(
             self.actor,
             qvalue,
@@ -82,7 +77,7 @@ class S2VGAgent(Agent):
             horizon=cfg.loss.horizon,
             alpha_init=cfg.loss.alpha_init,
             fixed_alpha=cfg.loss.fixed_alpha,
-            target_entropy=target_entropy if target_entropy == "auto" else float(target_entropy),
+            target_entropy=target_entropy(cfg),
             action_spec=action_spec,
             loss_function=cfg.loss.loss_function,
             expansion_entropy=cfg.loss.expansion_entropy,
@@ -154,16 +149,6 @@ class S2VGAgent(Agent):
         )
         return out, updates, model_updates
 
-    def state_dict(self) -> dict:
+    def _state_parts(self) -> dict[str, Any]:
         """Parameters, targets, normalisation statistics, alpha and optimiser states."""
-        return {
-            "loss": self.loss.state_dict(),
-            "world_model": self.world_model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        """Inverse of :meth:`state_dict`."""
-        self.loss.load_state_dict(state["loss"])
-        self.world_model.load_state_dict(state["world_model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        return {"loss": self.loss, "world_model": self.world_model, "optimizer": self.optimizer}

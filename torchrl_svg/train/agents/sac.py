@@ -12,6 +12,7 @@ from torchrl_svg.train.agents.base import (
     make_actor_and_qvalue,
     make_soft_actor_critic_optimizer,
     make_update,
+    target_entropy,
     trainable,
 )
 from torchrl_svg.train.config import Config
@@ -62,7 +63,6 @@ class SACAgent(ModelFreeAgent):
         device = torch.device(device)
         self.actor, qvalue = make_actor_and_qvalue(cfg, observation_spec, action_spec, device)
         self.policy = self.actor
-        target_entropy = cfg.loss.target_entropy
         self.loss = SACLoss(
             self.actor,
             qvalue,
@@ -70,7 +70,7 @@ class SACAgent(ModelFreeAgent):
             loss_function=cfg.loss.loss_function,
             alpha_init=cfg.loss.alpha_init,
             fixed_alpha=cfg.loss.fixed_alpha,
-            target_entropy=target_entropy if target_entropy == "auto" else float(target_entropy),
+            target_entropy=target_entropy(cfg),
             action_spec=action_spec,
         )
         self.loss.make_value_estimator(gamma=cfg.loss.gamma)

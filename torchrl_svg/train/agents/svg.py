@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import torch
 from tensordict import TensorDict, TensorDictBase
@@ -10,39 +11,26 @@ from torchrl.data import ReplayBuffer, TensorSpec
 from torchrl.envs import EnvBase
 from torchrl.objectives import SoftUpdate
 
-from torchrl_svg.modules import make_actor, make_qvalue, make_value
 from torchrl_svg.objectives import HardUpdate, SVG0Loss, SVGInfLoss, SVGLoss
 from torchrl_svg.train.agents.base import (
     Agent,
     GuardedUpdate,
     ModelFreeAgent,
     WorldModel,
-    _transitions,
+    make_actor_and_qvalue,
     make_adam,
+    make_policy,
+    make_state_value,
     make_update,
     trainable,
 )
-from torchrl_svg.train.builders import ACTIVATIONS
+from torchrl_svg.train.agents.updates import _transitions
 from torchrl_svg.train.config import Config
 from torchrl_svg.train.fast import FastSVGInfUpdate, fast_svginf_supported
 
 log = logging.getLogger("torchrl_svg")
 
 __all__ = ["SVG0Agent", "SVGAgent", "SVGInfAgent"]
-
-
-def _actor(
-    cfg: Config, observation_spec: TensorSpec, action_spec: TensorSpec, device: torch.device
-):
-    return make_actor(
-        observation_spec,
-        action_spec,
-        hidden_sizes=cfg.network.actor_hidden_sizes,
-        activation_class=ACTIVATIONS[cfg.network.activation],
-        scale_lb=cfg.network.scale_lb,
-        safe_tanh=not cfg.compile.compile,  # TorchRL: safe_tanh breaks under torch.compile
-        device=device,
-    )
 
 
 class SVG0Agent(ModelFreeAgent):
@@ -64,15 +52,7 @@ class SVG0Agent(ModelFreeAgent):
     ):
         self.cfg = cfg
         device = torch.device(device)
-        obs_dim, act_dim = observation_spec.shape[-1], action_spec.shape[-1]
-        self.policy = _actor(cfg, observation_spec, action_spec, device)
-        qvalue = make_qvalue(
-            obs_dim,
-            act_dim,
-            hidden_sizes=cfg.network.critic_hidden_sizes,
-            activation_class=ACTIVATIONS[cfg.network.activation],
-            device=device,
-        )
+        self.policy, qvalue = make_actor_and_qvalue(cfg, observation_spec, action_spec, device)
         self.loss = SVG0Loss(
             self.policy, qvalue, noise=cfg.svg.noise, loss_function=cfg.loss.loss_function
         )
@@ -132,17 +112,11 @@ class SVGAgent(Agent):
         self.cfg = cfg
         self.name = cfg.algorithm
         device = torch.device(device)
-        obs_dim = observation_spec.shape[-1]
         horizon = cfg.svg.horizon if cfg.algorithm == "svgk" else 1
         self.slice_len = horizon if horizon > 1 else None
         self.replays_policy = cfg.algorithm in ("svg1_er", "svgk")
-        self.policy = _actor(cfg, observation_spec, action_spec, device)
-        value = make_value(
-            obs_dim,
-            hidden_sizes=cfg.network.critic_hidden_sizes,
-            activation_class=ACTIVATIONS[cfg.network.activation],
-            device=device,
-        )
+        self.policy = make_policy(cfg, observation_spec, action_spec, device)
+        value = make_state_value(cfg, observation_spec, device)
         self.world_model = WorldModel(
             cfg, observation_spec, action_spec, device, env=env, termination=False
         )
@@ -223,21 +197,14 @@ class SVGAgent(Agent):
             out["loss_value"] = value_out["loss_value"]
         return out, policy_updates, model_updates
 
-    def state_dict(self) -> dict:
+    def _state_parts(self) -> dict[str, Any]:
         """Parameters, targets, statistics and optimiser states."""
         return {
-            "loss": self.loss.state_dict(),
-            "world_model": self.world_model.state_dict(),
-            "actor_optimizer": self.actor_optimizer.state_dict(),
-            "value_optimizer": self.value_optimizer.state_dict(),
+            "loss": self.loss,
+            "world_model": self.world_model,
+            "actor_optimizer": self.actor_optimizer,
+            "value_optimizer": self.value_optimizer,
         }
-
-    def load_state_dict(self, state: dict) -> None:
-        """Inverse of :meth:`state_dict`."""
-        self.loss.load_state_dict(state["loss"])
-        self.world_model.load_state_dict(state["world_model"])
-        self.actor_optimizer.load_state_dict(state["actor_optimizer"])
-        self.value_optimizer.load_state_dict(state["value_optimizer"])
 
 
 class SVGInfAgent(Agent):
@@ -263,7 +230,7 @@ class SVGInfAgent(Agent):
     ):
         self.cfg = cfg
         device = torch.device(device)
-        self.policy = _actor(cfg, observation_spec, action_spec, device)
+        self.policy = make_policy(cfg, observation_spec, action_spec, device)
         self.world_model = WorldModel(
             cfg, observation_spec, action_spec, device, env=env, termination=False
         )
@@ -305,16 +272,10 @@ class SVGInfAgent(Agent):
         out = self.policy_step(fresh)
         return out, 1, cfg.svg.model_updates_per_batch
 
-    def state_dict(self) -> dict:
+    def _state_parts(self) -> dict[str, Any]:
         """Parameters, statistics and optimiser states."""
         return {
-            "loss": self.loss.state_dict(),
-            "world_model": self.world_model.state_dict(),
-            "actor_optimizer": self.actor_optimizer.state_dict(),
+            "loss": self.loss,
+            "world_model": self.world_model,
+            "actor_optimizer": self.actor_optimizer,
         }
-
-    def load_state_dict(self, state: dict) -> None:
-        """Inverse of :meth:`state_dict`."""
-        self.loss.load_state_dict(state["loss"])
-        self.world_model.load_state_dict(state["world_model"])
-        self.actor_optimizer.load_state_dict(state["actor_optimizer"])
