@@ -6,11 +6,42 @@ from collections.abc import Sequence
 
 import torch
 from tensordict import TensorDict, TensorDictBase
-from torch import Tensor
+from tensordict.nn import (
+    InteractionType,
+    ProbabilisticTensorDictModule,
+    ProbabilisticTensorDictSequential,
+    TensorDictModule,
+)
+from tensordict.utils import NestedKey
+from torch import Tensor, nn
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
+from torchrl.modules.distributions import IndependentNormal
 
 DEVICE = torch.device | str | int | None
+
+
+def known_dynamics_model(
+    transition: nn.Module,
+    in_keys: list[NestedKey],
+    loc_key: NestedKey,
+    scale_key: NestedKey,
+    next_observation_key: NestedKey,
+) -> ProbabilisticTensorDictSequential:
+    """A known transition ``(s, a) -> (loc, scale)`` in the location-scale model contract.
+
+    ``get_dist(td)`` is ``Independent(Normal(loc, scale), 1)`` over
+    ``next_observation_key``; ``forward`` writes a sample
+    (``InteractionType.RANDOM``) or the mean under a deterministic exploration type.
+    """
+    module = TensorDictModule(transition, in_keys=in_keys, out_keys=[loc_key, scale_key])
+    distribution = ProbabilisticTensorDictModule(
+        in_keys={"loc": loc_key, "scale": scale_key},
+        out_keys=[next_observation_key],
+        distribution_class=IndependentNormal,
+        default_interaction_type=InteractionType.RANDOM,
+    )
+    return ProbabilisticTensorDictSequential(module, distribution)
 
 
 class _FlatStateEnv(EnvBase):

@@ -21,16 +21,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from tensordict.nn import (
-    InteractionType,
-    ProbabilisticTensorDictModule,
     ProbabilisticTensorDictSequential,
     TensorDictModule,
 )
 from tensordict.utils import NestedKey
 from torch import Tensor, nn
-from torchrl.modules.distributions import IndependentNormal
 
-from torchrl_svg.envs._base import DEVICE, _FlatStateEnv
+from torchrl_svg.envs._base import DEVICE, _FlatStateEnv, known_dynamics_model
 
 __all__ = [
     "HandEnv",
@@ -481,15 +478,10 @@ def hand_dynamics_model(
             "hand_dynamics_model: force_std must be > 0 for a valid Normal model "
             f"(got {params.force_std})."
         )
-    transition = TensorDictModule(
+    return known_dynamics_model(
         _HandTransition(params, float(scale_floor)),
-        in_keys=[observation_key, action_key],
-        out_keys=[loc_key, scale_key],
+        [observation_key, action_key],
+        loc_key,
+        scale_key,
+        next_observation_key,
     )
-    distribution = ProbabilisticTensorDictModule(
-        in_keys={"loc": loc_key, "scale": scale_key},
-        out_keys=[next_observation_key],
-        distribution_class=IndependentNormal,
-        default_interaction_type=InteractionType.RANDOM,
-    )
-    return ProbabilisticTensorDictSequential(transition, distribution)

@@ -17,16 +17,13 @@ from collections.abc import Sequence
 
 import torch
 from tensordict.nn import (
-    InteractionType,
-    ProbabilisticTensorDictModule,
     ProbabilisticTensorDictSequential,
     TensorDictModule,
 )
 from tensordict.utils import NestedKey
 from torch import Tensor, nn
-from torchrl.modules.distributions import IndependentNormal
 
-from torchrl_svg.envs._base import DEVICE, _FlatStateEnv
+from torchrl_svg.envs._base import DEVICE, _FlatStateEnv, known_dynamics_model
 
 __all__ = [
     "LQGEnv",
@@ -303,16 +300,9 @@ def lqg_dynamics_model(
         raise ValueError(
             f"lqg_dynamics_model: noise_std must be > 0 on every dimension, got {env.noise_std.tolist()}."
         )
-    transition = TensorDictModule(
-        _LQGTransition(env), in_keys=[observation_key, action_key], out_keys=[loc_key, scale_key]
+    return known_dynamics_model(
+        _LQGTransition(env), [observation_key, action_key], loc_key, scale_key, next_observation_key
     )
-    distribution = ProbabilisticTensorDictModule(
-        in_keys={"loc": loc_key, "scale": scale_key},
-        out_keys=[next_observation_key],
-        distribution_class=IndependentNormal,
-        default_interaction_type=InteractionType.RANDOM,
-    )
-    return ProbabilisticTensorDictSequential(transition, distribution)
 
 
 class _LQGReward(nn.Module):
