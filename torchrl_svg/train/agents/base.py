@@ -146,30 +146,26 @@ class WorldModel(StateParts):
         obs_dim, act_dim = observation_spec.shape[-1], action_spec.shape[-1]
         act_cls = ACTIVATIONS[cfg.model.activation]
         self.cfg = cfg
+        # the settings of cfg.model that the dynamics and the learned reward share
+        shared = {
+            "hidden_sizes": cfg.model.hidden_sizes,
+            "activation_class": act_cls,
+            "sigma": cfg.model.sigma,
+            "min_log_std": cfg.model.min_log_std,
+            "max_log_std": cfg.model.max_log_std,
+        }
         self.dynamics = GaussianDynamics(
             obs_dim,
             act_dim,
-            hidden_sizes=cfg.model.hidden_sizes,
-            activation_class=act_cls,
-            sigma=cfg.model.sigma,
             per_dimension=cfg.model.per_dimension,
             ensemble_size=cfg.model.ensemble_size,
             ensemble_reduction=cfg.model.ensemble_reduction,
-            min_log_std=cfg.model.min_log_std,
-            max_log_std=cfg.model.max_log_std,
+            **shared,
         ).to(device)
         if cfg.model.reward == "known":
             self.reward = make_known_reward(cfg, env).to(device)
         else:
-            self.reward = RewardModel(
-                obs_dim,
-                act_dim,
-                hidden_sizes=cfg.model.hidden_sizes,
-                activation_class=act_cls,
-                sigma=cfg.model.sigma,
-                min_log_std=cfg.model.min_log_std,
-                max_log_std=cfg.model.max_log_std,
-            ).to(device)
+            self.reward = RewardModel(obs_dim, act_dim, **shared).to(device)
         self.termination: Termination | None = None
         if termination and cfg.model.termination == "known":
             self.termination = termination_for_env(cfg.env.name)
