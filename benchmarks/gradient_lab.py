@@ -351,8 +351,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, default=ROOT / "benchmarks" / "results" / "gradient_lab"
     )
+    parser.add_argument(
+        "--replot",
+        type=Path,
+        default=None,
+        help="redraw the plots and the table of a saved gradient_lab.json into --out",
+    )
     args = parser.parse_args(argv)
+    if args.replot is not None:
+        report = json.loads(args.replot.read_text())
+        args.out.mkdir(parents=True, exist_ok=True)
+        _plots(report["cells"], args.out)
+        _table(report, args.out / "gradient_lab.md")
+        return 0
     torch.set_num_threads(1)
+    # the commit the run starts from (the code it runs)
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT
+    ).stdout.strip()
     env = LQGEnv(dtype=DTYPE)
     cells = []
 
@@ -403,9 +419,6 @@ def main(argv: list[str] | None = None) -> int:
         estimators=("svg0", "svg1", "svg5", "reinforce"),
     )
 
-    commit = subprocess.run(
-        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT
-    ).stdout.strip()
     report = {
         "command": "python benchmarks/gradient_lab.py " + " ".join(argv or sys.argv[1:]),
         "git_commit": commit,
@@ -441,9 +454,18 @@ def _plot(series: dict, path: Path, title: str, xlabel: str, ylabel: str, logx=T
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    styles = {"learned model": "--", "degraded model": ":", "learned critic": "-."}
     for label, points in series.items():
         points = sorted(points)
-        ax.plot([p[0] for p in points], [max(p[1], 1e-12) for p in points], marker="o", label=label)
+        setting = label[label.find("(") + 1 : -1] if "(" in label else ""
+        ax.plot(
+            [p[0] for p in points],
+            [max(p[1], 1e-12) for p in points],
+            marker="o",
+            markersize=3,
+            linestyle=styles.get(setting, "-"),
+            label=label,
+        )
     if logx:
         ax.set_xscale("log")
     if logy:
@@ -458,7 +480,38 @@ def _plot(series: dict, path: Path, title: str, xlabel: str, ylabel: str, logx=T
     plt.close(fig)
 
 
+def _error_vs_trajectories(cells, steps: int = 200) -> dict[str, list]:
+    """Relative RMS error of an N-trajectory estimate, sqrt(b^2 + s^2 / N), N = 1 .. 10^4.
+
+    ``b``: the cell's relative error of the mean estimate (measured with all its
+    trajectories), ``s``: its relative standard error per trajectory.
+    """
+    counts = [1, 3, 10, 30, 100, 300, 1000, 3000, 10000]
+    series: dict[str, list] = {}
+    for cell in cells:
+        if cell["steps"] != steps or cell["log_std"] != -1.0:
+            continue
+        setting = {"horizon": "exact", "model": f"{cell['model']} model"}.get(
+            cell["sweep"], f"{cell['critic']} critic"
+        )
+        if cell["sweep"] == "noise":
+            continue
+        for name, r in cell["results"].items():
+            if name == "critic_check":
+                continue
+            b, s = r["relative_error"], r["relative_std_error_per_episode"]
+            series[f"{name} ({setting})"] = [(n, math.sqrt(b**2 + s**2 / n), 0.0) for n in counts]
+    return series
+
+
 def _plots(cells, out: Path) -> None:
+    _plot(
+        _error_vs_trajectories(cells),
+        out / "error_vs_trajectories.png",
+        "T = 200: relative RMS error of an estimate from N trajectories",
+        "trajectories N",
+        "sqrt(bias^2 + var / N) / |g|",
+    )
     _plot(
         _series(cells, "horizon", "steps", "relative_std_error_per_episode"),
         out / "variance_vs_horizon.png",
