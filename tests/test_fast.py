@@ -370,3 +370,50 @@ def test_fast_svginf_scores_the_stored_pre_tanh_values_of_saturated_actions():
     grads_p = torch.cat([p.grad.flatten() for p in public._actor_params])
     grads_f = torch.cat([p.grad.flatten() for p in fast._actor_params])
     assert (grads_p - grads_f).abs().max() <= 1e-4 * grads_p.abs().max()
+
+
+def test_fused_adam_step_is_adams_own_step_and_follows_a_reloaded_state():
+    # bit-identical to Adam(fused=True).step(), with a skipped step (found_inf), per-group
+    # learning rates, amsgrad / weight decay / AdamW, and after load_state_dict (a resume)
+    import copy
+
+    from torchrl_svg.train.fused_adam import FusedAdamStep
+
+    for cls, kwargs in (
+        (torch.optim.Adam, {}),
+        (torch.optim.Adam, {"amsgrad": True, "weight_decay": 0.1}),
+        (torch.optim.AdamW, {"weight_decay": 0.1}),
+    ):
+        torch.manual_seed(0)
+        a = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+        b = copy.deepcopy(a)
+
+        def groups(net):
+            return [
+                {"params": net[0].parameters(), "lr": 1e-2},
+                {"params": net[2].parameters(), "lr": 3e-3},
+            ]
+
+        reference = cls(groups(a), fused=True, **kwargs)
+        optimizer = cls(groups(b), fused=True, **kwargs)
+        step = FusedAdamStep(optimizer)
+        for i in range(8):
+            x = torch.randn(5, 3)
+            found_inf = torch.tensor(1.0 if i == 3 else 0.0)
+            reference.zero_grad(set_to_none=True)
+            a(x).pow(2).sum().backward()
+            reference.found_inf, reference.grad_scale = found_inf, None
+            reference.step()
+            reference.found_inf = None
+            step.zero_grad()
+            b(x).pow(2).sum().backward()
+            step(found_inf)
+            if i == 5:  # a resume replaces the optimiser's state tensors
+                optimizer.load_state_dict(copy.deepcopy(optimizer.state_dict()))
+        for p, q in zip(a.parameters(), b.parameters(), strict=True):
+            assert torch.equal(p, q)
+        expected, got = reference.state_dict()["state"], optimizer.state_dict()["state"]
+        for index, state in expected.items():
+            for name, value in state.items():
+                assert torch.equal(value, got[index][name]), (cls.__name__, name)
+        assert int(got[0]["step"]) == 7  # eight steps, one skipped

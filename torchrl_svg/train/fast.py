@@ -12,7 +12,8 @@ the manner of TorchRL's sota-implementations and LeanRL:
   detached copies made once;
 * the input is validated once per batch layout (keys, shapes, dtypes) with the loss's own
   :meth:`validate_input`, not on every call;
-* one fused Adam step over all parameters of the step, in-place ``lerp_`` target updates;
+* one fused Adam kernel call per parameter group, its tensor lists built once
+  (:class:`~torchrl_svg.train.fused_adam.FusedAdamStep`), in-place ``lerp_`` target updates;
 * **no host synchronisation**: a non-finite loss or gradient norm skips the update on the
   device (the fused Adam kernel's ``found_inf``, a zero target-update weight) and is
   counted in device tensors that the host reads once per collected batch
@@ -52,6 +53,7 @@ from torchrl_svg.objectives.functional import (
     td_target,
     temperature_loss,
 )
+from torchrl_svg.train.fused_adam import FusedAdamStep
 from torchrl_svg.train.guard import NonFiniteGuard
 
 __all__ = [
@@ -136,6 +138,7 @@ class FastUpdate:
             raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}.")
         self._validate = validate
         self.optimizer = optimizer
+        self._adam = FusedAdamStep(optimizer)
         self.parameters = list(parameters)
         self.max_grad_norm = max_grad_norm
         self.clip_groups = [(list(group), float(bound)) for group, bound in clip_groups]
@@ -190,7 +193,7 @@ class FastUpdate:
         else:
             losses = self._loss_fn(*tensors)
         total = sum(losses[: self.n_trained])
-        self.optimizer.zero_grad(set_to_none=True)
+        self._adam.zero_grad()
         total.backward()
         for group, bound in self.clip_groups:
             group_grads = [p.grad for p in group if p.grad is not None]
@@ -203,12 +206,7 @@ class FastUpdate:
         finite_losses = torch.isfinite(torch.stack([x.detach() for x in losses[: len(self.keys)]]))
         finite = finite_losses[: self.n_trained].all() & torch.isfinite(norm)
         not_finite = ~finite
-        self.optimizer.found_inf = not_finite.float()  # the fused kernel skips the step
-        self.optimizer.grad_scale = None
-        try:
-            self.optimizer.step()
-        finally:
-            self.optimizer.found_inf = None
+        self._adam(found_inf=not_finite.float())  # the fused kernel skips the step
         if self.targets:
             with torch.no_grad():
                 torch._foreach_lerp_(self.targets, self.sources, finite * self.tau)
