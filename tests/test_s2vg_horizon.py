@@ -344,3 +344,32 @@ def test_average_reduction_leaves_the_disagreement_out():
         base = data["observation"] + model.target_normalizer.mean
         torch.testing.assert_close((dist.mean - base) / std, loc.mean(0))
         torch.testing.assert_close(dist.base_dist.scale / std, var.sqrt())
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["loss.expansion_ensemble_mean=true"], "needs model.ensemble_size >= 2 and loss.horizon"),
+        (
+            ["loss.expansion_ensemble_mean=true", "model.ensemble_size=3"],
+            "got 3 and 1",
+        ),
+        (["loss.disagreement_bound=0.5"], "loss.disagreement_bound needs model.ensemble_size"),
+        (
+            [
+                "loss.ensemble_members=rollout",
+                "model.ensemble_size=3",
+                "model.ensemble_reduction=mean",
+            ],
+            "model.ensemble_reduction=sample",
+        ),
+    ],
+)
+def test_the_recipe_refuses_ensemble_switches_without_an_ensemble_to_use(overrides, message):
+    from torchrl_svg.train.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides)
+    load_config(  # with what they need, they are accepted
+        ["loss.expansion_ensemble_mean=true", "model.ensemble_size=3", "loss.horizon=2"]
+    )

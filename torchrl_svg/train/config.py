@@ -92,6 +92,11 @@ class ConfigError(ValueError):
     """A configuration problem found before training starts (the message names the key)."""
 
 
+from torchrl_svg.train.config_checks import (  # noqa: E402  (they raise ConfigError)
+    validate_collector,
+    validate_s2vg_ensemble,
+)
+
 _POSITIVE_INTS: tuple[tuple[str, ...], ...] = (
     ("collector", "total_frames"),
     ("collector", "frames_per_batch"),
@@ -163,7 +168,7 @@ def _validate(cfg: Config) -> None:
             f"svg.max_importance_weight must be positive, got {cfg.svg.max_importance_weight}."
         )
     _validate_env_name(cfg.env.name)
-    _validate_collector(cfg)
+    validate_collector(cfg)
     _validate_exp_name(cfg.logger.exp_name)
     if cfg.compile.cudagraphs and not cfg.device.startswith("cuda"):
         raise ConfigError(
@@ -183,6 +188,8 @@ def _validate(cfg: Config) -> None:
         )
     if cfg.logger.backend == "wandb":
         wandb_mode(cfg.logger.mode)  # a bad WANDB_MODE fails here, before anything is built
+    if cfg.algorithm == "s2vg":
+        validate_s2vg_ensemble(cfg)
     if cfg.model.reward == "known" and cfg.env.name not in KNOWN_REWARD_ENVS:
         raise ConfigError(
             f"model.reward='known' needs a task with a known differentiable reward "
@@ -316,31 +323,6 @@ def _gym_spaces_problem(name: str) -> str | None:
 
 
 _SPACES_PROBLEMS: dict[tuple[str, Any], str | None] = {}
-
-
-def _validate_collector(cfg: Config) -> None:
-    backend, workers = cfg.collector.backend, cfg.collector.num_workers
-    if backend == "ray":
-        import importlib.util
-
-        if importlib.util.find_spec("ray") is None:
-            raise ConfigError(
-                "collector.backend='ray' needs the ray package: pip install 'torchrl_svg[distributed]'."
-            )
-    if backend not in ("multi_sync", "ray"):
-        return
-    # a synchronous batch takes the same number of steps (or episodes) from every worker
-    if cfg.algorithm == "svginf":
-        if cfg.svg.episodes_per_batch % workers:
-            raise ConfigError(
-                f"svg.episodes_per_batch={cfg.svg.episodes_per_batch} must be a multiple of "
-                f"collector.num_workers={workers} with collector.backend={backend!r}."
-            )
-    elif cfg.collector.frames_per_batch % workers:
-        raise ConfigError(
-            f"collector.frames_per_batch={cfg.collector.frames_per_batch} must be a multiple of "
-            f"collector.num_workers={workers} with collector.backend={backend!r}."
-        )
 
 
 def _check_list_syntax(item: str) -> None:

@@ -119,7 +119,8 @@ class ModelConfig:
         per_dimension: one sub-network per state dimension (SVG paper App. C).
         ensemble_size: number of dynamics members.
         ensemble_reduction: how an ensemble imagines: ``"sample"`` (one member drawn
-            per sample) or ``"mean"``.
+            per sample), ``"mean"`` (the moment-matched mixture) or ``"average"`` (the
+            members' mean location and variance, their disagreement left out).
         min_log_std / max_log_std: soft bounds of the normalised log-std.
         termination: ``"known"`` (the task's termination rule; refused for a task
             without one, see :func:`~torchrl_svg.modules.termination_for_env`),
@@ -167,6 +168,9 @@ class LossConfig:
             the members disagree by more than this (normalised units; ``None``: never).
         ensemble_members: with a sampling model ensemble, the actor's imagined rollouts draw a
             member at every ``"step"`` or keep one per ``"rollout"``.
+        expansion_ensemble_mean: with a model ensemble and ``horizon >= 2``, imagine the
+            critic targets' steps from the members' average prediction (no single member's
+            error in the targets).
         actor_max_grad_norm: clip the actor's gradient norm in the actor-critic step
             (``None``: no clipping), as SVG(inf) does for its long chains.
 
@@ -184,6 +188,7 @@ class LossConfig:
     actor_horizon: int = 1
     disagreement_bound: float | None = None
     ensemble_members: str = "step"
+    expansion_ensemble_mean: bool = False
     actor_max_grad_norm: float | None = None
 
 
@@ -390,7 +395,7 @@ _CHOICES: dict[tuple[str, ...], tuple[str, ...]] = {
     ("network", "activation"): ("relu", "tanh", "elu", "silu"),
     ("model", "activation"): ("relu", "tanh", "elu", "silu"),
     ("model", "sigma"): ("state", "constant"),
-    ("model", "ensemble_reduction"): ("sample", "mean"),
+    ("model", "ensemble_reduction"): ("sample", "mean", "average"),
     ("model", "termination"): ("known", "learned", "none"),
     ("model", "reward"): ("learned", "known"),
     ("svg", "noise"): ("inferred", "sampled"),

@@ -84,6 +84,7 @@ class S2VGAgent(Agent):
             actor_horizon=cfg.loss.actor_horizon,
             disagreement_bound=cfg.loss.disagreement_bound,
             ensemble_members=cfg.loss.ensemble_members,
+            expansion_ensemble_mean=cfg.loss.expansion_ensemble_mean,
         )
         self.loss.make_value_estimator(gamma=cfg.loss.gamma)
         self.target_updater = SoftUpdate(self.loss, tau=cfg.loss.tau)
