@@ -205,3 +205,59 @@ def test_a_file_that_cannot_be_written_is_left_as_it_was(tmp_path):
     assert "Could not write" in proc.stdout and "is as it was before" in proc.stdout
     assert path.read_text() == '{"frames": 100}'
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+def test_finite_but_huge_inputs_give_a_named_error_not_a_silent_nan():
+    # an observation of 1e25 is finite (the input check passes) but overflows float32 in the
+    # networks: the losses name what went non-finite and the input that caused it
+    from tensordict import TensorDict
+    from torchrl.data import Bounded
+    from torchrl.objectives import SoftUpdate
+
+    from torchrl_svg import NonFiniteLossError
+    from torchrl_svg.modules import (
+        GaussianDynamics,
+        RewardModel,
+        make_actor,
+        make_qvalue,
+        make_value,
+    )
+    from torchrl_svg.objectives import GaussianWorldModelLoss, S2VGLoss
+
+    spec = Bounded(-1.0, 1.0, (1,))
+    dynamics, reward = (
+        GaussianDynamics(3, 1, hidden_sizes=(8,)),
+        RewardModel(3, 1, hidden_sizes=(8,)),
+    )
+    loss = S2VGLoss(
+        make_actor(3, spec, hidden_sizes=(8,)),
+        make_qvalue(3, 1, hidden_sizes=(8,)),
+        make_value(3, hidden_sizes=(8,)),
+        dynamics,
+        reward,
+    )
+    loss.make_value_estimator(gamma=0.9)
+    SoftUpdate(loss, tau=0.1)
+    observation = torch.randn(16, 3)
+    observation[3, 1] = 1e25
+    batch = TensorDict(
+        {
+            "observation": observation,
+            "action": torch.zeros(16, 1),
+            ("next", "observation"): torch.randn(16, 3),
+            ("next", "reward"): torch.zeros(16, 1),
+            ("next", "done"): torch.zeros(16, 1, dtype=torch.bool),
+            ("next", "terminated"): torch.zeros(16, 1, dtype=torch.bool),
+        },
+        [16],
+    )
+    for module in (loss, GaussianWorldModelLoss(dynamics, reward)):
+        with pytest.raises(
+            NonFiniteLossError,
+            match=r"non-finite although every input is finite.*1e\+25 \(entry 'observation'\)",
+        ):
+            module(batch.clone())
+    loss.check_finite = False  # the documented way out: the NaN is the caller's to handle
+    assert not torch.isfinite(loss(batch.clone())["loss_qvalue"])
+    observation[3, 1] = 1.0  # and ordinary inputs pass
+    assert torch.isfinite(loss(batch.clone())["loss_qvalue"])

@@ -30,7 +30,7 @@ from torchrl_svg._module_checks import (
     require_get_dist,
     tanh_bounds,
 )
-from torchrl_svg._utils import MissingKeyError
+from torchrl_svg._utils import MissingKeyError, NonFiniteLossError
 
 __all__ = [
     "LOCATION_SCALE",
@@ -39,6 +39,7 @@ __all__ = [
     "check_batch",
     "check_entries",
     "check_finite_entries",
+    "check_finite_losses",
     "check_policy",
     "check_preimage",
     "check_sizes",
@@ -314,6 +315,41 @@ def check_finite_entries(
                 f"out of {value.numel()}; drop or repair those samples before they reach "
                 f"{owner} (check_finite=False skips this check)."
             )
+
+
+def check_finite_losses(
+    owner: str,
+    tensordict: TensorDictBase,
+    losses: dict[str, torch.Tensor],
+    mode: bool | None = None,
+) -> None:
+    """Refuse a non-finite loss computed from finite inputs (``mode`` as ``check_finite``).
+
+    Finite but huge inputs (e.g. an observation of 1e25) overflow float32 inside the
+    networks and would give a NaN loss with no word of why; this names the loss entries
+    and the input entry with the largest magnitude instead. One host read when it runs.
+
+    Raises:
+        NonFiniteLossError: naming the non-finite ``loss_*`` entries and the largest input.
+    """
+    tensors = list(losses.values())
+    if not _finite_check_runs(mode, tensors):
+        return
+    if bool(torch.isfinite(torch.stack([t.detach().sum() for t in tensors])).all()):
+        return
+    bad = [k for k, v in losses.items() if not bool(torch.isfinite(v).all())]
+    largest, where = 0.0, None
+    for key, value in tensordict.items(include_nested=True, leaves_only=True):
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and value.numel():
+            magnitude = float(value.detach().abs().max())
+            if magnitude > largest:
+                largest, where = magnitude, key
+    raise NonFiniteLossError(
+        f"{owner}: {', '.join(bad)} non-finite although every input is finite; the largest "
+        f"input magnitude is {largest:.3g} (entry {where!r}). Values this large overflow the "
+        "networks' float32 arithmetic: normalise or clip them (check_finite=False skips "
+        "this check)."
+    )
 
 
 def check_preimage(

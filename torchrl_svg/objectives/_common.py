@@ -20,7 +20,7 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.modules import ValueOperator
 from torchrl.modules.distributions.utils import rsample_and_log_prob
 
-from torchrl_svg._validation import Entry, module_dtype, unique, validate
+from torchrl_svg._validation import Entry, check_finite_losses, module_dtype, unique, validate
 from torchrl_svg.objectives.noise import LocationScale
 
 __all__ = [
@@ -98,6 +98,10 @@ class InputValidation:
             check_finite=self.check_finite,
             min_ndim=self._min_batch_ndim,
         )
+
+    def check_losses(self, tensordict: TensorDictBase, losses: dict[str, Tensor]) -> None:
+        """:func:`~torchrl_svg._validation.check_finite_losses` with this loss's ``check_finite``."""
+        check_finite_losses(type(self).__name__, tensordict, losses, self.check_finite)
 
 
 @contextmanager

@@ -722,6 +722,7 @@ class S2VGLoss(LossBase):
             "loss_value": loss_value,
             "loss_alpha": loss_alpha,
         }
+        self.check_losses(tensordict, out)
         if self.reduction == "none":
             td_out = TensorDict(out, tensordict.batch_size)
         else:

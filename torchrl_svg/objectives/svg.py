@@ -460,6 +460,7 @@ class SVGLoss(LossBase):
         out = {"loss_actor": loss_actor, "loss_value": loss_value}
         if self.kl_coef > 0:
             out["loss_kl"] = self.kl_loss(tensordict)
+        self.check_losses(tensordict, out)
         if self.reduction == "none":
             # one entry per transition (horizon 1) or per sub-trajectory [*B, k] -> [*B]
             batch = tensordict.batch_size if self.horizon == 1 else tensordict.batch_size[:-1]

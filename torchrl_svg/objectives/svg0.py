@@ -222,6 +222,7 @@ class SVG0Loss(LossBase):
         loss_actor, actor_meta = self.actor_loss(tensordict)
         tensordict.set(keys.priority, meta["td_error"])
         out = {"loss_actor": loss_actor, "loss_qvalue": loss_qvalue}
+        self.check_losses(tensordict, out)
         if self.reduction == "none":
             return TensorDict(out, tensordict.batch_size)
         out["q"] = actor_meta["q"].mean()

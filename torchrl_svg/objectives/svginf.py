@@ -173,6 +173,7 @@ class SVGInfLoss(LossBase):
         """``loss_actor`` on whole episodes ``[*B, T]``."""
         self.validate_input(tensordict)
         loss, meta = self.actor_loss(tensordict)
+        self.check_losses(tensordict, {"loss_actor": loss})
         if self.reduction == "none":
             return TensorDict({"loss_actor": loss}, tensordict.batch_size[:-1])
         return TensorDict({"loss_actor": loss, "episode_return": meta["return"].mean()}, [])

@@ -14,6 +14,7 @@ from torchrl.objectives import LossModule
 from torchrl_svg._utils import get_key
 from torchrl_svg._validation import (
     Entry,
+    check_finite_losses,
     model_entries,
     module_dtype,
     require_get_dist,
@@ -287,6 +288,7 @@ class GaussianWorldModelLoss(LossModule):
             out["loss_reward"] = self.reward_loss(tensordict)
         if self.learns_termination:
             out["loss_termination"] = self.termination_loss(tensordict)
+        check_finite_losses(type(self).__name__, tensordict, out, self.check_finite)
         batch_size = tensordict.batch_size if self.reduction == "none" else []
         td_out = TensorDict(out, batch_size=batch_size)
         if self.reduction != "none":

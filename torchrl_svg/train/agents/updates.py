@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
-from tensordict import TensorDictBase
+from tensordict import TensorDict, TensorDictBase
 from torch import nn
 
+from torchrl_svg._utils import NonFiniteLossError
 from torchrl_svg.train.config import Config
 from torchrl_svg.train.fast import FastUpdate, transition_tensors
 from torchrl_svg.train.guard import NonFiniteGuard
@@ -265,7 +266,11 @@ class GuardedUpdate:
             finite = bool(out.get("_finite"))
             self.guard.record(finite, f"non-finite {', '.join(self.keys)} or gradient", self.kind)
             return out.exclude("_finite")
-        out = self.loss_fn(batch)
+        try:
+            out = self.loss_fn(batch)
+        except NonFiniteLossError as err:  # a loss refused its own non-finite output
+            self.guard.record(False, str(err), self.kind)
+            return TensorDict({k: torch.full((), float("nan")) for k in self.keys}, [])
         applied = guarded_step(
             self.optimizer,
             out,
