@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 import signal
+import struct
 import subprocess
 import sys
 import textwrap
@@ -209,9 +211,68 @@ def test_trajectory_ids_continue_after_a_resume(tmp_path):
     assert len(ids.unique()) == int(ids.max()) + 1  # and no id labels two of them
 
 
-def _steps(path: Path) -> list[int]:
+def _csv_steps(run_dir: Path, name: str) -> list[int]:
     """The steps of a CSV logger file's ``step,value`` rows."""
+    path = run_dir / "run" / "scalars" / f"{name}.csv"
     return [int(row[0]) for row in csv.reader(path.read_text().splitlines())]
+
+
+def _tensorboard_steps(run_dir: Path, name: str) -> list[int]:
+    """The steps TensorBoard's own reader shows for ``name`` (it honours purge_step)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    reader = EventAccumulator(str(run_dir / "run"))
+    reader.Reload()
+    return [event.step for event in reader.Scalars(name)]
+
+
+def _wandb_records(path: Path):
+    """The records of a ``.wandb`` file: W&B's LevelDB-style log of protobuf records.
+
+    The file starts with a 7-byte header (``:W&B``, magic, version); records are written
+    in 32 KiB blocks, each chunk behind a 7-byte header (CRC, length, type: full, first,
+    middle or last piece of a record).
+    """
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", path
+    block, pos, pieces = 32768, 7, b""
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if left < 7 or (length == 0 and kind == 0):  # the block's zero padding
+            pos += left
+            continue
+        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
+        if kind in (1, 2):
+            pieces = chunk
+        else:
+            pieces += chunk
+        if kind in (1, 4):
+            yield pieces
+
+
+def _wandb_steps(run_dir: Path, name: str) -> list[int]:
+    """The step of every W&B history row holding ``name``, over all the run's offline files."""
+    from wandb.proto import wandb_internal_pb2
+
+    steps = []
+    for path in sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb")):
+        for raw in _wandb_records(path):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(raw)
+            if record.WhichOneof("record_type") != "history":
+                continue
+            row = {
+                i.key or "/".join(i.nested_key): json.loads(i.value_json)
+                for i in record.history.item
+            }
+            if name in row:
+                (step_key,) = [k for k in row if k.endswith("step") and k != "_step"]
+                steps.append(int(row[step_key]))
+    return steps
+
+
+LOGGED_STEPS = {"csv": _csv_steps, "tensorboard": _tensorboard_steps, "wandb": _wandb_steps}
 
 
 KILLED_MID_RUN = textwrap.dedent(
@@ -219,23 +280,30 @@ KILLED_MID_RUN = textwrap.dedent(
     import os, signal, sys
     from torchrl_svg.train import Trainer, load_config
     trainer = Trainer(load_config(sys.argv[1:]))
-    def kill_after_250_steps(module, args):
-        if trainer.frames >= 250:
+    def kill_after_390_steps(module, args):
+        if trainer.frames >= 390:
             os.kill(os.getpid(), signal.SIGKILL)
-    trainer.agent.policy.register_forward_pre_hook(kill_after_250_steps)
+    trainer.agent.policy.register_forward_pre_hook(kill_after_390_steps)
     trainer.run()
     """
 )
 
 
-def test_the_loggers_files_have_no_duplicated_rows_after_a_resume(tmp_path):
+@pytest.mark.parametrize("backend", ["csv", "tensorboard", "wandb"])
+def test_the_loggers_files_have_no_duplicated_rows_after_a_resume(tmp_path, backend):
+    if backend == "tensorboard":
+        pytest.importorskip("tensorboard")
     run_dir = tmp_path / "run"
     args = [
         *TINY,
+        f"logger.backend={backend}",
+        "logger.mode=offline",
         "collector.total_frames=1000",
         "eval.interval=1000",
         "logger.log_interval=1",  # a row after every batch
-        "checkpoint.interval=100",
+        # W&B's own process writes its file in 32 KiB blocks and a kill loses the last,
+        # partial one: 190 steps of rows after the checkpoint fill more than a block
+        "checkpoint.interval=200",
         f"logger.run_dir={run_dir}",
     ]
     proc = subprocess.run(
@@ -247,9 +315,10 @@ def test_the_loggers_files_have_no_duplicated_rows_after_a_resume(tmp_path):
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
     assert load_checkpoint(run_dir / "checkpoint.pt")["counters"]["frames"] == 200
-    scalars = run_dir / "run" / "scalars"
-    killed_at = _steps(scalars / "train" / "loss_actor.csv")
+    steps = LOGGED_STEPS[backend]
+    killed_at = steps(run_dir, "train/loss_actor")
     assert max(killed_at) > 200  # rows logged after the checkpoint
+    assert killed_at == sorted(set(killed_at))
 
     train(
         load_config(
@@ -257,14 +326,16 @@ def test_the_loggers_files_have_no_duplicated_rows_after_a_resume(tmp_path):
                 *args[:-1],
                 f"logger.run_dir={run_dir}",
                 "checkpoint.resume=true",
-                "collector.total_frames=300",
+                "collector.total_frames=500",
             ]
         )
     )
-    for path in scalars.rglob("*.csv"):
-        steps = _steps(path)
-        assert steps == sorted(set(steps)), path
-    assert _steps(scalars / "train" / "loss_actor.csv")[-1] == 300
+    for name in ("train/loss_actor", "eval/return"):
+        logged = steps(run_dir, name)
+        assert logged == sorted(set(logged)), (name, logged)
+    logged = steps(run_dir, "train/loss_actor")
+    assert logged[-1] == 500
+    assert set(killed_at) <= set(logged)
 
 
 # ------------------------------------------------------------ what is written

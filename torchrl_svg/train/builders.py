@@ -34,13 +34,13 @@ from torchrl.envs import (
     Transform,
     TransformedEnv,
 )
-from torchrl.record.loggers import CSVLogger, Logger, TensorboardLogger, WandbLogger
 
 from torchrl_svg._utils import check_same_shape
 from torchrl_svg.data import slice_replay_buffer
 from torchrl_svg.envs import EndOnNonFinite, HandEnv, LQGEnv, hand_reward_module, lqg_reward_module
 from torchrl_svg.objectives.noise import LocationScale
-from torchrl_svg.train.config import OWN_ENVS, Config, ConfigError, wandb_mode
+from torchrl_svg.train.config import OWN_ENVS, Config
+from torchrl_svg.train.loggers import make_logger
 
 __all__ = [
     "ACTIVATIONS",
@@ -549,34 +549,3 @@ def make_run_dir(cfg: Config) -> Path:
         path = Path("runs") / f"{cfg.env.name}-{cfg.algorithm}-seed{cfg.env.seed}-{stamp}"
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def make_logger(cfg: Config, run_dir: Path, run_id: str | None = None) -> Logger | None:
-    """A TorchRL logger writing into ``run_dir``; ``run_id`` resumes a W&B run.
-
-    W&B runs in ``logger.mode``; when that is not given, in the mode of W&B's own
-    ``WANDB_MODE`` environment variable, and offline when neither is set.
-    """
-    exp_name = cfg.logger.exp_name or run_dir.name
-    if Path(run_dir, exp_name).resolve().parent != Path(run_dir).resolve():
-        raise ConfigError(
-            f"logger.exp_name={exp_name!r} must be a plain name: the logger writes into "
-            f"{run_dir}/<logger.exp_name>, and this one leads out of it."
-        )
-    backend = cfg.logger.backend
-    if backend == "none":
-        return None
-    if backend == "csv":
-        return CSVLogger(exp_name=exp_name, log_dir=str(run_dir))
-    if backend == "tensorboard":
-        return TensorboardLogger(exp_name=exp_name, log_dir=str(run_dir))
-    # The mode goes to wandb.init itself: TorchRL's offline=True would also overwrite the
-    # process's WANDB_MODE, which later runs in the same process then read.
-    return WandbLogger(
-        exp_name=exp_name,
-        offline=False,
-        save_dir=str(run_dir),
-        project=cfg.logger.project,
-        id=run_id,
-        mode=wandb_mode(cfg.logger.mode),
-    )

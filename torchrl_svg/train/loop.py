@@ -19,7 +19,6 @@ from omegaconf import OmegaConf
 from tensordict import TensorDict, TensorDictBase
 from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
-from torchrl.record.loggers.wandb import WandbLogger
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -33,7 +32,6 @@ from torchrl_svg.train.builders import (
     collector_policy,
     make_collector,
     make_env,
-    make_logger,
     make_replay_buffer,
     make_run_dir,
     num_threads,
@@ -42,6 +40,7 @@ from torchrl_svg.train.builders import (
 from torchrl_svg.train.checkpoint import CheckpointError, StorageError, write_atomically
 from torchrl_svg.train.config import Config, to_dict
 from torchrl_svg.train.interrupts import StopSignals, TrainingInterrupted, signal_name
+from torchrl_svg.train.loggers import ResumableWandbLogger, make_logger
 from torchrl_svg.train.records import EvalRecord, EvalRecords
 from torchrl_svg.train.run_state import (
     NonFiniteStateError,
@@ -192,7 +191,6 @@ class Trainer(RunState):
             if self.finished:
                 return
             self.records.write()
-            self._trim_logger_files()
         # a resumed run re-seeds its env from the step reached (the episode in flight restarts)
         single = cfg.collector.backend == "single"
         self.env = (
@@ -217,7 +215,9 @@ class Trainer(RunState):
         if self.episodic and state is None:
             self._say_frames_rounding()
         self.collector.set_seed(cfg.env.seed + self.frames)
-        self.logger = make_logger(cfg, self.run_dir, run_id=run_id)
+        self.logger = make_logger(
+            cfg, self.run_dir, run_id=run_id, resume_step=None if state is None else self.frames
+        )
         if self.logger is not None and state is None:
             self.logger.log_hparams(to_dict(cfg))
         if state is not None:
@@ -285,7 +285,11 @@ class Trainer(RunState):
             max_steps=self.cfg.eval.max_steps,
             seed=self.cfg.env.seed,
         )
-        if path is not None and isinstance(self.logger, WandbLogger):
+        if (
+            path is not None
+            and isinstance(self.logger, ResumableWandbLogger)
+            and self.logger.is_new(self.frames)
+        ):
             import wandb
 
             self.logger.experiment.log({"eval/video": wandb.Video(str(path), format="gif")})

@@ -86,14 +86,6 @@ def _set_numpy_rng_state(state: dict[str, Any] | tuple) -> None:
     )
 
 
-def _logged_step(line: str) -> float:
-    """The step of a ``step,value`` row of a CSV logger file (rows that are not count as step 0)."""
-    try:
-        return float(line.split(",", 1)[0])
-    except ValueError:
-        return 0.0
-
-
 def load_replay_state(replay: ReplayBuffer, state: dict[str, Any], device: torch.device) -> None:
     """Refill an empty buffer with :func:`replay_state`'s rows and restore the writer's position."""
     if state["data"] is not None:
@@ -125,18 +117,6 @@ class RunState:
             else "",
         )
         return state, cfg
-
-    def _trim_logger_files(self) -> None:
-        """Drop the logger rows written after the checkpoint: the resumed run logs those steps again."""
-        cfg = self.cfg
-        exp_dir = self.run_dir / (cfg.logger.exp_name or self.run_dir.name)
-        if cfg.logger.backend != "csv" or not (exp_dir / "scalars").is_dir():
-            return
-        for path in sorted((exp_dir / "scalars").rglob("*.csv")):
-            lines = path.read_text().splitlines(keepends=True)
-            kept = [line for line in lines if _logged_step(line) <= self.frames]
-            if len(kept) != len(lines):
-                write_atomically(path, "".join(kept))
 
     def state_dict(self) -> dict[str, Any]:
         """The full training state (see the class docstring)."""
