@@ -1,26 +1,8 @@
 """Replay-buffer transforms for the SVG family and trajectory-slice buffers."""
 
-from torchrl_svg.data.prioritized import TensorPrioritizedSampler, prioritized_replay_buffer
-from torchrl_svg.data.slices import UnflattenSlices, slice_replay_buffer
-from torchrl_svg.data.transforms import (
-    ImportanceWeight,
-    ModelNoiseInference,
-    PolicyNoiseInference,
-    RandomActionLogProb,
-    uniform_log_prob,
-)
-from torchrl_svg.data.world_model import ModelRollout, NormalizerUpdate
+from torchrl_svg.data import prioritized, transforms
+from torchrl_svg.data.prioritized import *  # noqa: F403
+from torchrl_svg.data.transforms import *  # noqa: F403
 
-__all__ = [
-    "ImportanceWeight",
-    "ModelNoiseInference",
-    "ModelRollout",
-    "NormalizerUpdate",
-    "PolicyNoiseInference",
-    "RandomActionLogProb",
-    "TensorPrioritizedSampler",
-    "UnflattenSlices",
-    "prioritized_replay_buffer",
-    "slice_replay_buffer",
-    "uniform_log_prob",
-]
+# data.transforms also exports the names of data.slices and data.world_model.
+__all__ = [*prioritized.__all__, *transforms.__all__]

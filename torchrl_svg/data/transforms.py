@@ -14,7 +14,6 @@ from torchrl_svg._validation import (
     Entry,
     check_batch,
     check_policy,
-    check_preimage,
     check_sizes,
     model_entries,
     preimage_mismatch,
@@ -24,7 +23,12 @@ from torchrl_svg._validation import (
 from torchrl_svg.data._sample import _params, _policy_entries, _SampleTransform
 from torchrl_svg.data.slices import UnflattenSlices, slice_replay_buffer
 from torchrl_svg.data.world_model import ModelRollout, NormalizerUpdate
-from torchrl_svg.objectives._common import model_dist, policy_dist, policy_preimage
+from torchrl_svg.objectives.functional import (
+    model_dist,
+    policy_dist,
+    replayed_preimage,
+    truncated_importance_weight,
+)
 from torchrl_svg.objectives.noise import LocationScale, location_scale
 
 __all__ = [
@@ -93,23 +97,14 @@ class _ReplayedActionTransform(_SampleTransform):
     ) -> tuple[LocationScale, torch.Tensor]:
         """The current policy's distribution and the pre-tanh value of each replayed action.
 
-        A stored pre-tanh value that does not reproduce its action is refused
-        first (see :func:`~torchrl_svg._validation.check_preimage`).
+        A stored pre-tanh value that does not reproduce its action is refused (see
+        :func:`~torchrl_svg._validation.check_preimage`).
         """
-        action = tensordict.get(self.action_key)
-        preimage = tensordict.get(self.pre_tanh_key, None)
-        check_preimage(
-            type(self).__name__,
-            self._tanh_bounds,
-            action,
-            preimage,
-            action_key=self.action_key,
-            preimage_key=self.pre_tanh_key,
-            log_prob_key=log_prob_key,
-            mode=self.check_finite,
-        )
         policy = location_scale(policy_dist(self.actor, _params(self.actor), tensordict))
-        return policy, policy_preimage(policy, action, preimage)
+        preimage = replayed_preimage(
+            self, policy, tensordict, self.action_key, self.pre_tanh_key, log_prob_key
+        )
+        return policy, preimage
 
 
 class ImportanceWeight(_ReplayedActionTransform):
@@ -149,12 +144,11 @@ class ImportanceWeight(_ReplayedActionTransform):
             reproduce their actions (``None``: when it costs no device sync).
 
     Raises:
+        KeyError / TypeError / ValueError: on a sampled batch that breaks the input
+            contract of :mod:`torchrl_svg.objectives`; ``ValueError`` also for a stored
+            pre-tanh value that does not reproduce its action.
         TypeError: at construction, for a policy that is not location-scale.
         ValueError: at construction, for TanhNormal bounds that differ from ``action_spec``'s.
-        KeyError / TypeError / ValueError: on a sampled batch with a missing entry, a
-            wrong dtype, a wrong shape, an empty batch or (per ``check_finite``) a
-            NaN/inf entry, naming it (the contract of :mod:`torchrl_svg.objectives`),
-            or (``ValueError``) a stored pre-tanh value that does not reproduce its action.
 
     Shapes:
         Reads ``action [*B, A]``, ``log_prob [*B]`` and, when present,
@@ -213,8 +207,10 @@ class ImportanceWeight(_ReplayedActionTransform):
         policy, preimage = self._policy_and_preimage(tensordict, self.log_prob_key)
         batch = tensordict.get(self.action_key).shape[:-1]
         behaviour = tensordict.get(self.log_prob_key).reshape(batch)
-        log_ratio = policy.log_prob_of_preimage(preimage) - behaviour
-        tensordict.set(self.out_key, log_ratio.exp().clamp_max(self.max_weight))
+        log_prob = policy.log_prob_of_preimage(preimage)
+        tensordict.set(
+            self.out_key, truncated_importance_weight(log_prob, behaviour, self.max_weight)
+        )
         return tensordict
 
 
@@ -394,11 +390,10 @@ class PolicyNoiseInference(_ReplayedActionTransform):
         check_finite: refuse NaN/inf inputs (``None``: when it costs no device sync).
 
     Raises:
+        KeyError / TypeError / ValueError: on a sampled batch that breaks the input
+            contract of :mod:`torchrl_svg.objectives`.
         TypeError: at construction, for a policy that is not location-scale.
         ValueError: at construction, for TanhNormal bounds that differ from ``action_spec``'s.
-        KeyError / TypeError / ValueError: on a sampled batch with a missing entry, a
-            wrong dtype, a wrong shape, an empty batch or (per ``check_finite``) a
-            NaN/inf entry, naming it (the contract of :mod:`torchrl_svg.objectives`).
 
     Examples:
         >>> import torch
@@ -461,10 +456,9 @@ class ModelNoiseInference(_SampleTransform):
         check_finite: refuse NaN/inf inputs (``None``: when it costs no device sync).
 
     Raises:
+        KeyError / TypeError / ValueError: on a sampled batch that breaks the input
+            contract of :mod:`torchrl_svg.objectives`.
         TypeError: at construction, for a model without ``get_dist``.
-        KeyError / TypeError / ValueError: on a sampled batch with a missing entry, a
-            wrong dtype, a wrong shape, an empty batch or (per ``check_finite``) a
-            NaN/inf entry, naming it (the contract of :mod:`torchrl_svg.objectives`).
 
     Examples:
         >>> import torch

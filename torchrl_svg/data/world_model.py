@@ -20,7 +20,7 @@ from torchrl_svg._validation import (
     validate,
 )
 from torchrl_svg.data._sample import _params, _SampleTransform
-from torchrl_svg.objectives._common import imagine_rollout
+from torchrl_svg.objectives.functional import imagine_rollout
 
 __all__ = ["ModelRollout", "NormalizerUpdate"]
 
@@ -49,12 +49,11 @@ class ModelRollout(_SampleTransform):
             model is configured).
 
     Raises:
+        KeyError / TypeError / ValueError: on a sampled batch that breaks the input
+            contract of :mod:`torchrl_svg.objectives`.
         TypeError: at construction, for a policy that is not location-scale or a
             dynamics model without ``get_dist``.
         ValueError: at construction, for bounds or sizes that disagree.
-        KeyError / TypeError / ValueError: on a sampled batch with a missing entry, a
-            wrong dtype, a wrong shape, an empty batch or (per ``check_finite``) a
-            NaN/inf entry, naming it (the contract of :mod:`torchrl_svg.objectives`).
 
     Examples:
         >>> import torch

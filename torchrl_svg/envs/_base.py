@@ -44,6 +44,18 @@ def known_dynamics_model(
     return ProbabilisticTensorDictSequential(module, distribution)
 
 
+def done_spec(batch: torch.Size, device: DEVICE) -> Composite:
+    """The boolean ``done``, ``terminated`` and ``truncated`` flags of an env, each ``[*batch, 1]``."""
+    flag = {"n": 2, "shape": (*batch, 1), "dtype": torch.bool, "device": device}
+    return Composite(
+        done=Categorical(**flag),
+        terminated=Categorical(**flag),
+        truncated=Categorical(**flag),
+        shape=batch,
+        device=device,
+    )
+
+
 class _FlatStateEnv(EnvBase):
     """Shared machinery of the reference envs: a batch of episodes with a flat vector state.
 
@@ -88,13 +100,7 @@ class _FlatStateEnv(EnvBase):
             **kw,
         )
         self.reward_spec = Unbounded(shape=(*batch, 1), dtype=dtype, **kw)
-        flag = {"n": 2, "shape": (*batch, 1), "dtype": torch.bool, **kw}
-        self.full_done_spec = Composite(
-            done=Categorical(**flag),
-            terminated=Categorical(**flag),
-            truncated=Categorical(**flag),
-            shape=batch,
-        )
+        self.full_done_spec = done_spec(batch, self.device)
         if seed is None:
             seed = int(torch.empty((), dtype=torch.int64).random_().item())
         self.set_seed(seed)

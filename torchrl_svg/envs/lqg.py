@@ -14,36 +14,8 @@ form. With the true model (:func:`lqg_dynamics_model`), the known reward
 reference against which SVG gradient estimators are tested in float64.
 """
 
-from torchrl_svg.envs.lqg_closed_form import (
-    LinearGaussianPolicy,
-    linear_gaussian_actor,
-    lqg_expected_return,
-    lqg_lookahead_return,
-    lqg_policy_gradient,
-    lqg_state_moments,
-    lqg_value_function,
-    lqg_value_module,
-)
-from torchrl_svg.envs.lqg_env import (
-    LQGEnv,
-    lqg_dynamics_model,
-    lqg_mean_next_observation,
-    lqg_reward,
-    lqg_reward_module,
-)
+from torchrl_svg.envs import lqg_closed_form, lqg_env
+from torchrl_svg.envs.lqg_closed_form import *  # noqa: F403
+from torchrl_svg.envs.lqg_env import *  # noqa: F403
 
-__all__ = [
-    "LQGEnv",
-    "LinearGaussianPolicy",
-    "linear_gaussian_actor",
-    "lqg_dynamics_model",
-    "lqg_expected_return",
-    "lqg_lookahead_return",
-    "lqg_policy_gradient",
-    "lqg_state_moments",
-    "lqg_mean_next_observation",
-    "lqg_reward",
-    "lqg_reward_module",
-    "lqg_value_function",
-    "lqg_value_module",
-]
+__all__ = [*lqg_closed_form.__all__, *lqg_env.__all__]

@@ -240,13 +240,19 @@ def _check_env(env: LQGEnv, caller: str) -> None:
         raise TypeError(f"{caller} expects an LQGEnv, got {type(env).__name__}.")
 
 
-class _LQGTransition(nn.Module):
-    def __init__(self, env: LQGEnv):
+class _LQGTerms(nn.Module):
+    """The env's action bound and copies of the named env tensors, as buffers."""
+
+    def __init__(self, env: LQGEnv, *names: str):
         super().__init__()
         self.action_bound = env.action_bound
-        self.register_buffer("A", env.A.clone())
-        self.register_buffer("B", env.B.clone())
-        self.register_buffer("noise_std", env.noise_std.clone())
+        for name in names:
+            self.register_buffer(name, getattr(env, name).clone())
+
+
+class _LQGTransition(_LQGTerms):
+    def __init__(self, env: LQGEnv):
+        super().__init__(env, "A", "B", "noise_std")
 
     def forward(self, observation: Tensor, action: Tensor) -> tuple[Tensor, Tensor]:
         loc = lqg_mean_next_observation(observation, action, self.A, self.B, self.action_bound)
@@ -305,12 +311,9 @@ def lqg_dynamics_model(
     )
 
 
-class _LQGReward(nn.Module):
+class _LQGReward(_LQGTerms):
     def __init__(self, env: LQGEnv):
-        super().__init__()
-        self.action_bound = env.action_bound
-        self.register_buffer("Q", env.Q.clone())
-        self.register_buffer("R", env.R.clone())
+        super().__init__(env, "Q", "R")
 
     def forward(self, observation: Tensor, action: Tensor) -> Tensor:
         return lqg_reward(observation, action, self.Q, self.R, self.action_bound)

@@ -25,11 +25,12 @@ from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import InteractionType, TensorDictModuleBase
 from tensordict.utils import NestedKey
 from torch import Tensor
-from torchrl.data import Categorical, Composite, ReplayBuffer, TensorSpec, Unbounded
+from torchrl.data import Composite, ReplayBuffer, TensorSpec, Unbounded
 from torchrl.envs import EnvBase
 from torchrl.envs.model_based import ModelBasedEnvBase
 
 from torchrl_svg._utils import get_key
+from torchrl_svg.envs._base import done_spec
 from torchrl_svg.envs._imagined import (
     _check_device,
     _check_dims,
@@ -314,14 +315,7 @@ class WorldModelEnv(ModelBasedEnvBase):
         self.reward_spec = Unbounded(
             shape=(*batch, *reward_spec.shape), dtype=reward_spec.dtype, **kw
         )
-        flag = {"n": 2, "shape": (*batch, 1), "dtype": torch.bool, **kw}
-        self.full_done_spec = Composite(
-            done=Categorical(**flag),
-            terminated=Categorical(**flag),
-            truncated=Categorical(**flag),
-            shape=batch,
-            **kw,
-        )
+        self.full_done_spec = done_spec(batch, self.device)
 
     def _check_initial(self, initial: InitialObservations | None):
         if isinstance(initial, TensorDictBase):

@@ -162,6 +162,25 @@ def make_actor(
     )
 
 
+def _mlp_critic(
+    in_features: int,
+    in_keys: list[NestedKey],
+    out_key: str,
+    hidden_sizes: Sequence[int],
+    activation_class: type[nn.Module],
+    device: torch.device | str | None,
+) -> ValueOperator:
+    """An MLP of the concatenated ``in_keys`` (``in_features`` in all) writing ``out_key`` ``[*B, 1]``."""
+    net = MLP(
+        in_features=in_features,
+        out_features=1,
+        num_cells=list(hidden_sizes),
+        activation_class=activation_class,
+        device=device,
+    )
+    return ValueOperator(net, in_keys=in_keys, out_keys=[out_key])
+
+
 def make_qvalue(
     observation_spec: TensorSpec | int,
     action_spec: TensorSpec | int,
@@ -184,15 +203,9 @@ def make_qvalue(
 
     """
     in_features = _dim(observation_spec, "observation") + _dim(action_spec, "action")
-    net = MLP(
-        in_features=in_features,
-        out_features=1,
-        num_cells=list(hidden_sizes),
-        activation_class=activation_class,
-        device=device,
-    )
-    return ValueOperator(
-        net, in_keys=[observation_key, action_key], out_keys=["state_action_value"]
+    in_keys = [observation_key, action_key]
+    return _mlp_critic(
+        in_features, in_keys, "state_action_value", hidden_sizes, activation_class, device
     )
 
 
@@ -214,11 +227,7 @@ def make_value(
         torch.Size([5, 1])
 
     """
-    net = MLP(
-        in_features=_dim(observation_spec, "observation"),
-        out_features=1,
-        num_cells=list(hidden_sizes),
-        activation_class=activation_class,
-        device=device,
+    in_features = _dim(observation_spec, "observation")
+    return _mlp_critic(
+        in_features, [observation_key], "state_value", hidden_sizes, activation_class, device
     )
-    return ValueOperator(net, in_keys=[observation_key], out_keys=["state_value"])

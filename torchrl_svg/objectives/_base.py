@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
-from tensordict import TensorDictBase
-from torch import Tensor
+from dataclasses import dataclass
+
+from tensordict import TensorDictBase, TensorDictParams
+from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule, TensorDictModuleBase
+from tensordict.utils import NestedKey
+from torch import Tensor, nn
+from torchrl.data import TensorSpec
 from torchrl.objectives import LossModule
 from torchrl.objectives.utils import ValueEstimators, _cache_values, _vmap_func
 from torchrl.objectives.value import TD0Estimator
 
-from torchrl_svg._validation import terminated_flags
-from torchrl_svg.objectives._common import InputValidation
+from torchrl_svg._validation import (
+    check_policy,
+    check_sizes,
+    require_get_dist,
+    tanh_bounds,
+    terminated_flags,
+)
+from torchrl_svg.objectives._common import InputValidation, state_value
 from torchrl_svg.objectives._groups import OwnKeysAndParameters
 from torchrl_svg.objectives.noise import LocationScale
 
 __all__ = [
     "NOISE_MODES",
     "LossBase",
+    "TransitionKeys",
     "check_horizon",
     "check_noise",
     "check_reduction",
@@ -43,6 +55,41 @@ def check_horizon(name: str, value: int) -> None:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
 
 
+@dataclass
+class TransitionKeys:
+    """The keys of a real transition, which every loss reads: each loss's ``_AcceptedKeys`` extend them.
+
+    Attributes:
+        observation: the state (also read under ``"next"``). Default ``"observation"``.
+        action: the action taken. Default ``"action"``.
+        reward / done / terminated: read under ``"next"``. Defaults ``"reward"``,
+            ``"done"``, ``"terminated"``.
+    """
+
+    observation: NestedKey = "observation"
+    action: NestedKey = "action"
+    reward: NestedKey = "reward"
+    done: NestedKey = "done"
+    terminated: NestedKey = "terminated"
+
+
+def _detached_params(network: str) -> property:
+    """The property ``_cached_detached_<name>_params``: ``<network>_params``, detached.
+
+    Cached per call, as :class:`~torchrl.objectives.SACLoss` caches its own (TorchRL's
+    ``_cache_values`` keys the cache by the function's name); ``None`` where the loss
+    has no such network (the termination model is optional).
+    """
+
+    def params(self) -> TensorDictBase | None:
+        if getattr(self, network, None) is None:
+            return None
+        return getattr(self, f"{network}_params").detach()
+
+    params.__name__ = f"_cached_detached_{network.split('_')[0]}_params"
+    return property(_cache_values(params))
+
+
 def detached(ls: LocationScale) -> LocationScale:
     """``ls`` with every tensor detached: the noise it infers carries no gradient."""
     return LocationScale(
@@ -56,7 +103,9 @@ def detached(ls: LocationScale) -> LocationScale:
 class LossBase(OwnKeysAndParameters, InputValidation, LossModule):
     """The shared base of the package's actor-critic losses.
 
-    It holds what TorchRL's own losses each write again: the discount set the TorchRL
+    It holds what TorchRL's own losses each write again: the options every loss takes
+    (``reduction``, ``check_finite`` and, where it applies, ``noise``), the constructor
+    checks of the policy and the world models, the discount set the TorchRL
     way (``make_value_estimator(gamma=...)``, TD(0) only, kept as a Python float), the
     detached parameters the actor term calls the critics and models with (cached per
     call, as :class:`~torchrl.objectives.SACLoss` does), the vmapped Q networks, the
@@ -64,9 +113,77 @@ class LossBase(OwnKeysAndParameters, InputValidation, LossModule):
     ``in_keys``, ``out_keys`` and ``parameter_groups()``.
     """
 
+    # What a loss registers with ``convert_to_functional`` (each has some of these
+    # networks), their parameters and the target copies.
+    actor_network: ProbabilisticTensorDictSequential
+    qvalue_network: TensorDictModule
+    value_network: TensorDictModule
+    dynamics_model: TensorDictModuleBase
+    reward_model: TensorDictModuleBase
+    termination_model: TensorDictModuleBase | None
+    actor_network_params: TensorDictParams
+    qvalue_network_params: TensorDictParams
+    value_network_params: TensorDictParams
+    dynamics_model_params: TensorDictParams
+    reward_model_params: TensorDictParams
+    termination_model_params: TensorDictParams
+    target_actor_network_params: TensorDictParams
+    target_qvalue_network_params: TensorDictParams
+    target_value_network_params: TensorDictParams
+    target_dynamics_model_params: TensorDictParams
+    target_reward_model_params: TensorDictParams
+    target_termination_model_params: TensorDictParams
+
     default_value_estimator = ValueEstimators.TD0
     # appended to the refusal of a value estimator other than TD(0)
     _td0_hint: str = ""
+
+    def __init__(
+        self, *, reduction: str = "mean", check_finite: bool | None = None, noise: str | None = None
+    ) -> None:
+        """Check and store the options the losses share (``noise``: where the loss takes it)."""
+        check_reduction(reduction)
+        if noise is not None:
+            check_noise(noise)
+        super().__init__()
+        self.reduction = reduction
+        self.check_finite = check_finite
+        if noise is not None:
+            self.noise = noise
+
+    def _check_networks(
+        self,
+        actor_network: nn.Module,
+        models: dict[str, nn.Module | None],
+        action_spec: TensorSpec | None,
+    ) -> None:
+        """Refuse a policy that is not location-scale and sizes or bounds that disagree.
+
+        Sets :attr:`action_dim` and :attr:`observation_dim` (``None`` when nothing
+        states them) and the actor's TanhNormal bounds, which the checks of stored
+        pre-tanh values use.
+
+        Args:
+            actor_network: the policy.
+            models: the world models by argument name (``None`` entries are skipped); a
+                ``"dynamics_model"`` must provide ``get_dist``.
+            action_spec: the environment's action spec, or ``None``.
+
+        Raises:
+            TypeError: a policy that is not location-scale, or a dynamics model without
+                ``get_dist``.
+            ValueError: TanhNormal bounds or action/observation sizes that disagree with
+                ``action_spec`` or the models (naming both sides).
+
+        """
+        owner = type(self).__name__
+        if "dynamics_model" in models:
+            require_get_dist(owner, "dynamics_model", models["dynamics_model"])
+        sizes = check_policy(
+            owner, actor_network, action_spec=action_spec, action_key=self.tensor_keys.action
+        )
+        self.action_dim, self.observation_dim = check_sizes(sizes, models, actor=actor_network)
+        self._tanh_bounds = tanh_bounds(actor_network)
 
     # ------------------------------------------------------------ discount
     def make_value_estimator(self, value_type: ValueEstimators = None, **hyperparams):
@@ -101,32 +218,12 @@ class LossBase(OwnKeysAndParameters, InputValidation, LossModule):
         pass
 
     # --------------------------------------------------- detached parameters
-    @property
-    @_cache_values
-    def _cached_detached_qvalue_params(self) -> TensorDictBase:
-        return self.qvalue_network_params.detach()
-
-    @property
-    @_cache_values
-    def _cached_detached_value_params(self) -> TensorDictBase:
-        return self.value_network_params.detach()
-
-    @property
-    @_cache_values
-    def _cached_detached_dynamics_params(self) -> TensorDictBase:
-        return self.dynamics_model_params.detach()
-
-    @property
-    @_cache_values
-    def _cached_detached_reward_params(self) -> TensorDictBase:
-        return self.reward_model_params.detach()
-
-    @property
-    @_cache_values
-    def _cached_detached_termination_params(self) -> TensorDictBase | None:
-        if self.termination_model is None:
-            return None
-        return self.termination_model_params.detach()
+    # what the actor term calls the critics and the models with: no gradient reaches them
+    _cached_detached_qvalue_params = _detached_params("qvalue_network")
+    _cached_detached_value_params = _detached_params("value_network")
+    _cached_detached_dynamics_params = _detached_params("dynamics_model")
+    _cached_detached_reward_params = _detached_params("reward_model")
+    _cached_detached_termination_params = _detached_params("termination_model")
 
     # ------------------------------------------------------------ critics
     def _make_vmap(self) -> None:
@@ -145,6 +242,11 @@ class LossBase(OwnKeysAndParameters, InputValidation, LossModule):
         td.set(self.tensor_keys.action, action)
         out = self._vmap_qnetworkN0(td, params)
         return out.get(self.tensor_keys.state_action_value).squeeze(-1)
+
+    def _state_value(self, observation: Tensor, params: TensorDictBase) -> Tensor:
+        """``V(observation)`` computed with ``params``: ``[*B]``."""
+        keys = self.tensor_keys
+        return state_value(self.value_network, params, observation, keys.observation, keys.value)
 
     # ------------------------------------------------------------- inputs
     def _terminated(self, tensordict: TensorDictBase) -> Tensor:

@@ -20,11 +20,19 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.modules import ValueOperator
 from torchrl.modules.distributions.utils import rsample_and_log_prob
 
-from torchrl_svg._validation import Entry, check_finite_losses, module_dtype, unique, validate
+from torchrl_svg._validation import (
+    Entry,
+    check_finite_losses,
+    check_preimage,
+    module_dtype,
+    unique,
+    validate,
+)
 from torchrl_svg.objectives.noise import LocationScale
 
 __all__ = [
     "InputValidation",
+    "check_stored_preimage",
     "continuation",
     "expected_reward",
     "imagine_rollout",
@@ -33,6 +41,7 @@ __all__ = [
     "policy_dist",
     "policy_preimage",
     "policy_sample",
+    "replayed_preimage",
     "state_value",
     "swapped",
     "transition",
@@ -189,6 +198,52 @@ def policy_preimage(policy: LocationScale, action: Tensor, stored: Tensor | None
     if not policy.squashed:
         return action
     return policy.unsquash(action) if stored is None else stored
+
+
+def check_stored_preimage(
+    reader: object,
+    action: Tensor,
+    stored: Tensor | None,
+    action_key: NestedKey,
+    preimage_key: NestedKey,
+    log_prob_key: NestedKey | None = None,
+) -> None:
+    """Refuse stored pre-tanh values that do not reproduce their actions.
+
+    :func:`~torchrl_svg._validation.check_preimage` for a loss or replay transform
+    ``reader``: its class names it in the message, its ``_tanh_bounds`` are the
+    squashing's and its ``check_finite`` says when the check runs. The keys name the
+    entries in the message.
+    """
+    check_preimage(
+        type(reader).__name__,
+        reader._tanh_bounds,
+        action,
+        stored,
+        action_key=action_key,
+        preimage_key=preimage_key,
+        log_prob_key=log_prob_key,
+        mode=reader.check_finite,
+    )
+
+
+def replayed_preimage(
+    reader: object,
+    policy: LocationScale,
+    tensordict: TensorDictBase,
+    action_key: NestedKey,
+    preimage_key: NestedKey,
+    log_prob_key: NestedKey | None = None,
+) -> Tensor:
+    r"""The pre-image :math:`u` under ``policy`` of the actions replayed in ``tensordict``, ``[*B, A]``.
+
+    The stored pre-tanh values (``preimage_key``, used when present) are checked
+    first with :func:`check_stored_preimage`; then :func:`policy_preimage`.
+    """
+    action = tensordict.get(action_key)
+    stored = tensordict.get(preimage_key, None)
+    check_stored_preimage(reader, action, stored, action_key, preimage_key, log_prob_key)
+    return policy_preimage(policy, action, stored)
 
 
 def policy_sample(

@@ -9,15 +9,18 @@ while gradients flow through the policy and the model's Jacobians.
 from __future__ import annotations
 
 from contextlib import ExitStack
+from dataclasses import dataclass
 
 import torch
 from tensordict import TensorDict, TensorDictBase
+from tensordict.utils import NestedKey
 from torch import Tensor
 from torchrl.objectives import LossModule
 
-from torchrl_svg._validation import check_preimage, terminated_flags
-from torchrl_svg.objectives._base import detached
+from torchrl_svg._validation import TERMINATED_HINT, Entry, terminated_flags
+from torchrl_svg.objectives._base import TransitionKeys, detached
 from torchrl_svg.objectives._common import (
+    check_stored_preimage,
     expected_reward,
     model_dist,
     policy_dist,
@@ -28,7 +31,54 @@ from torchrl_svg.objectives._common import (
 from torchrl_svg.objectives.functional import episode_masks
 from torchrl_svg.objectives.noise import location_scale
 
-__all__ = ["trajectory_masks", "unroll_real"]
+__all__ = ["UnrollKeys", "trajectory_entries", "trajectory_masks", "unroll_real"]
+
+
+@dataclass
+class UnrollKeys(TransitionKeys):
+    """The keys :func:`unroll_real` reads: a transition's (``TransitionKeys``) and these.
+
+    Attributes:
+        action_pre_tanh: the pre-tanh value of the action stored at collection
+            (:class:`~torchrl_svg.modules.TanhNormalActor`; used when present).
+            Default ``"action_pre_tanh"``.
+        policy_noise / model_noise / model_member: the inferred noises and the
+            ensemble member that inferred the model noise, written by the replay
+            transforms (used when present). Defaults ``"policy_noise"``,
+            ``"model_noise"``, ``"ensemble_member"``.
+    """
+
+    action_pre_tanh: NestedKey = "action_pre_tanh"
+    policy_noise: NestedKey = "policy_noise"
+    model_noise: NestedKey = "model_noise"
+    model_member: NestedKey = "ensemble_member"
+
+
+def trajectory_entries(
+    keys: UnrollKeys, obs: int | str, act: int | str, *, bootstrap: bool
+) -> list[Entry]:
+    """What :func:`unroll_real` and :func:`trajectory_masks` read from ``data [*B, T]``.
+
+    The real steps (``("next", "done")`` included), the stored pre-tanh values and
+    noises of the replay transforms (used when present) and TorchRL's padding mask.
+    A loss that bootstraps after the last step (``bootstrap``) needs
+    ``("next", "terminated")``; otherwise it is used when present.
+    """
+    return [
+        Entry(keys.observation, obs),
+        Entry(keys.action, act),
+        Entry(("next", keys.observation), obs),
+        Entry(("next", keys.reward), 1),
+        Entry(("next", keys.done), 1, any_real=True),
+        Entry(
+            ("next", keys.terminated), 1, any_real=True, required=bootstrap, hint=TERMINATED_HINT
+        ),
+        Entry(keys.action_pre_tanh, act, required=False),
+        Entry(keys.policy_noise, act, required=False),
+        Entry(keys.model_noise, obs, required=False),
+        Entry(keys.model_member, scalar=True, any_real=True, required=False),
+        Entry(("collector", "mask"), scalar=True, any_real=True, required=False),
+    ]
 
 
 def unroll_real(
@@ -83,15 +133,13 @@ def unroll_real(
             "infers it itself)."
         )
     if noise == "inferred":
-        check_preimage(
-            type(loss).__name__,
-            loss._tanh_bounds,
+        check_stored_preimage(
+            loss,
             actions[..., :steps, :],
             None if stored_preimage is None else stored_preimage[..., :steps, :],
-            action_key=act_key,
-            preimage_key=keys.action_pre_tanh,
-            log_prob_key=getattr(keys, "sample_log_prob", None),
-            mode=loss.check_finite,
+            act_key,
+            keys.action_pre_tanh,
+            getattr(keys, "sample_log_prob", None),
         )
     state = observations[..., 0, :]
     rewards, log_probs = [], []

@@ -1,9 +1,20 @@
-r"""The equations of the losses as pure tensor functions: one implementation of each.
+r"""The equations of the losses and their shared steps: one implementation of each.
 
-The LossModules of :mod:`torchrl_svg.objectives` and the fast update steps of
-:mod:`torchrl_svg.train` both compute their terms with these functions, so the two
-paths cannot drift apart. Every function takes and returns plain tensors
-(``[*B]`` per-sample values unless stated) and has no side effects.
+The LossModules of :mod:`torchrl_svg.objectives`, the replay transforms of
+:mod:`torchrl_svg.data`, :class:`~torchrl_svg.envs.WorldModelEnv` and the fast update steps
+of :mod:`torchrl_svg.train` compute their terms with these functions, so the paths cannot
+drift apart. Two kinds, neither with side effects:
+
+- equations on plain tensors (``[*B]`` per-sample values unless stated): the TD and eq 7
+  targets (:func:`td_target`, :func:`soft_model_return`), the soft state value target,
+  the temperature loss, truncated importance weights, episode masks, the SVG(∞)
+  backward recursion;
+- the shared steps that run the networks, given a TorchRL module, its parameters (or
+  ``None`` for the module's own) and a tensordict: the policy's distribution and a
+  reparameterised sample (:func:`policy_dist`, :func:`policy_sample`), the pre-image of a
+  replayed action (:func:`replayed_preimage`), one model step (:func:`model_dist`), the
+  expected reward, the continuation :math:`1 - p(d|s')`, the state value and an imagined
+  rollout (:func:`imagine_rollout`).
 
 Notation (S2VG paper): real transition :math:`(s, a, r, s', d)`; continuation
 :math:`c = 1 - d`; temperature :math:`\alpha`; discount :math:`\gamma`.
@@ -15,9 +26,30 @@ import torch
 from torch import Tensor
 
 from torchrl_svg.modules.functional import normal_log_prob, squashed_normal_log_prob
+from torchrl_svg.objectives._common import (
+    continuation,
+    expected_reward,
+    imagine_rollout,
+    model_dist,
+    policy_dist,
+    policy_preimage,
+    policy_sample,
+    replayed_preimage,
+    state_value,
+)
 
 __all__ = [
+    "continuation",
     "episode_masks",
+    "expected_reward",
+    "imagine_rollout",
+    "model_dist",
+    "policy_dist",
+    "policy_preimage",
+    "policy_sample",
+    "replayed_preimage",
+    "state_value",
+    "truncated_importance_weight",
     "normal_log_prob",
     "soft_model_return",
     "soft_state_value_target",
@@ -38,6 +70,25 @@ def td_target(reward: Tensor, continuation: Tensor, next_value: Tensor, gamma: f
         tensor([1.])
     """
     return reward + gamma * continuation * next_value
+
+
+def truncated_importance_weight(
+    log_prob: Tensor, behaviour_log_prob: Tensor, max_weight: float
+) -> Tensor:
+    r"""Truncated importance weight :math:`\min(\pi_\theta(a|s) / \beta(a|s), w_{\max})`.
+
+    Args:
+        log_prob: :math:`\log \pi_\theta(a|s)` of the current policy (summed over the steps
+            of a sub-trajectory for its product weight), ``[*B]``.
+        behaviour_log_prob: :math:`\log \beta(a|s)` stored at collection, same shape.
+        max_weight: the truncation :math:`w_{\max}`.
+
+    Examples:
+        >>> import torch
+        >>> truncated_importance_weight(torch.tensor([0.0, 1.0]), torch.tensor([0.0, 0.0]), 2.0)
+        tensor([1., 2.])
+    """
+    return (log_prob - behaviour_log_prob).exp().clamp_max(max_weight)
 
 
 def soft_state_value_target(q_values: Tensor, log_prob: Tensor, alpha: Tensor | float) -> Tensor:

@@ -2,37 +2,22 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
-from tensordict import TensorDict, TensorDictBase, TensorDictParams
+from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule, TensorDictModuleBase
 from tensordict.utils import NestedKey
 from torch import Tensor
 from torchrl.data import TensorSpec
 from torchrl.objectives.utils import distance_loss
 
-from torchrl_svg._validation import (
-    Entry,
-    check_policy,
-    check_sizes,
-    require_get_dist,
-    transition_entries,
-)
+from torchrl_svg._validation import Entry, transition_entries
 from torchrl_svg.modules.termination import Termination
-from torchrl_svg.objectives._base import LossBase, check_horizon, check_reduction
-from torchrl_svg.objectives._common import (
-    continuation,
-    expected_reward,
-    imagine_rollout,
-    model_dist,
-    policy_sample,
-    state_value,
-    swapped,
-    transition,
-)
+from torchrl_svg.objectives._base import LossBase, TransitionKeys
+from torchrl_svg.objectives._common import swapped
 from torchrl_svg.objectives._groups import trainable
+from torchrl_svg.objectives._s2vg_parts import ImaginedSteps, SoftTemperature, check_s2vg_options
 from torchrl_svg.objectives.functional import (
     soft_model_return,
     soft_state_value_target,
@@ -43,7 +28,7 @@ from torchrl_svg.objectives.functional import (
 __all__ = ["S2VGLoss"]
 
 
-class S2VGLoss(LossBase):
+class S2VGLoss(ImaginedSteps, SoftTemperature, LossBase):
     r"""The S2VG loss: soft SVG(1) through learned dynamics and reward models.
 
     Paper: *S2VG: Soft Stochastic Value Gradient* (Algorithm 1, eqs 7, 8, 10, 11).
@@ -211,30 +196,23 @@ class S2VGLoss(LossBase):
     """
 
     @dataclass
-    class _AcceptedKeys:
-        """Configurable tensordict keys.
+    class _AcceptedKeys(TransitionKeys):
+        """Configurable tensordict keys: a transition's (``TransitionKeys``) and these.
+
+        The observation key also names the imagined states.
 
         Attributes:
-            observation: the observation read by the critics and written for
-                imagined states (also read under ``"next"``). Defaults to ``"observation"``.
-            action: the action. Defaults to ``"action"``.
             value: written by the value network. Defaults to ``"state_value"``.
             state_action_value: written by the Q network. Defaults to ``"state_action_value"``.
-            reward: read under ``"next"``. Defaults to ``"reward"``.
-            done: read under ``"next"``. Defaults to ``"done"``.
-            terminated: read under ``"next"``. Defaults to ``"terminated"``.
             priority: where the TD error is written. Defaults to ``"td_error"``.
             priority_weight: importance weights of a prioritized buffer. Defaults to ``"priority_weight"``.
+            imagined: the imagined steps a :class:`~torchrl_svg.data.ModelRollout`
+                transform wrote (used when present). Defaults to ``"imagined"``.
 
         """
 
-        observation: NestedKey = "observation"
-        action: NestedKey = "action"
         value: NestedKey = "state_value"
         state_action_value: NestedKey = "state_action_value"
-        reward: NestedKey = "reward"
-        done: NestedKey = "done"
-        terminated: NestedKey = "terminated"
         priority: NestedKey = "td_error"
         priority_weight: NestedKey = "priority_weight"
         imagined: NestedKey = "imagined"
@@ -248,25 +226,6 @@ class S2VGLoss(LossBase):
         "value": "value_network",
     }
     _schedulable_buffers = frozenset({"log_alpha"})
-
-    actor_network: ProbabilisticTensorDictSequential
-    qvalue_network: TensorDictModule
-    value_network: TensorDictModule
-    dynamics_model: TensorDictModuleBase
-    reward_model: TensorDictModuleBase
-    termination_model: Termination | None
-    actor_network_params: TensorDictParams
-    qvalue_network_params: TensorDictParams
-    value_network_params: TensorDictParams
-    dynamics_model_params: TensorDictParams
-    reward_model_params: TensorDictParams
-    termination_model_params: TensorDictParams
-    target_actor_network_params: TensorDictParams
-    target_qvalue_network_params: TensorDictParams
-    target_value_network_params: TensorDictParams
-    target_dynamics_model_params: TensorDictParams
-    target_reward_model_params: TensorDictParams
-    target_termination_model_params: TensorDictParams
 
     def __init__(
         self,
@@ -295,50 +254,24 @@ class S2VGLoss(LossBase):
         deactivate_vmap: bool = False,
         check_finite: bool | None = None,
     ) -> None:
-        super().__init__()
-        check_reduction(reduction)
-        check_horizon("horizon", horizon)
-        check_horizon("actor_horizon", actor_horizon)
-        if disagreement_bound is not None and not disagreement_bound > 0:
-            raise ValueError(f"disagreement_bound must be positive, got {disagreement_bound!r}.")
-        if num_qvalue_nets < 1:
-            raise ValueError(f"num_qvalue_nets must be >= 1, got {num_qvalue_nets}.")
-        if alpha_init <= 0:
-            raise ValueError(f"alpha_init must be positive, got {alpha_init}.")
-        require_get_dist("S2VGLoss", "dynamics_model", dynamics_model)
-        action_sizes = check_policy(
-            "S2VGLoss", actor_network, action_spec=action_spec, action_key=self.tensor_keys.action
+        super().__init__(reduction=reduction, check_finite=check_finite)
+        check_s2vg_options(
+            dynamics_model,
+            termination_model,
+            num_qvalue_nets=num_qvalue_nets,
+            horizon=horizon,
+            actor_horizon=actor_horizon,
+            alpha_init=alpha_init,
+            disagreement_bound=disagreement_bound,
+            ensemble_members=ensemble_members,
+            expansion_ensemble_mean=expansion_ensemble_mean,
         )
-        if ensemble_members not in ("step", "rollout"):
-            raise ValueError(
-                f"ensemble_members must be 'step' or 'rollout', got {ensemble_members!r}."
-            )
-        if ensemble_members == "rollout" and not getattr(dynamics_model, "samples_members", False):
-            raise ValueError(
-                "S2VGLoss: ensemble_members='rollout' needs a dynamics ensemble that draws one "
-                "member per sample (GaussianDynamics(ensemble_size >= 2, "
-                "ensemble_reduction='sample'))."
-            )
-        if disagreement_bound is not None and getattr(dynamics_model, "ensemble_size", 1) < 2:
-            raise ValueError(
-                "S2VGLoss: disagreement_bound needs an ensemble dynamics model "
-                "(GaussianDynamics(ensemble_size >= 2)) to measure disagreement."
-            )
-        if expansion_ensemble_mean and (
-            getattr(dynamics_model, "ensemble_size", 1) < 2 or horizon < 2
-        ):
-            raise ValueError(
-                "S2VGLoss: expansion_ensemble_mean needs an ensemble dynamics model "
-                "(GaussianDynamics(ensemble_size >= 2)) and horizon >= 2 (the critic targets "
-                f"imagine horizon - 1 steps); got ensemble_size="
-                f"{getattr(dynamics_model, 'ensemble_size', 1)}, horizon={horizon}."
-            )
-        if termination_model is not None and not isinstance(termination_model, Termination):
-            raise TypeError(
-                "S2VGLoss: termination_model must be a torchrl_svg.modules.Termination "
-                "(KnownTermination or LearnedTermination) or None; "
-                f"got {type(termination_model).__name__}."
-            )
+        models = {
+            "dynamics_model": dynamics_model,
+            "reward_model": reward_model,
+            "termination_model": termination_model,
+        }
+        self._check_networks(actor_network, models, action_spec)
         self.horizon = int(horizon)
         self.actor_horizon = int(actor_horizon)
         self.disagreement_bound = disagreement_bound
@@ -347,9 +280,7 @@ class S2VGLoss(LossBase):
         self.num_qvalue_nets = int(num_qvalue_nets)
         self.loss_function = loss_function
         self.expansion_entropy = bool(expansion_entropy)
-        self.reduction = reduction
         self.deactivate_vmap = deactivate_vmap
-        self.check_finite = check_finite
 
         self.convert_to_functional(actor_network, "actor_network")
         self.convert_to_functional(qvalue_network, "qvalue_network", num_qvalue_nets)
@@ -360,41 +291,15 @@ class S2VGLoss(LossBase):
             self.convert_to_functional(termination_model, "termination_model")
         else:
             self.__dict__["termination_model"] = None
-
-        action_dim, self.observation_dim = check_sizes(
-            action_sizes,
-            {
-                "dynamics_model": self.dynamics_model,
-                "reward_model": self.reward_model,
-                "termination_model": self.termination_model,
-            },
-            actor=actor_network,
-        )
-        self.action_dim = action_dim
-
-        device = next(iter(self.actor_network_params.values(True, True))).device
-        dtype = next(iter(self.actor_network_params.values(True, True))).dtype
         self._out_keys: list[str] | None = None
-        self.fixed_alpha = bool(fixed_alpha)
-        log_alpha = torch.tensor(math.log(alpha_init), device=device, dtype=dtype)
-        if self.fixed_alpha:
-            self.register_buffer("log_alpha", log_alpha)
-        else:
-            self.register_parameter("log_alpha", torch.nn.Parameter(log_alpha))
-        self.min_log_alpha = math.log(min_alpha) if min_alpha else None
-        self.max_log_alpha = math.log(max_alpha) if max_alpha else None
-        if target_entropy == "auto":
-            if action_dim is None:
-                if not self.fixed_alpha:
-                    raise ValueError(
-                        "S2VGLoss: target_entropy='auto' needs the action size; give the actor a "
-                        "spec or pass action_spec= or a numeric target_entropy."
-                    )
-                target_entropy = 0.0
-            else:
-                target_entropy = -float(action_dim)
-        self.register_buffer(
-            "target_entropy", torch.tensor(float(target_entropy), device=device, dtype=dtype)
+        self._init_temperature(
+            alpha_init,
+            fixed_alpha=fixed_alpha,
+            target_entropy=target_entropy,
+            min_alpha=min_alpha,
+            max_alpha=max_alpha,
+            action_dim=self.action_dim,
+            like=next(iter(self.actor_network_params.values(True, True))),
         )
         self._make_vmap()
 
@@ -406,12 +311,6 @@ class S2VGLoss(LossBase):
                 done=self.tensor_keys.done,
                 terminated=self.tensor_keys.terminated,
             )
-
-    @property
-    def _alpha(self) -> Tensor:
-        if self.min_log_alpha is not None or self.max_log_alpha is not None:
-            self.log_alpha.data.clamp_(self.min_log_alpha, self.max_log_alpha)
-        return self.log_alpha.detach().exp()
 
     @property
     def in_keys(self) -> list[NestedKey]:
@@ -479,76 +378,6 @@ class S2VGLoss(LossBase):
             *transition_entries(keys, obs, act),
             Entry(keys.priority_weight, scalar=True, any_real=True, required=False),
         ]
-
-    def _policy(self, tensordict: TensorDictBase) -> tuple[Tensor, Tensor]:
-        """Reparameterised action and its log-probability at the states of ``tensordict``."""
-        return policy_sample(self.actor_network, self.actor_network_params, tensordict)
-
-    def _state_value(self, observation: Tensor, params: TensorDictBase) -> Tensor:
-        """``V(observation)`` with the given parameters: ``[*B]``."""
-        keys = self.tensor_keys
-        return state_value(self.value_network, params, observation, keys.observation, keys.value)
-
-    def _model_step(
-        self,
-        observation: Tensor,
-        action: Tensor,
-        dynamics_params: TensorDictBase,
-        reward_params: TensorDictBase,
-        member: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor]:
-        """One imagined step with fresh model noise: ``(r_hat(s, a, s') [*B], s' [*B, obs_dim])``.
-
-        ``member``: the dynamics ensemble member of each sample (``None``: drawn).
-        """
-        keys = self.tensor_keys
-        step = transition(keys.observation, keys.action, observation, action)
-        if member is not None:
-            step.set(self.dynamics_model.member_key, member)
-        next_observation = model_dist(self.dynamics_model, dynamics_params, step).rsample()
-        if member is not None:
-            step = step.exclude(self.dynamics_model.member_key)
-        step.set(("next", keys.observation), next_observation)
-        reward = expected_reward(self.reward_model, reward_params, step)
-        return reward, next_observation
-
-    def _continuation(self, next_observation: Tensor, params: TensorDictBase | None) -> Tensor:
-        """``1 - p(terminated | s')``: ``[*B]`` (ones when there is no termination model)."""
-        return continuation(
-            self.termination_model, params, next_observation, self.tensor_keys.observation
-        )
-
-    def _imagined(self, tensordict: TensorDictBase) -> TensorDictBase:
-        """The ``H - 1`` imagined steps after the real transition, ``[*B, H - 1]``.
-
-        Read from ``tensordict[imagined]`` when a :class:`~torchrl_svg.data.ModelRollout`
-        replay transform wrote them at sample time, computed here otherwise.
-        """
-        keys = self.tensor_keys
-        steps = self.horizon - 1
-        stored = tensordict.get(keys.imagined, None)
-        if stored is not None:
-            if stored.shape[-1] != steps:
-                raise ValueError(
-                    f"S2VGLoss(horizon={self.horizon}) needs {steps} imagined steps under "
-                    f"{keys.imagined!r}, got {stored.shape[-1]}."
-                )
-            return stored
-        return imagine_rollout(
-            self.actor_network,
-            self.actor_network_params,
-            self.dynamics_model,
-            self.dynamics_model_params,
-            self.reward_model,
-            self.reward_model_params,
-            self.termination_model,
-            None if self.termination_model is None else self.termination_model_params,
-            tensordict.get(("next", keys.observation)),
-            steps,
-            keys.observation,
-            keys.action,
-            ensemble_reduction="average" if self.expansion_ensemble_mean else None,
-        )
 
     # -------------------------------------------------------- equations
     @torch.no_grad()
@@ -652,52 +481,20 @@ class S2VGLoss(LossBase):
         models, termination and critic enter with detached parameters.
         """
         priority_weight = self._maybe_get_priority_weight(tensordict)
-        obs = tensordict.get(self.tensor_keys.observation)
-        action, log_prob = self._policy(tensordict)
-        dynamics_params = self._cached_detached_dynamics_params
-        reward_params = self._cached_detached_reward_params
-        termination_params = self._cached_detached_termination_params
-        value_params = self._cached_detached_value_params
-        rewards, log_probs, continuations, values, trusted = [], [], [], [], []
-        state, new_action, new_log_prob = obs, action, log_prob
-        member = None
-        if self.ensemble_members == "rollout":  # one model per imagined rollout
-            member = self.dynamics_model.draw_members(obs.shape[:-1], obs.device)
-        for t in range(self.actor_horizon):
-            if t > 0:  # a fresh action at the imagined state
-                td_state = TensorDict({self.tensor_keys.observation: state}, state.shape[:-1])
-                new_action, new_log_prob = self._policy(td_state)
-            if self.disagreement_bound is not None:
-                values.append(self._state_value(state, value_params))
-                trusted.append(self._trusted(state, new_action, dynamics_params))
-            reward, next_state = self._model_step(
-                state, new_action, dynamics_params, reward_params, member
-            )
-            rewards.append(reward)
-            log_probs.append(new_log_prob)
-            continuations.append(self._continuation(next_state, termination_params))
-            state = next_state
+        rollout = self._actor_rollout(tensordict)
         soft_return = soft_model_return(
-            rewards,
-            log_probs,
-            continuations,
-            self._state_value(state, value_params),
+            rollout["rewards"],
+            rollout["log_probs"],
+            rollout["continuations"],
+            self._state_value(rollout["final_state"], self._cached_detached_value_params),
             self._alpha,
             self._gamma,
-            bootstrap_values=values or None,
-            trusted=trusted or None,
+            bootstrap_values=rollout["values"] or None,
+            trusted=rollout["trusted"] or None,
         )
         loss = self._reduce_loss(-soft_return, tensordict, weights=priority_weight)
-        return loss, {"action": action, "log_prob": log_prob, "model_return": soft_return.detach()}
-
-    def _trusted(self, state: Tensor, action: Tensor, dynamics_params: TensorDictBase) -> Tensor:
-        """1 where the ensemble's members agree on the step from ``state`` (``disagreement_bound``)."""
-        keys = self.tensor_keys
-        step = transition(keys.observation, keys.action, state, action)
-        with torch.no_grad(), swapped(dynamics_params, self.dynamics_model):
-            loc, _ = self.dynamics_model.normalized_params(step)  # [E, *B, D]
-        disagreement = loc.std(0, unbiased=False).mean(-1)
-        return (disagreement <= self.disagreement_bound).to(state.dtype)
+        first = {"action": rollout["action"], "log_prob": rollout["log_probs"][0]}
+        return loss, {**first, "model_return": soft_return.detach()}
 
     def alpha_loss(self, log_prob: Tensor) -> Tensor:
         """Temperature loss ``-log(alpha) * (log_pi + target_entropy)``, ``[*B]`` before reduction."""

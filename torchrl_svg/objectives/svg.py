@@ -18,19 +18,16 @@ from torchrl.data import TensorSpec
 from torchrl.objectives.common import _make_target_param
 from torchrl.objectives.utils import distance_loss
 
-from torchrl_svg._validation import (
-    TERMINATED_HINT,
-    Entry,
-    check_policy,
-    check_preimage,
-    check_sizes,
-    require_get_dist,
-    tanh_bounds,
-    terminated_flags,
+from torchrl_svg._validation import Entry
+from torchrl_svg.objectives._base import LossBase, check_horizon
+from torchrl_svg.objectives._common import check_stored_preimage, policy_dist, policy_preimage
+from torchrl_svg.objectives._unroll import (
+    UnrollKeys,
+    trajectory_entries,
+    trajectory_masks,
+    unroll_real,
 )
-from torchrl_svg.objectives._base import LossBase, check_horizon, check_noise, check_reduction
-from torchrl_svg.objectives._common import policy_dist, policy_preimage, state_value
-from torchrl_svg.objectives._unroll import trajectory_masks, unroll_real
+from torchrl_svg.objectives.functional import td_target, truncated_importance_weight
 from torchrl_svg.objectives.noise import location_scale
 from torchrl_svg.objectives.svg0 import SVG0Loss
 from torchrl_svg.objectives.svginf import SVGInfLoss
@@ -156,50 +153,25 @@ class SVGLoss(LossBase):
     """
 
     @dataclass
-    class _AcceptedKeys:
-        """Configurable tensordict keys.
+    class _AcceptedKeys(UnrollKeys):
+        """Configurable tensordict keys: those of the re-built steps (``UnrollKeys``) and these.
 
         Attributes:
-            observation / action: the real state and action.
             value: written by the value network. Default ``"state_value"``.
-            reward / done / terminated: read under ``"next"`` (``terminated`` is required).
             sample_log_prob: behaviour log-probability stored at collection.
                 Default ``"action_log_prob"``.
-            action_pre_tanh: the pre-tanh value of the action stored at collection
-                (:class:`~torchrl_svg.modules.TanhNormalActor`; used when present).
-            importance_weight / policy_noise / model_noise / model_member: entries
-                written by the replay transforms (used when present).
-            priority_weight: weights of a prioritized buffer.
+            importance_weight: written by :class:`~torchrl_svg.data.ImportanceWeight`
+                (used when present). Default ``"importance_weight"``.
+            priority_weight: weights of a prioritized buffer. Default ``"priority_weight"``.
         """
 
-        observation: NestedKey = "observation"
-        action: NestedKey = "action"
         value: NestedKey = "state_value"
-        reward: NestedKey = "reward"
-        done: NestedKey = "done"
-        terminated: NestedKey = "terminated"
         sample_log_prob: NestedKey = "action_log_prob"
-        action_pre_tanh: NestedKey = "action_pre_tanh"
         importance_weight: NestedKey = "importance_weight"
-        policy_noise: NestedKey = "policy_noise"
-        model_noise: NestedKey = "model_noise"
-        model_member: NestedKey = "ensemble_member"
         priority_weight: NestedKey = "priority_weight"
 
     default_keys = _AcceptedKeys
     tensor_keys: _AcceptedKeys
-    actor_network: ProbabilisticTensorDictSequential
-    value_network: TensorDictModule
-    dynamics_model: TensorDictModuleBase
-    reward_model: TensorDictModuleBase
-    actor_network_params: TensorDictParams
-    value_network_params: TensorDictParams
-    dynamics_model_params: TensorDictParams
-    reward_model_params: TensorDictParams
-    target_actor_network_params: TensorDictParams
-    target_value_network_params: TensorDictParams
-    target_dynamics_model_params: TensorDictParams
-    target_reward_model_params: TensorDictParams
 
     def __init__(
         self,
@@ -219,37 +191,23 @@ class SVGLoss(LossBase):
         action_spec: TensorSpec | None = None,
         check_finite: bool | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(reduction=reduction, check_finite=check_finite, noise=noise)
         if kl_direction not in KL_DIRECTIONS:
             raise ValueError(f"kl_direction must be one of {KL_DIRECTIONS}, got {kl_direction!r}.")
         check_horizon("horizon", horizon)
-        check_noise(noise)
         if not max_importance_weight > 0:
             raise ValueError(
                 f"max_importance_weight must be positive, got {max_importance_weight}."
             )
-        check_reduction(reduction)
-        owner = type(self).__name__
-        require_get_dist(owner, "dynamics_model", dynamics_model)
-        action_sizes = check_policy(
-            owner, actor_network, action_spec=action_spec, action_key=self.tensor_keys.action
-        )
-        self.action_dim, self.observation_dim = check_sizes(
-            action_sizes,
-            {"dynamics_model": dynamics_model, "reward_model": reward_model},
-            actor=actor_network,
-        )
-        self._tanh_bounds = tanh_bounds(actor_network)
-        self.check_finite = check_finite
+        models = {"dynamics_model": dynamics_model, "reward_model": reward_model}
+        self._check_networks(actor_network, models, action_spec)
         self._min_batch_ndim = 0 if horizon == 1 else 1
         self.horizon = int(horizon)
         self.max_importance_weight = float(max_importance_weight)
         self.importance_weights = bool(importance_weights)
-        self.noise = noise
         self.kl_coef = float(kl_coef)
         self.kl_direction = kl_direction
         self.loss_function = loss_function
-        self.reduction = reduction
         self.convert_to_functional(actor_network, "actor_network")
         # a known (fixed) value function needs no target copy
         trainable_value = any(p.requires_grad for p in value_network.parameters())
@@ -277,12 +235,7 @@ class SVGLoss(LossBase):
         keys = self.tensor_keys
         obs, act = self._size_names()
         return [
-            Entry(keys.observation, obs),
-            Entry(keys.action, act),
-            Entry(("next", keys.observation), obs),
-            Entry(("next", keys.reward), 1),
-            Entry(("next", keys.done), 1, any_real=True),
-            Entry(("next", keys.terminated), 1, any_real=True, hint=TERMINATED_HINT),
+            *trajectory_entries(keys, obs, act, bootstrap=True),
             Entry(
                 keys.sample_log_prob,
                 scalar=True,
@@ -290,11 +243,6 @@ class SVGLoss(LossBase):
                 unless=keys.importance_weight,
             ),
             Entry(keys.importance_weight, scalar=True, required=False),
-            Entry(keys.action_pre_tanh, act, required=False),
-            Entry(keys.policy_noise, act, required=False),
-            Entry(keys.model_noise, obs, required=False),
-            Entry(keys.model_member, scalar=True, any_real=True, required=False),
-            Entry(("collector", "mask"), scalar=True, any_real=True, required=False),
             Entry(keys.priority_weight, scalar=True, any_real=True, required=False),
         ]
 
@@ -324,9 +272,12 @@ class SVGLoss(LossBase):
             per_step = stored.reshape(seq.shape)
             return per_step.prod(-1).clamp_max(self.max_importance_weight), per_step
         behaviour = seq.get(keys.sample_log_prob).reshape(seq.shape)
-        log_ratio = torch.stack(log_probs, -1) - behaviour
-        per_step = log_ratio.exp().clamp_max(self.max_importance_weight)
-        per_trajectory = log_ratio.sum(-1).exp().clamp_max(self.max_importance_weight)
+        log_prob = torch.stack(log_probs, -1)
+        truncation = self.max_importance_weight
+        per_step = truncated_importance_weight(log_prob, behaviour, truncation)
+        per_trajectory = truncated_importance_weight(
+            log_prob.sum(-1), behaviour.sum(-1), truncation
+        )
         return per_trajectory.detach(), per_step.detach()
 
     # ------------------------------------------------------------ equations
@@ -339,13 +290,7 @@ class SVGLoss(LossBase):
         )
         gamma = self._gamma
         surrogate = sum(gamma**t * alive[..., t] * r for t, r in enumerate(unroll["rewards"]))
-        final_value = state_value(
-            self.value_network,
-            self._cached_detached_value_params,
-            unroll["final_state"],
-            self.tensor_keys.observation,
-            self.tensor_keys.value,
-        )
+        final_value = self._state_value(unroll["final_state"], self._cached_detached_value_params)
         surrogate = surrogate + gamma**self.horizon * bootstrap * final_value
         if self.noise == "inferred":
             weight, per_step = self._importance_weights(seq, unroll["log_prob"])
@@ -367,20 +312,17 @@ class SVGLoss(LossBase):
         """Fitted policy evaluation (Alg. 4) on every real transition, importance-weighted."""
         keys = self.tensor_keys
         seq = self._as_sequence(tensordict)
-        owner = type(self).__name__
         if step_weights is None:
             with torch.no_grad():
                 actions = seq.get(keys.action)
                 preimages = seq.get(keys.action_pre_tanh, None)
-                check_preimage(
-                    owner,
-                    self._tanh_bounds,
+                check_stored_preimage(
+                    self,
                     actions,
                     preimages,
-                    action_key=keys.action,
-                    preimage_key=keys.action_pre_tanh,
-                    log_prob_key=keys.sample_log_prob,
-                    mode=self.check_finite,
+                    keys.action,
+                    keys.action_pre_tanh,
+                    keys.sample_log_prob,
                 )
                 log_probs = []
                 for t in range(seq.shape[-1]):
@@ -394,24 +336,12 @@ class SVGLoss(LossBase):
                 _, step_weights = self._importance_weights(seq, log_probs)
         with torch.no_grad():
             reward = seq.get(("next", keys.reward)).squeeze(-1)
-            terminated = terminated_flags(owner, seq, ("next", keys.terminated))
-            next_value = state_value(
-                self.value_network,
-                self.target_value_network_params,
-                seq.get(("next", keys.observation)),
-                keys.observation,
-                keys.value,
+            continuation = 1.0 - self._terminated(seq)
+            next_value = self._state_value(
+                seq.get(("next", keys.observation)), self.target_value_network_params
             )
-            target = (
-                reward + self._gamma * (1.0 - terminated.squeeze(-1).to(reward.dtype)) * next_value
-            )
-        pred = state_value(
-            self.value_network,
-            self.value_network_params,
-            seq.get(keys.observation),
-            keys.observation,
-            keys.value,
-        )
+            target = td_target(reward, continuation, next_value, self._gamma)
+        pred = self._state_value(seq.get(keys.observation), self.value_network_params)
         loss = 0.5 * step_weights * distance_loss(pred, target, loss_function=self.loss_function)
         loss = loss.mean(-1)  # over the T transitions of each sub-trajectory
         return self._reduce_loss(

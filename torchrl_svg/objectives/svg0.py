@@ -5,24 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from tensordict import TensorDict, TensorDictBase, TensorDictParams
+from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule
 from tensordict.utils import NestedKey
 from torch import Tensor
 from torchrl.data import TensorSpec
 from torchrl.objectives.utils import distance_loss
 
-from torchrl_svg._validation import (
-    Entry,
-    check_policy,
-    check_preimage,
-    check_sizes,
-    tanh_bounds,
-    terminated_flags,
-    transition_entries,
-)
-from torchrl_svg.objectives._base import LossBase, check_noise, check_reduction, detached
-from torchrl_svg.objectives._common import policy_dist, policy_preimage, policy_sample
+from torchrl_svg._validation import Entry, transition_entries
+from torchrl_svg.objectives._base import LossBase, TransitionKeys, detached
+from torchrl_svg.objectives._common import policy_dist, policy_sample, replayed_preimage
+from torchrl_svg.objectives.functional import td_target
 from torchrl_svg.objectives.noise import location_scale
 
 __all__ = ["SVG0Loss"]
@@ -49,20 +42,13 @@ class SVG0Loss(LossBase):
         num_qvalue_nets: number of Q networks (the actor uses their mean). Default 1.
         noise: ``"inferred"`` or ``"sampled"`` policy noise in the actor term.
         loss_function: critic distance. ``reduction``: ``"mean"`` | ``"sum"`` | ``"none"``.
-        action_spec: the environment's action spec, checked against the actor's
-            size and TanhNormal bounds.
-        check_finite: refuse NaN/inf inputs: ``None`` (default) when it costs no
-            device synchronisation (CPU inputs, eager), ``True`` always, ``False`` never.
-
-    Inputs are checked by :meth:`validate_input` as :mod:`torchrl_svg.objectives` documents.
+        action_spec / check_finite: as :class:`~torchrl_svg.objectives.SVGLoss` (there
+            is no model to check the spec against).
 
     Raises:
-        TypeError: at construction, for a policy that is not location-scale; in
-            ``forward``, for an entry of the wrong dtype.
-        ValueError: at construction, for TanhNormal bounds that differ from
-            ``action_spec``'s; in ``forward``, for a wrong shape, an empty batch or
-            (per ``check_finite``) a NaN/inf entry.
-        KeyError: in ``forward``, for a missing entry.
+        TypeError / ValueError / KeyError: as :class:`~torchrl_svg.objectives.SVGLoss`
+            documents, for inputs ``[*B]`` (one transition per sample) and without
+            the checks of the models.
 
     Examples:
         >>> import torch
@@ -84,14 +70,11 @@ class SVG0Loss(LossBase):
     """
 
     @dataclass
-    class _AcceptedKeys:
-        """Configurable tensordict keys.
+    class _AcceptedKeys(TransitionKeys):
+        """Configurable tensordict keys: a transition's (``TransitionKeys``) and these.
 
         Attributes:
-            observation: read by the critic. Default ``"observation"``.
-            action: the replayed action. Default ``"action"``.
             state_action_value: written by the Q network. Default ``"state_action_value"``.
-            reward / done / terminated: read under ``"next"`` (``terminated`` is required).
             action_pre_tanh: the pre-tanh value of the replayed action, stored by
                 :class:`~torchrl_svg.modules.TanhNormalActor` (used when present).
             policy_noise: inferred policy noise written by
@@ -100,12 +83,7 @@ class SVG0Loss(LossBase):
             priority_weight: weights of a prioritized buffer. Default ``"priority_weight"``.
         """
 
-        observation: NestedKey = "observation"
-        action: NestedKey = "action"
         state_action_value: NestedKey = "state_action_value"
-        reward: NestedKey = "reward"
-        done: NestedKey = "done"
-        terminated: NestedKey = "terminated"
         action_pre_tanh: NestedKey = "action_pre_tanh"
         policy_noise: NestedKey = "policy_noise"
         priority: NestedKey = "td_error"
@@ -113,12 +91,6 @@ class SVG0Loss(LossBase):
 
     default_keys = _AcceptedKeys
     tensor_keys: _AcceptedKeys
-    actor_network: ProbabilisticTensorDictSequential
-    qvalue_network: TensorDictModule
-    actor_network_params: TensorDictParams
-    qvalue_network_params: TensorDictParams
-    target_actor_network_params: TensorDictParams
-    target_qvalue_network_params: TensorDictParams
 
     def __init__(
         self,
@@ -132,18 +104,9 @@ class SVG0Loss(LossBase):
         action_spec: TensorSpec | None = None,
         check_finite: bool | None = None,
     ) -> None:
-        super().__init__()
-        check_noise(noise)
-        check_reduction(reduction)
-        sizes = check_policy(
-            "SVG0Loss", actor_network, action_spec=action_spec, action_key=self.tensor_keys.action
-        )
-        self.action_dim, self.observation_dim = check_sizes(sizes, {}, actor=actor_network)
-        self._tanh_bounds = tanh_bounds(actor_network)
-        self.noise = noise
+        super().__init__(reduction=reduction, check_finite=check_finite, noise=noise)
+        self._check_networks(actor_network, {}, action_spec)
         self.loss_function = loss_function
-        self.reduction = reduction
-        self.check_finite = check_finite
         self.num_qvalue_nets = int(num_qvalue_nets)
         self.convert_to_functional(actor_network, "actor_network")
         self.convert_to_functional(
@@ -172,11 +135,8 @@ class SVG0Loss(LossBase):
             next_q = (
                 self._qvalues(next_td, next_action, self.target_qvalue_network_params).min(0).values
             )
-            terminated = terminated_flags(
-                type(self).__name__, tensordict, ("next", keys.terminated)
-            )
             reward = tensordict.get(("next", keys.reward)).squeeze(-1)
-            target = reward + self._gamma * (1.0 - terminated.squeeze(-1).to(reward.dtype)) * next_q
+            target = td_target(reward, 1.0 - self._terminated(tensordict), next_q, self._gamma)
         pred = self._qvalues(tensordict, tensordict.get(keys.action), self.qvalue_network_params)
         loss = distance_loss(pred, target.expand_as(pred), loss_function=self.loss_function).sum(0)
         td_error = (pred - target).abs().max(0).values.detach()
@@ -190,19 +150,9 @@ class SVG0Loss(LossBase):
         if self.noise == "inferred":
             eta = tensordict.get(keys.policy_noise, None)
             if eta is None:
-                action = tensordict.get(keys.action)
-                preimage = tensordict.get(keys.action_pre_tanh, None)
-                check_preimage(
-                    type(self).__name__,
-                    self._tanh_bounds,
-                    action,
-                    preimage,
-                    action_key=keys.action,
-                    preimage_key=keys.action_pre_tanh,
-                    mode=self.check_finite,
-                )
                 frozen = detached(pol)
-                eta = frozen.noise_of_preimage(policy_preimage(frozen, action, preimage))
+                u = replayed_preimage(self, frozen, tensordict, keys.action, keys.action_pre_tanh)
+                eta = frozen.noise_of_preimage(u)
         else:
             eta = torch.randn_like(pol.loc)
         action = pol.rebuild(eta)

@@ -4,21 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tensordict import TensorDict, TensorDictBase, TensorDictParams
+from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModuleBase
-from tensordict.utils import NestedKey
 from torch import Tensor
 from torchrl.data import TensorSpec
 
-from torchrl_svg._validation import (
-    Entry,
-    check_policy,
-    check_sizes,
-    require_get_dist,
-    tanh_bounds,
+from torchrl_svg._validation import Entry
+from torchrl_svg.objectives._base import LossBase
+from torchrl_svg.objectives._unroll import (
+    UnrollKeys,
+    trajectory_entries,
+    trajectory_masks,
+    unroll_real,
 )
-from torchrl_svg.objectives._base import LossBase, check_noise, check_reduction
-from torchrl_svg.objectives._unroll import trajectory_masks, unroll_real
 
 __all__ = ["SVGInfLoss"]
 
@@ -45,22 +43,13 @@ class SVGInfLoss(LossBase):
     Keyword Args:
         noise: ``"inferred"`` or ``"sampled"``.
         reduction: over the episodes ``[*B]``.
-        action_spec: the environment's action spec, checked against the actor's
-            and the models' sizes and the actor's TanhNormal bounds.
-        check_finite: refuse NaN/inf inputs: ``None`` (default) when it costs no
-            device synchronisation (CPU inputs, eager), ``True`` always, ``False`` never.
-
-    Inputs are checked by :meth:`validate_input` as :mod:`torchrl_svg.objectives` documents.
+        action_spec / check_finite: as :class:`~torchrl_svg.objectives.SVGLoss`.
 
     Raises:
-        TypeError: at construction, for a policy that is not location-scale or a
-            dynamics model without ``get_dist``; in ``forward``, for an entry of the
-            wrong dtype.
-        ValueError: at construction, for bounds or sizes that disagree with
-            ``action_spec`` or the models; in ``forward``, for a wrong shape, a batch
-            without a time dimension, an empty batch or (per ``check_finite``) a
-            NaN/inf entry.
-        KeyError: in ``forward``, for a missing entry.
+        TypeError / ValueError / KeyError: as :class:`~torchrl_svg.objectives.SVGLoss`
+            documents, for whole episodes ``[*B, T]`` of any length ``T`` (a batch
+            without a time dimension is refused) that need no ``action_log_prob``
+            and no ``("next", "terminated")``.
 
     Examples:
         >>> import torch
@@ -79,31 +68,12 @@ class SVGInfLoss(LossBase):
     """
 
     @dataclass
-    class _AcceptedKeys:
-        """Configurable tensordict keys (as :class:`SVGLoss`)."""
-
-        observation: NestedKey = "observation"
-        action: NestedKey = "action"
-        reward: NestedKey = "reward"
-        done: NestedKey = "done"
-        terminated: NestedKey = "terminated"
-        action_pre_tanh: NestedKey = "action_pre_tanh"
-        policy_noise: NestedKey = "policy_noise"
-        model_noise: NestedKey = "model_noise"
-        model_member: NestedKey = "ensemble_member"
+    class _AcceptedKeys(UnrollKeys):
+        """Configurable tensordict keys: those of the re-built episodes (``UnrollKeys``)."""
 
     default_keys = _AcceptedKeys
     tensor_keys: _AcceptedKeys
     _min_batch_ndim = 1  # whole episodes [*B, T]
-    actor_network: ProbabilisticTensorDictSequential
-    dynamics_model: TensorDictModuleBase
-    reward_model: TensorDictModuleBase
-    actor_network_params: TensorDictParams
-    dynamics_model_params: TensorDictParams
-    reward_model_params: TensorDictParams
-    target_actor_network_params: TensorDictParams
-    target_dynamics_model_params: TensorDictParams
-    target_reward_model_params: TensorDictParams
 
     def __init__(
         self,
@@ -116,43 +86,16 @@ class SVGInfLoss(LossBase):
         action_spec: TensorSpec | None = None,
         check_finite: bool | None = None,
     ) -> None:
-        super().__init__()
-        check_noise(noise)
-        check_reduction(reduction)
-        require_get_dist("SVGInfLoss", "dynamics_model", dynamics_model)
-        action_sizes = check_policy(
-            "SVGInfLoss", actor_network, action_spec=action_spec, action_key=self.tensor_keys.action
-        )
-        self.action_dim, self.observation_dim = check_sizes(
-            action_sizes,
-            {"dynamics_model": dynamics_model, "reward_model": reward_model},
-            actor=actor_network,
-        )
-        self._tanh_bounds = tanh_bounds(actor_network)
-        self.check_finite = check_finite
-        self.noise = noise
-        self.reduction = reduction
+        super().__init__(reduction=reduction, check_finite=check_finite, noise=noise)
+        models = {"dynamics_model": dynamics_model, "reward_model": reward_model}
+        self._check_networks(actor_network, models, action_spec)
         self.convert_to_functional(actor_network, "actor_network")
         self.convert_to_functional(dynamics_model, "dynamics_model")
         self.convert_to_functional(reward_model, "reward_model")
 
     def _input_entries(self) -> list[Entry]:
         """What the loss reads from whole episodes ``[*B, T]``."""
-        keys = self.tensor_keys
-        obs, act = self._size_names()
-        return [
-            Entry(keys.observation, obs),
-            Entry(keys.action, act),
-            Entry(("next", keys.observation), obs),
-            Entry(("next", keys.reward), 1),
-            Entry(("next", keys.done), 1, any_real=True),
-            Entry(("next", keys.terminated), 1, any_real=True, required=False),
-            Entry(keys.action_pre_tanh, act, required=False),
-            Entry(keys.policy_noise, act, required=False),
-            Entry(keys.model_noise, obs, required=False),
-            Entry(keys.model_member, scalar=True, any_real=True, required=False),
-            Entry(("collector", "mask"), scalar=True, any_real=True, required=False),
-        ]
+        return trajectory_entries(self.tensor_keys, *self._size_names(), bootstrap=False)
 
     def actor_loss(self, tensordict: TensorDictBase) -> tuple[Tensor, dict[str, Tensor]]:
         """Minus the (re-built or simulated) discounted episode return, ``[*B]`` before reduction."""
