@@ -7,7 +7,9 @@ the parts live in :mod:`torchrl_svg.modules`, :mod:`torchrl_svg.objectives`,
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from torchrl_svg._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -22,14 +24,4 @@ _LAZY = {
     "load_policy": "torchrl_svg.train.policy",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'torchrl_svg' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)

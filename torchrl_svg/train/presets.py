@@ -19,39 +19,30 @@ KNOWN_REWARD_ENVS = frozenset(OWN_ENVS)
 # S2VG paper, Appendix A, Table 2 (policy/value networks (256, 256), ReLU, 1000 env
 # steps per epoch). Parts of the table are illegible in our copy; where a column is
 # blank it takes the value to its left, and the model sizes are our best reading.
+# Columns: collector.total_frames, collector.init_random_frames, model.hidden_sizes,
+# loss.alpha_init, loss.updates_per_step (m), optim.actor_lr, critic_lr, model_lr.
+_S2VG_TABLE: dict[str, tuple[int, int, list[int], float, int, float, float, float]] = {
+    "Pendulum-v1": (10_000, 1_000, [32, 16], 0.2, 5, 3e-4, 3e-4, 3e-4),
+    "InvertedPendulum-v5": (20_000, 1_000, [32, 16], 0.1, 1, 3e-4, 3e-4, 3e-4),
+    "HalfCheetah-v5": (200_000, 5_000, [256, 128], 0.4, 5, 3e-4, 1e-3, 3e-4),
+    "Hopper-v5": (200_000, 5_000, [200, 200], 0.2, 5, 3e-4, 1e-3, 1e-4),
+    "Walker2d-v5": (300_000, 5_000, [256, 256], 0.4, 3, 3e-4, 3e-4, 1e-4),
+}
+
+
+def _s2vg_preset(env: str) -> dict[str, Any]:
+    """The S2VG preset of ``env``: its row of :data:`_S2VG_TABLE` as configuration groups."""
+    frames, warmup, model, alpha, updates, actor_lr, critic_lr, model_lr = _S2VG_TABLE[env]
+    return {
+        "collector": {"total_frames": frames, "init_random_frames": warmup},
+        "model": {"hidden_sizes": list(model)},
+        "loss": {"alpha_init": alpha, "updates_per_step": updates},
+        "optim": {"actor_lr": actor_lr, "critic_lr": critic_lr, "model_lr": model_lr},
+    }
+
+
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "s2vg": {
-        "Pendulum-v1": {
-            "collector": {"total_frames": 10_000, "init_random_frames": 1_000},
-            "model": {"hidden_sizes": [32, 16]},
-            "loss": {"alpha_init": 0.2, "updates_per_step": 5},
-            "optim": {"actor_lr": 3e-4, "critic_lr": 3e-4, "model_lr": 3e-4},
-        },
-        "InvertedPendulum-v5": {
-            "collector": {"total_frames": 20_000, "init_random_frames": 1_000},
-            "model": {"hidden_sizes": [32, 16]},
-            "loss": {"alpha_init": 0.1, "updates_per_step": 1},
-            "optim": {"actor_lr": 3e-4, "critic_lr": 3e-4, "model_lr": 3e-4},
-        },
-        "HalfCheetah-v5": {
-            "collector": {"total_frames": 200_000, "init_random_frames": 5_000},
-            "model": {"hidden_sizes": [256, 128]},
-            "loss": {"alpha_init": 0.4, "updates_per_step": 5},
-            "optim": {"actor_lr": 3e-4, "critic_lr": 1e-3, "model_lr": 3e-4},
-        },
-        "Hopper-v5": {
-            "collector": {"total_frames": 200_000, "init_random_frames": 5_000},
-            "model": {"hidden_sizes": [200, 200]},
-            "loss": {"alpha_init": 0.2, "updates_per_step": 5},
-            "optim": {"actor_lr": 3e-4, "critic_lr": 1e-3, "model_lr": 1e-4},
-        },
-        "Walker2d-v5": {
-            "collector": {"total_frames": 300_000, "init_random_frames": 5_000},
-            "model": {"hidden_sizes": [256, 256]},
-            "loss": {"alpha_init": 0.4, "updates_per_step": 3},
-            "optim": {"actor_lr": 3e-4, "critic_lr": 3e-4, "model_lr": 1e-4},
-        },
-    },
+    "s2vg": {env: _s2vg_preset(env) for env in _S2VG_TABLE}
 }
 
 # SVG paper, App. D: generic 2-hidden-layer tanh networks; Table 1 sizes (policy / value /

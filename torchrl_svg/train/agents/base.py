@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -11,6 +11,7 @@ from tensordict import TensorDictBase
 from torch import nn
 from torchrl.data import ReplayBuffer, TensorSpec
 from torchrl.envs import EnvBase
+from torchrl.objectives import LossModule, SoftUpdate
 
 from torchrl_svg.modules import (
     GaussianDynamics,
@@ -229,8 +230,13 @@ class WorldModel(StateParts):
 class Agent(StateParts):
     """What the training loop needs from an algorithm.
 
+    Each agent makes its parts in :meth:`build`, called by the constructor
+    (``Agent(cfg, observation_spec, action_spec, device="cpu", env=None)``).
+
     Attributes:
         name: the ``algorithm`` name.
+        cfg: the configuration.
+        device: where the parameters live.
         policy: the exploration policy given to the collector (it shares the trained parameters).
         world_model: the agent's :class:`WorldModel`, or ``None`` for model-free agents.
         episodic: ``True`` when the agent learns from whole fresh episodes
@@ -246,6 +252,75 @@ class Agent(StateParts):
     episodic: bool = False
     slice_len: int | None = None
     _guard: NonFiniteGuard | None = None
+
+    def __init__(
+        self,
+        cfg: Config,
+        observation_spec: TensorSpec,
+        action_spec: TensorSpec,
+        device: torch.device | str = "cpu",
+        env: EnvBase | None = None,
+    ):
+        """Build the agent from a configuration and an environment's specs.
+
+        Args:
+            cfg: the configuration.
+            observation_spec: the environment's observation spec (``[obs_dim]``).
+            action_spec: the environment's bounded action spec (``[action_dim]``).
+            device: where the parameters live.
+            env: the environment (needed only for a known reward).
+        """
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.build(observation_spec, action_spec, env)
+
+    def build(
+        self, observation_spec: TensorSpec, action_spec: TensorSpec, env: EnvBase | None
+    ) -> None:
+        """Make the agent's networks, losses, optimisers and update steps (on ``self.device``)."""
+        raise NotImplementedError
+
+    def _polyak_actor_critic(
+        self, loss: LossModule, critic_params: list[torch.Tensor], *, alpha: bool = True
+    ) -> list[torch.Tensor]:
+        """Take ``loss`` as the agent's actor-critic loss, with a Polyak target and one Adam.
+
+        Sets ``self.loss`` (its value estimator discounting by ``loss.gamma``),
+        ``self.target_updater`` (a :class:`~torchrl.objectives.SoftUpdate` at
+        ``loss.tau``), ``self._actor_params`` and ``self.optimizer`` (see
+        :func:`make_soft_actor_critic_optimizer`; ``alpha=False`` for a loss
+        without an entropy coefficient).
+
+        Returns:
+            The parameters the optimiser steps, for the update step.
+        """
+        cfg = self.cfg
+        self.loss = loss
+        loss.make_value_estimator(gamma=cfg.loss.gamma)
+        self.target_updater = SoftUpdate(loss, tau=cfg.loss.tau)
+        self._actor_params = trainable(loss.actor_network_params)
+        self.optimizer, params = make_soft_actor_critic_optimizer(
+            cfg, loss, self._actor_params, critic_params, self.device, alpha=alpha
+        )
+        return params
+
+    def _actor_critic_step(
+        self,
+        keys: Sequence[str],
+        params: list[torch.Tensor],
+        clip_groups: Sequence[tuple[Sequence[torch.Tensor], float]] = (),
+    ) -> GuardedUpdate:
+        """The :class:`GuardedUpdate` of ``self.loss``'s ``keys``, then the Polyak target update."""
+        return make_update(
+            self.cfg,
+            self.loss,
+            keys,
+            self.optimizer,
+            params,
+            after_step=self.target_updater.step,
+            kind="actor-critic",
+            clip_groups=clip_groups,
+        )
 
     @property
     def guard(self) -> NonFiniteGuard:
@@ -300,8 +375,8 @@ class ModelFreeAgent(Agent):
     """An agent with one loss, one optimiser step per update and no world model.
 
     Subclasses set ``self.loss``, ``self.optimizer`` and ``self.step`` (a
-    :class:`GuardedUpdate`) and say how many updates follow each collected
-    environment step (:meth:`updates_per_step`).
+    :class:`GuardedUpdate`) in :meth:`~Agent.build` and say how many updates
+    follow each collected environment step (:meth:`updates_per_step`).
     """
 
     loss: nn.Module

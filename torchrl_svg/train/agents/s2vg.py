@@ -5,11 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import torch
 from tensordict import TensorDictBase
 from torchrl.data import ReplayBuffer, TensorSpec
 from torchrl.envs import EnvBase
-from torchrl.objectives import SoftUpdate
 
 from torchrl_svg.objectives import S2VGLoss
 from torchrl_svg.train.agents.base import (
@@ -17,14 +15,11 @@ from torchrl_svg.train.agents.base import (
     WorldModel,
     fast_kwargs,
     make_actor_and_qvalue,
-    make_soft_actor_critic_optimizer,
     make_state_value,
-    make_update,
     run_updates,
     target_entropy,
     trainable,
 )
-from torchrl_svg.train.config import Config
 from torchrl_svg.train.fast import FastS2VGUpdate, fast_s2vg_supported
 
 log = logging.getLogger("torchrl_svg")
@@ -40,34 +35,26 @@ class S2VGAgent(Agent):
     updates, each on a fresh replay batch. One grouped Adam serves the actor,
     the critics and alpha (the paper's policy and value learning rates).
 
-    Args:
-        cfg: the configuration.
-        observation_spec: the environment's observation spec (``[obs_dim]``).
-        action_spec: the environment's bounded action spec (``[action_dim]``).
-        device: where the parameters live.
-        env: the environment (needed only for a known reward).
+    Built as every :class:`~torchrl_svg.train.agents.base.Agent` is, from
+    ``(cfg, observation_spec, action_spec, device="cpu", env=None)``; ``env`` is
+    needed only for a known reward.
     """
 
     name = "s2vg"
     loss_keys = ("loss_actor", "loss_qvalue", "loss_value", "loss_alpha")
 
-    def __init__(
-        self,
-        cfg: Config,
-        observation_spec: TensorSpec,
-        action_spec: TensorSpec,
-        device: torch.device | str = "cpu",
-        env: EnvBase | None = None,
-    ):
-        self.cfg = cfg
-        device = torch.device(device)
+    def build(
+        self, observation_spec: TensorSpec, action_spec: TensorSpec, env: EnvBase | None
+    ) -> None:
+        """The actor, twin Q, V, world model and :class:`~torchrl_svg.objectives.S2VGLoss`."""
+        cfg, device = self.cfg, self.device
         self.actor, qvalue = make_actor_and_qvalue(cfg, observation_spec, action_spec, device)
         self.policy = self.actor
         value = make_state_value(cfg, observation_spec, device)
         self.world_model = WorldModel(cfg, observation_spec, action_spec, device, env=env)
         self.dynamics, self.reward = self.world_model.dynamics, self.world_model.reward
         self.termination = self.world_model.termination
-        self.loss = S2VGLoss(
+        loss = S2VGLoss(
             self.actor,
             qvalue,
             value,
@@ -86,25 +73,18 @@ class S2VGAgent(Agent):
             ensemble_members=cfg.loss.ensemble_members,
             expansion_ensemble_mean=cfg.loss.expansion_ensemble_mean,
         )
-        self.loss.make_value_estimator(gamma=cfg.loss.gamma)
-        self.target_updater = SoftUpdate(self.loss, tau=cfg.loss.tau)
-        actor_params = trainable(self.loss.actor_network_params)
+        params = self._polyak_actor_critic(
+            loss, trainable(loss.qvalue_network_params) + trainable(loss.value_network_params)
+        )
         clip_groups = (
-            [(actor_params, cfg.loss.actor_max_grad_norm)]
+            [(self._actor_params, cfg.loss.actor_max_grad_norm)]
             if cfg.loss.actor_max_grad_norm is not None
             else []
         )
-        self.optimizer, params = make_soft_actor_critic_optimizer(
-            cfg,
-            self.loss,
-            actor_params,
-            trainable(self.loss.qvalue_network_params) + trainable(self.loss.value_network_params),
-            device,
-        )
-        reason = fast_s2vg_supported(self.loss) if cfg.compile.fast_update else None
+        reason = fast_s2vg_supported(loss) if cfg.compile.fast_update else None
         if cfg.compile.fast_update and reason is None:
             self.step = FastS2VGUpdate(
-                self.loss,
+                loss,
                 self.optimizer,
                 params,
                 tau=cfg.loss.tau,
@@ -114,16 +94,7 @@ class S2VGAgent(Agent):
         else:
             if reason is not None:
                 log.info("S2VG's actor-critic step runs through S2VGLoss: %s", reason)
-            self.step = make_update(
-                cfg,
-                self.loss,
-                self.loss_keys,
-                self.optimizer,
-                params,
-                after_step=self.target_updater.step,
-                kind="actor-critic",
-                clip_groups=clip_groups,
-            )
+            self.step = self._actor_critic_step(self.loss_keys, params, clip_groups)
 
     @property
     def model_loss(self):

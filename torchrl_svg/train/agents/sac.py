@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import torch
 from torchrl.data import TensorSpec
 from torchrl.envs import EnvBase
-from torchrl.objectives import SACLoss, SoftUpdate
+from torchrl.objectives import SACLoss
 
 from torchrl_svg.train.agents.base import (
     ModelFreeAgent,
     make_actor_and_qvalue,
-    make_soft_actor_critic_optimizer,
-    make_update,
     target_entropy,
     trainable,
 )
-from torchrl_svg.train.config import Config
 
 __all__ = ["SACAgent"]
 
@@ -51,19 +47,14 @@ class SACAgent(ModelFreeAgent):
     name = "sac"
     loss_keys = ("loss_actor", "loss_qvalue", "loss_alpha")
 
-    def __init__(
-        self,
-        cfg: Config,
-        observation_spec: TensorSpec,
-        action_spec: TensorSpec,
-        device: torch.device | str = "cpu",
-        env: EnvBase | None = None,
-    ):
-        self.cfg = cfg
-        device = torch.device(device)
-        self.actor, qvalue = make_actor_and_qvalue(cfg, observation_spec, action_spec, device)
+    def build(
+        self, observation_spec: TensorSpec, action_spec: TensorSpec, env: EnvBase | None
+    ) -> None:
+        """The actor, the twin Q networks and :class:`~torchrl.objectives.SACLoss`."""
+        cfg = self.cfg
+        self.actor, qvalue = make_actor_and_qvalue(cfg, observation_spec, action_spec, self.device)
         self.policy = self.actor
-        self.loss = SACLoss(
+        loss = SACLoss(
             self.actor,
             qvalue,
             num_qvalue_nets=2,
@@ -73,24 +64,8 @@ class SACAgent(ModelFreeAgent):
             target_entropy=target_entropy(cfg),
             action_spec=action_spec,
         )
-        self.loss.make_value_estimator(gamma=cfg.loss.gamma)
-        self.target_updater = SoftUpdate(self.loss, tau=cfg.loss.tau)
-        self.optimizer, params = make_soft_actor_critic_optimizer(
-            cfg,
-            self.loss,
-            trainable(self.loss.actor_network_params),
-            trainable(self.loss.qvalue_network_params),
-            device,
-        )
-        self.step = make_update(
-            cfg,
-            self.loss,
-            self.loss_keys,
-            self.optimizer,
-            params,
-            after_step=self.target_updater.step,
-            kind="actor-critic",
-        )
+        params = self._polyak_actor_critic(loss, trainable(loss.qvalue_network_params))
+        self.step = self._actor_critic_step(self.loss_keys, params)
 
     def updates_per_step(self) -> int:
         """``loss.updates_per_step`` SAC updates per environment step."""

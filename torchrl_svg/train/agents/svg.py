@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import torch
 from tensordict import TensorDict, TensorDictBase
 from torchrl.data import ReplayBuffer, TensorSpec
 from torchrl.envs import EnvBase
-from torchrl.objectives import SoftUpdate
+from torchrl.objectives import LossModule
 
 from torchrl_svg.objectives import HardUpdate, SVG0Loss, SVGInfLoss, SVGLoss
 from torchrl_svg.train.agents.base import (
@@ -25,7 +25,6 @@ from torchrl_svg.train.agents.base import (
     trainable,
 )
 from torchrl_svg.train.agents.updates import _transitions
-from torchrl_svg.train.config import Config
 from torchrl_svg.train.fast import FastSVGInfUpdate, fast_svginf_supported
 
 log = logging.getLogger("torchrl_svg")
@@ -42,48 +41,59 @@ class SVG0Agent(ModelFreeAgent):
 
     name = "svg0"
 
-    def __init__(
-        self,
-        cfg: Config,
-        observation_spec: TensorSpec,
-        action_spec: TensorSpec,
-        device: torch.device | str = "cpu",
-        env: EnvBase | None = None,
-    ):
-        self.cfg = cfg
-        device = torch.device(device)
-        self.policy, qvalue = make_actor_and_qvalue(cfg, observation_spec, action_spec, device)
-        self.loss = SVG0Loss(
+    def build(
+        self, observation_spec: TensorSpec, action_spec: TensorSpec, env: EnvBase | None
+    ) -> None:
+        """The actor, the Q network and :class:`~torchrl_svg.objectives.SVG0Loss` (no alpha)."""
+        cfg = self.cfg
+        self.policy, qvalue = make_actor_and_qvalue(cfg, observation_spec, action_spec, self.device)
+        loss = SVG0Loss(
             self.policy, qvalue, noise=cfg.svg.noise, loss_function=cfg.loss.loss_function
         )
-        self.loss.make_value_estimator(gamma=cfg.loss.gamma)
-        self.target_updater = SoftUpdate(self.loss, tau=cfg.loss.tau)
-        self._actor_params = trainable(self.loss.actor_network_params)
-        self._critic_params = trainable(self.loss.qvalue_network_params)
-        self.optimizer = make_adam(
-            [
-                {"params": self._actor_params, "lr": cfg.optim.actor_lr},
-                {"params": self._critic_params, "lr": cfg.optim.critic_lr},
-            ],
-            cfg,
-            device,
-        )
-        self.step = make_update(
-            cfg,
-            self.loss,
-            ("loss_actor", "loss_qvalue"),
-            self.optimizer,
-            self._actor_params + self._critic_params,
-            after_step=self.target_updater.step,
-            kind="actor-critic",
-        )
+        params = self._polyak_actor_critic(loss, trainable(loss.qvalue_network_params), alpha=False)
+        self.step = self._actor_critic_step(("loss_actor", "loss_qvalue"), params)
 
     def updates_per_step(self) -> int:
         """``svg.policy_updates_per_step`` actor and critic updates per environment step."""
         return self.cfg.svg.policy_updates_per_step
 
 
-class SVGAgent(Agent):
+class _PolicyGradientAgent(Agent):
+    """What SVG(1), SVG(k) and SVG(inf) share: the policy's own Adam and its clipped step."""
+
+    def _policy_optimizer(self, loss: LossModule) -> None:
+        """Take ``loss`` (discounting by ``loss.gamma``) and make the policy's Adam.
+
+        Sets ``self.loss``, ``self._actor_params`` and ``self.actor_optimizer``
+        (at ``optim.actor_lr``).
+        """
+        cfg = self.cfg
+        self.loss = loss
+        loss.make_value_estimator(gamma=cfg.loss.gamma)
+        self._actor_params = trainable(loss.actor_network_params)
+        self.actor_optimizer = make_adam(
+            self._actor_params, cfg, self.device, lr=cfg.optim.actor_lr
+        )
+
+    def _policy_step(
+        self,
+        loss_fn: Callable[[TensorDictBase], TensorDictBase],
+        keys: Sequence[str],
+        *,
+        eager: bool = False,
+    ) -> GuardedUpdate:
+        """The guarded step of ``actor_optimizer``, clipped to ``svg.actor_max_grad_norm`` (App. D).
+
+        ``eager=True``: neither compiled nor captured, whatever ``cfg.compile`` says.
+        """
+        step_kwargs = {"max_grad_norm": self.cfg.svg.actor_max_grad_norm, "kind": "policy"}
+        params = self._actor_params
+        if eager:
+            return GuardedUpdate(loss_fn, keys, self.actor_optimizer, params, **step_kwargs)
+        return make_update(self.cfg, loss_fn, keys, self.actor_optimizer, params, **step_kwargs)
+
+
+class SVGAgent(_PolicyGradientAgent):
     """SVG(1), SVG(1)-ER and SVG(k) (Algorithms 2 and 4) with a learned model and a V critic.
 
     Per collected batch of ``n`` environment steps: ``n * model.updates_per_step``
@@ -101,17 +111,12 @@ class SVGAgent(Agent):
     The policy gradient is clipped to ``svg.actor_max_grad_norm`` (App. D).
     """
 
-    def __init__(
-        self,
-        cfg: Config,
-        observation_spec: TensorSpec,
-        action_spec: TensorSpec,
-        device: torch.device | str = "cpu",
-        env: EnvBase | None = None,
-    ):
-        self.cfg = cfg
+    def build(
+        self, observation_spec: TensorSpec, action_spec: TensorSpec, env: EnvBase | None
+    ) -> None:
+        """The actor, V, the world model and :class:`~torchrl_svg.objectives.SVGLoss`."""
+        cfg, device = self.cfg, self.device
         self.name = cfg.algorithm
-        device = torch.device(device)
         horizon = cfg.svg.horizon if cfg.algorithm == "svgk" else 1
         self.slice_len = horizon if horizon > 1 else None
         self.replays_policy = cfg.algorithm in ("svg1_er", "svgk")
@@ -120,35 +125,26 @@ class SVGAgent(Agent):
         self.world_model = WorldModel(
             cfg, observation_spec, action_spec, device, env=env, termination=False
         )
-        self.loss = SVGLoss(
-            self.policy,
-            value,
-            self.world_model.dynamics,
-            self.world_model.reward,
-            horizon=horizon,
-            max_importance_weight=cfg.svg.max_importance_weight,
-            noise=cfg.svg.noise,
-            kl_coef=cfg.svg.kl_coef if self.replays_policy else 0.0,
-            loss_function=cfg.loss.loss_function,
+        self._policy_optimizer(
+            SVGLoss(
+                self.policy,
+                value,
+                self.world_model.dynamics,
+                self.world_model.reward,
+                horizon=horizon,
+                max_importance_weight=cfg.svg.max_importance_weight,
+                noise=cfg.svg.noise,
+                kl_coef=cfg.svg.kl_coef if self.replays_policy else 0.0,
+                loss_function=cfg.loss.loss_function,
+            )
         )
-        self.loss.make_value_estimator(gamma=cfg.loss.gamma)
         self.target_updater = HardUpdate(
             self.loss, value_network_update_interval=cfg.svg.value_target_interval
         )
-        self._actor_params = trainable(self.loss.actor_network_params)
         self._value_params = trainable(self.loss.value_network_params)
-        self.actor_optimizer = make_adam(self._actor_params, cfg, device, lr=cfg.optim.actor_lr)
         self.value_optimizer = make_adam(self._value_params, cfg, device, lr=cfg.optim.critic_lr)
         actor_keys = ("loss_actor", "loss_kl") if self.loss.kl_coef > 0 else ("loss_actor",)
-        self.policy_step = make_update(
-            cfg,
-            self._policy_losses,
-            actor_keys,
-            self.actor_optimizer,
-            self._actor_params,
-            max_grad_norm=cfg.svg.actor_max_grad_norm,
-            kind="policy",
-        )
+        self.policy_step = self._policy_step(self._policy_losses, actor_keys)
         self.value_step = make_update(
             cfg,
             self._value_losses,
@@ -207,7 +203,7 @@ class SVGAgent(Agent):
         }
 
 
-class SVGInfAgent(Agent):
+class SVGInfAgent(_PolicyGradientAgent):
     """SVG(inf) (Algorithm 1): on-policy, episode by episode, no critic.
 
     Each collected batch holds ``svg.episodes_per_batch`` complete real
@@ -220,26 +216,20 @@ class SVGInfAgent(Agent):
     name = "svginf"
     episodic = True
 
-    def __init__(
-        self,
-        cfg: Config,
-        observation_spec: TensorSpec,
-        action_spec: TensorSpec,
-        device: torch.device | str = "cpu",
-        env: EnvBase | None = None,
-    ):
-        self.cfg = cfg
-        device = torch.device(device)
+    def build(
+        self, observation_spec: TensorSpec, action_spec: TensorSpec, env: EnvBase | None
+    ) -> None:
+        """The actor, the world model and :class:`~torchrl_svg.objectives.SVGInfLoss`."""
+        cfg, device = self.cfg, self.device
         self.policy = make_policy(cfg, observation_spec, action_spec, device)
         self.world_model = WorldModel(
             cfg, observation_spec, action_spec, device, env=env, termination=False
         )
-        self.loss = SVGInfLoss(
-            self.policy, self.world_model.dynamics, self.world_model.reward, noise=cfg.svg.noise
+        self._policy_optimizer(
+            SVGInfLoss(
+                self.policy, self.world_model.dynamics, self.world_model.reward, noise=cfg.svg.noise
+            )
         )
-        self.loss.make_value_estimator(gamma=cfg.loss.gamma)
-        self._actor_params = trainable(self.loss.actor_network_params)
-        self.actor_optimizer = make_adam(self._actor_params, cfg, device, lr=cfg.optim.actor_lr)
         reason = fast_svginf_supported(self.loss) if cfg.compile.fast_update else None
         if cfg.compile.fast_update and reason is None:
             # the gradient by Algorithm 1's recursion over batched Jacobians (not compiled)
@@ -254,14 +244,7 @@ class SVGInfAgent(Agent):
             if reason is not None:
                 log.info("SVG(inf)'s policy step runs through SVGInfLoss: %s", reason)
             # the unroll is as long as an episode: it is neither compiled nor captured
-            self.policy_step = GuardedUpdate(
-                self.loss,
-                ("loss_actor",),
-                self.actor_optimizer,
-                self._actor_params,
-                max_grad_norm=cfg.svg.actor_max_grad_norm,
-                kind="policy",
-            )
+            self.policy_step = self._policy_step(self.loss, ("loss_actor",), eager=True)
 
     def train_on_batch(self, fresh: TensorDictBase, replay: ReplayBuffer):
         """Fit the model on all data, then one policy step on the fresh episodes."""

@@ -134,18 +134,21 @@ def make_soft_actor_critic_optimizer(
     actor_params: list[torch.Tensor],
     critic_params: list[torch.Tensor],
     device: torch.device,
+    *,
+    alpha: bool = True,
 ) -> tuple[torch.optim.Optimizer, list[torch.Tensor]]:
     """One grouped Adam (actor, critics and, unless fixed, alpha) and the parameters it steps.
 
     The learning rates are ``cfg.optim.actor_lr`` / ``critic_lr`` / ``alpha_lr``; a
-    learned alpha is ``loss.log_alpha``.
+    learned alpha is ``loss.log_alpha``. ``alpha=False`` is for a loss without an
+    entropy coefficient (no alpha group, whatever ``cfg.loss.fixed_alpha`` says).
     """
     groups = [
         {"params": actor_params, "lr": cfg.optim.actor_lr},
         {"params": critic_params, "lr": cfg.optim.critic_lr},
     ]
     params = actor_params + critic_params
-    if not cfg.loss.fixed_alpha:
+    if alpha and not cfg.loss.fixed_alpha:
         groups.append({"params": [loss.log_alpha], "lr": cfg.optim.alpha_lr})
         params = params + [loss.log_alpha]
     return make_adam(groups, cfg, device), params
