@@ -19,6 +19,10 @@ critics; S2VG's world model the Table 2 HalfCheetah model, 256x128):
   autocast; ``s2vg_full_lossmodule``: the same through the LossModules
   (``compile.fast_update=false``, the path before the fast steps); ``s2vg_full_compiled``:
   the fast steps with ``compile.compile=true``;
+* ``s2vg_multistep_h1`` / ``_h3`` / ``_h5``: S2VG with the multi-step actor's settings
+  (``examples/configs/s2vg_multistep.yaml``: a 5-member dynamics ensemble, one member per
+  imagined rollout, actor gradient clipped at 10) and ``loss.actor_horizon`` = 1, 3, 5:
+  what H imagined steps in the actor cost per update;
 * ``svg1_fp32``: one SVG(1)-ER round (model, value and policy steps) with the SVG paper's
   App. D sizes on HalfCheetah shapes;
 * ``svginf_hand1000``: one SVG(inf) policy step through a batch of 8 real 1000-step
@@ -263,6 +267,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--no-svginf", action="store_true")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        default=None,
+        help="time only these variants (names as in the list above; sac_torchrl is kept)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "roofline")
     args = parser.parse_args(argv)
 
@@ -279,6 +289,12 @@ def main(argv: list[str] | None = None) -> int:
     variants["s2vg_full_lossmodule"], _ = make_s2vg(obs_spec, act_spec, "compile.fast_update=false")
     if not args.no_compile:
         variants["s2vg_full_compiled"], _ = make_s2vg(obs_spec, act_spec, "compile.compile=true")
+    multistep = ("model.ensemble_size=5", "loss.ensemble_members=rollout")
+    multistep += ("loss.actor_max_grad_norm=10.0",)
+    for horizon in (1, 3, 5):
+        variants[f"s2vg_multistep_h{horizon}"], _ = make_s2vg(
+            obs_spec, act_spec, *multistep, f"loss.actor_horizon={horizon}"
+        )
     variants["svg1_fp32"], _ = make_svg1(obs_spec, act_spec)
     info = {}
     if not args.no_svginf:
@@ -288,6 +304,12 @@ def main(argv: list[str] | None = None) -> int:
         variants["svginf_hand1000_policy_lossmodule"], _, _ = make_svginf_hand(
             8, 1000, "compile.fast_update=false"
         )
+
+    if args.only:
+        unknown = set(args.only) - set(variants)
+        if unknown:
+            parser.error(f"--only: no variant {sorted(unknown)}; they are {sorted(variants)}")
+        variants = {n: v for n, v in variants.items() if n == "sac_torchrl" or n in args.only}
 
     warmup_s = {}
     for name, step in variants.items():
@@ -349,11 +371,16 @@ def main(argv: list[str] | None = None) -> int:
             "s2vg_full_lossmodule / s2vg_full_fp32",
             "s2vg_full_compiled / s2vg_full_fp32",
             "svginf_hand1000_policy_lossmodule / svginf_hand1000_policy",
+            "s2vg_multistep_h1 / s2vg_full_fp32",
+            "s2vg_multistep_h3 / s2vg_multistep_h1",
+            "s2vg_multistep_h5 / s2vg_multistep_h1",
+            "s2vg_multistep_h3 / sac_torchrl",
+            "s2vg_multistep_h5 / sac_torchrl",
         )
     }
     ratios = {k: v for k, v in ratios.items() if v is not None}
     svginf = {}
-    if info:
+    if info and "svginf_hand1000_policy_lossmodule" in results:
         policy_ms = results["svginf_hand1000_policy"]["ms_per_update_median"]
         model_ms = results["svginf_hand1000_model"]["ms_per_update_median"]
         per_update_s = (policy_ms + info["model_updates_per_policy_update"] * model_ms) / 1e3
