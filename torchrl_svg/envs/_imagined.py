@@ -15,6 +15,7 @@ from torchrl.data import Composite, TensorSpec
 from torchrl.envs.utils import exploration_type
 
 from torchrl_svg._utils import check_same_shape
+from torchrl_svg.objectives.functional import expected_reward
 
 
 def _model_device(*models: torch.nn.Module | None) -> torch.device | None:
@@ -82,12 +83,8 @@ class _ImaginedTransition(TensorDictModuleBase):
         return mode == InteractionType.RANDOM
 
     def _reward(self, tensordict: TensorDictBase, random: bool) -> Tensor:
-        model = self.reward_model
-        if hasattr(model, "get_dist"):
-            dist = model.get_dist(tensordict.copy())
-            return dist.rsample() if random and self.sample_reward else dist.mean
-        # A deterministic module (e.g. a known reward function): its last out key.
-        return model(tensordict.copy()).get(model.out_keys[-1])
+        sample = random and self.sample_reward
+        return expected_reward(self.reward_model, None, tensordict, sample=sample).unsqueeze(-1)
 
     def _terminated(self, tensordict: TensorDictBase, next_obs: Tensor, random: bool) -> Tensor:
         batch = next_obs.shape[:-1]

@@ -300,16 +300,23 @@ def model_dist(
 
 
 def expected_reward(
-    model: TensorDictModuleBase, params: TensorDictBase | None, tensordict: TensorDictBase
+    model: TensorDictModuleBase,
+    params: TensorDictBase | None,
+    tensordict: TensorDictBase,
+    *,
+    sample: bool = False,
 ) -> Tensor:
     """``E[r(s, a[, s'])]`` from a reward model: the mean of its ``get_dist``, or its output, ``[*B]``.
 
     A deterministic reward module (e.g. a known reward) is called on a shallow
-    copy of ``tensordict`` and its last out key is read.
+    copy of ``tensordict`` and its last out key is read. ``sample=True`` draws
+    ``r ~ p(r | s, a)`` (reparameterised) from a model with ``get_dist`` instead of
+    taking its mean.
     """
     with swapped(params, model):
         if hasattr(model, "get_dist"):
-            reward = model.get_dist(tensordict.copy()).mean
+            dist = model.get_dist(tensordict.copy())
+            reward = dist.rsample() if sample else dist.mean
         else:
             reward = module_outputs(model, tensordict)[-1]
     return reward.squeeze(-1)

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from torchrl_svg._utils import NonFiniteLossError
+from torchrl_svg.data import uniform_log_prob
 from torchrl_svg.modules import env_specs
 from torchrl_svg.train.agents import AGENTS, NonFiniteGuard, make_agent
 from torchrl_svg.train.builders import (
@@ -95,12 +96,6 @@ def evaluate(env: EnvBase, policy: torch.nn.Module, episodes: int, max_steps: in
             )
             returns.append(float(rollout.get(("next", "reward")).sum()))
     return returns
-
-
-def _uniform_log_prob(action_spec) -> float:
-    """Log-density of the uniform warm-up policy over the action box."""
-    low, high = action_spec.space.low, action_spec.space.high
-    return float(-torch.log(high - low).sum())
 
 
 class Trainer(RunState):
@@ -179,7 +174,7 @@ class Trainer(RunState):
         self.agent.guard = NonFiniteGuard(cfg.guard.max_nonfinite_updates)
         self.replay = make_replay_buffer(cfg, self.device, slice_len=self.agent.slice_len)
         self.warm_up = warm_up_frames(cfg)
-        self.uniform_log_prob = _uniform_log_prob(self.action_spec)
+        self.uniform_log_prob = float(uniform_log_prob(self.action_spec))
         run_id = None
         if state is not None:
             self.load_state_dict(state)
