@@ -278,15 +278,37 @@ LOGGED_STEPS = {"csv": _csv_steps, "tensorboard": _tensorboard_steps, "wandb": _
 KILLED_MID_RUN = textwrap.dedent(
     """
     import os, signal, sys
+    import psutil
     from torchrl_svg.train import Trainer, load_config
     trainer = Trainer(load_config(sys.argv[1:]))
     def kill_after_390_steps(module, args):
         if trainer.frames >= 390:
+            # the helper processes (W&B's service) outlive this one for a moment: say which
+            children = psutil.Process().children(recursive=True)
+            with open("children.txt", "w") as f:
+                f.write(" ".join(str(child.pid) for child in children))
             os.kill(os.getpid(), signal.SIGKILL)
     trainer.agent.policy.register_forward_pre_hook(kill_after_390_steps)
     trainer.run()
     """
 )
+
+
+def _wait_for_the_killed_runs_helpers(children_file: Path) -> None:
+    """Wait until the killed run's helper processes are gone, as a resumed job would.
+
+    W&B's service runs in its own session and exits a moment after its parent dies; until
+    then it holds the run's ID, and a resume that starts at once is refused as "in use".
+    """
+    psutil = pytest.importorskip("psutil")
+    alive = []
+    for pid in children_file.read_text().split():
+        try:
+            alive.append(psutil.Process(int(pid)))
+        except psutil.NoSuchProcess:
+            pass
+    _, still_alive = psutil.wait_procs(alive, timeout=120)
+    assert not still_alive, still_alive
 
 
 @pytest.mark.parametrize("backend", ["csv", "tensorboard", "wandb"])
@@ -314,6 +336,7 @@ def test_the_loggers_files_have_no_duplicated_rows_after_a_resume(tmp_path, back
         timeout=600,
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    _wait_for_the_killed_runs_helpers(tmp_path / "children.txt")
     assert load_checkpoint(run_dir / "checkpoint.pt")["counters"]["frames"] == 200
     steps = LOGGED_STEPS[backend]
     killed_at = steps(run_dir, "train/loss_actor")

@@ -39,7 +39,12 @@ TINY = [
     "checkpoint.interval=1000000",  # no periodic checkpoint: only the stop writes one
 ]
 
-SIGINT_DEFAULT = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+# A background shell starts its children with SIGINT ignored, and nohup with SIGHUP ignored;
+# the run leaves an ignored signal ignored, so the child first gives both their defaults.
+SIGINT_DEFAULT = (
+    "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "signal.signal(signal.SIGHUP, signal.SIG_DFL)\n"
+)
 
 CLI = SIGINT_DEFAULT + textwrap.dedent(
     """
@@ -89,7 +94,7 @@ def _assert_counted(state: dict) -> None:
 )
 def test_a_stop_signal_saves_a_checkpoint_and_exits_with_one_line(tmp_path: Path, signum):
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         [
             sys.executable,
             "-c",
@@ -104,13 +109,17 @@ def test_a_stop_signal_saves_a_checkpoint_and_exits_with_one_line(tmp_path: Path
         text=True,
         env=_env(),
         cwd=tmp_path,
-    )
-    deadline = time.time() + 300
-    while not (run_dir / "eval.csv").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.1)  # the first evaluation: training is under way
-    assert proc.poll() is None, proc.communicate()[1][-3000:]
-    proc.send_signal(signum)
-    _, err = proc.communicate(timeout=300)
+    ) as proc:
+        deadline = time.time() + 300
+        while not (run_dir / "eval.csv").exists() and proc.poll() is None:
+            assert time.time() < deadline, "no evaluation within 300 s"
+            time.sleep(0.1)  # the first evaluation: training is under way
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        proc.send_signal(signum)
+        try:
+            _, err = proc.communicate(timeout=300)
+        finally:
+            proc.kill()  # a no-op once it has exited
     name = signal.Signals(signum).name
     assert proc.returncode == 128 + signum, err[-3000:]
     assert f"Stopped by {name} at environment step" in err
