@@ -40,7 +40,11 @@ TINY = [
 
 
 def _env() -> dict[str, str]:
-    return dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    # a W&B run made earlier in this process left its service's address here; a child
+    # would join that service instead of starting its own, as a separate job does
+    env.pop("WANDB_SERVICE", None)
+    return env
 
 
 def _files(run_dir: Path) -> dict[str, bytes]:
