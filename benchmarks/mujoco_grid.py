@@ -94,28 +94,61 @@ def _rows(path: Path) -> list[dict[str, float]]:
     return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(path.open())]
 
 
+def _recorded(run_root: Path, out: Path) -> list[tuple[str, str, int]]:
+    """Every (algorithm, task, seed) with a run directory or a CSV in the results folder."""
+    found = set()
+    for folder in run_root.glob("*_*/seed*"):
+        algorithm, task = folder.parent.name.split("_", 1)
+        found.add((algorithm, task, int(folder.name.removeprefix("seed"))))
+    for path in out.glob("*_*_seed*.csv"):
+        algorithm, rest = path.stem.split("_", 1)
+        task, seed = rest.rsplit("_seed", 1)
+        found.add((algorithm, task, int(seed)))
+    return sorted(found)
+
+
+def finished_elsewhere(run_root: Path, out: Path, algorithm: str, task: str, seed: int) -> bool:
+    """Whether the results folder holds the seed finished while its run directory is absent.
+
+    Run directories live on the machine that trained them; a seed that reached the budget on
+    another machine is kept from its committed CSV instead of being trained again.
+    """
+    folder = run_dir(run_root, algorithm, task, seed)
+    rows = _rows(out / f"{algorithm}_{task}_seed{seed}.csv")
+    return not (folder / "eval.csv").exists() and bool(rows) and rows[-1]["frames"] >= BUDGET
+
+
 def report(run_root: Path, out: Path, grid: list[tuple[str, str, int]] | None = None) -> dict:
     """Rewrite the results folder from the run directories; returns the summary."""
     out.mkdir(parents=True, exist_ok=True)
     seeds: dict[str, dict] = {}
     curves: dict[tuple[str, str], dict[int, list[dict[str, float]]]] = {}
-    for folder in sorted(run_root.glob("*_*/seed*")):
-        algorithm, task = folder.parent.name.split("_", 1)
-        seed = int(folder.name.removeprefix("seed"))
+    for algorithm, task, seed in _recorded(run_root, out):
         if grid is not None and (algorithm, task, seed) not in grid:
             continue
-        rows = _rows(folder / "eval.csv")
-        if not rows:
-            continue
+        folder = run_dir(run_root, algorithm, task, seed)
         name = f"{algorithm}_{task}_seed{seed}"
-        shutil.copy(folder / "eval.csv", out / f"{name}.csv")
-        if (folder / "config.yaml").exists():
-            shutil.copy(folder / "config.yaml", out / f"{name}.config.yaml")
-        finished = (folder / "summary.json").exists() and rows[-1]["frames"] >= BUDGET
+        rows = _rows(folder / "eval.csv")
+        archived = _rows(out / f"{name}.csv")
+        # A run directory is the live record; the results folder keeps the record of a seed
+        # whose run directory is not on this machine (or that restarted and has not caught up)
+        if rows and (not archived or rows[-1]["frames"] >= archived[-1]["frames"]):
+            shutil.copy(folder / "eval.csv", out / f"{name}.csv")
+            if (folder / "config.yaml").exists():
+                shutil.copy(folder / "config.yaml", out / f"{name}.config.yaml")
+            finished = (folder / "summary.json").exists() and rows[-1]["frames"] >= BUDGET
+            source = "run directory"
+        elif archived:
+            rows = archived
+            finished = rows[-1]["frames"] >= BUDGET
+            source = "results folder (an earlier machine's run directory)"
+        else:
+            continue
         seeds[name] = {
             "algorithm": algorithm,
             "task": task,
             "seed": seed,
+            "source": source,
             "frames": int(rows[-1]["frames"]),
             "finished": finished,
             "last_return": rows[-1]["return_mean"],
@@ -253,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     def one(item: tuple[str, str, int]) -> None:
         algorithm, task, seed = item
         folder = run_dir(args.run_root, algorithm, task, seed)
+        if finished_elsewhere(args.run_root, args.out, algorithm, task, seed):
+            print(f"kept {algorithm} {task} seed {seed}: finished in the results folder", flush=True)
+            return
         try:
             run_seed(
                 algorithm,
