@@ -287,7 +287,9 @@ def main(argv: list[str] | None = None) -> int:
         algorithm, task, seed = item
         folder = run_dir(args.run_root, algorithm, task, seed)
         if finished_elsewhere(args.run_root, args.out, algorithm, task, seed):
-            print(f"kept {algorithm} {task} seed {seed}: finished in the results folder", flush=True)
+            print(
+                f"kept {algorithm} {task} seed {seed}: finished in the results folder", flush=True
+            )
             return
         try:
             run_seed(
