@@ -12,12 +12,16 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from torchrl_svg.modules import (
     GaussianDynamics,
+    GaussianMLPModel,
+    GaussianModelOptions,
     KnownTermination,
     LearnedTermination,
+    ObservationActionModel,
     RewardModel,
     RunningNormalizer,
     termination_for_env,
 )
+from torchrl_svg.modules.gaussian import _OPTION_DEFAULTS
 from torchrl_svg.objectives import GaussianWorldModelLoss
 
 
@@ -131,6 +135,63 @@ def test_dynamics_bad_input_messages():
         model.get_dist(make_batch(obs_dim=5))
     with pytest.raises(ValueError, match="sigma must be 'state' or 'constant'"):
         GaussianDynamics(4, 2, sigma="diag")
+
+
+def test_model_options_refuse_unknown_keywords_like_python():
+    with pytest.raises(
+        TypeError,
+        match=r"^GaussianDynamics.__init__\(\) got an unexpected keyword argument 'hidden_size'$",
+    ):
+        GaussianDynamics(4, 2, hidden_size=(8,))
+    with pytest.raises(
+        TypeError, match=r"^GaussianMLPModel.__init__\(\) got an unexpected keyword argument 'foo'$"
+    ):
+        GaussianMLPModel(["observation"], [4], "target", 1, foo=1)
+    # the reward model has neither per-dimension sub-networks nor a member entry
+    for name, value in (("per_dimension", True), ("member_key", "m"), ("options", {})):
+        with pytest.raises(
+            TypeError,
+            match=rf"^RewardModel.__init__\(\) got an unexpected keyword argument '{name}'$",
+        ):
+            RewardModel(4, 2, **{name: value})
+
+
+def _options_of(model):
+    """The GaussianModelOptions a model was built with, read back from it."""
+    return {
+        "hidden_sizes": model.net.hidden_sizes,
+        "activation_class": type(model.net.activation),
+        "sigma": model.sigma,
+        "ensemble_size": model.ensemble_size,
+        "ensemble_reduction": model.ensemble_reduction,
+        "min_log_std": model.min_log_std.item(),
+        "max_log_std": model.max_log_std.item(),
+    }
+
+
+def test_model_options_defaults_and_overrides():
+    assert set(_OPTION_DEFAULTS) == GaussianModelOptions.__optional_keys__
+    assert not GaussianModelOptions.__required_keys__
+    for model in (GaussianDynamics(4, 2), RewardModel(4, 2)):
+        assert _options_of(model) == _OPTION_DEFAULTS
+        assert isinstance(model, ObservationActionModel)
+    options = {
+        "hidden_sizes": (8, 4),
+        "activation_class": torch.nn.Tanh,
+        "sigma": "constant",
+        "ensemble_size": 3,
+        "ensemble_reduction": "mean",
+        "min_log_std": -3.0,
+        "max_log_std": 1.0,
+    }
+    dynamics = GaussianDynamics(4, 2, per_dimension=True, member_key="m", **options)
+    reward = RewardModel(4, 2, reward_key="r", **options)
+    for model in (dynamics, reward):
+        assert _options_of(model) == options
+        assert (model.observation_dim, model.action_dim) == (4, 2)
+        assert model.in_keys == ["observation", "action"]
+    assert dynamics.per_dimension and dynamics.member_key == "m"
+    assert not reward.per_dimension and reward.out_keys == ["r"]
 
 
 def _fit(model, loss_fn, data, steps, lr=3e-3, batch=256):

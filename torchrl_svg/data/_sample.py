@@ -5,9 +5,17 @@ from __future__ import annotations
 from tensordict import TensorDict, TensorDictBase
 from tensordict.utils import NestedKey
 from torch import nn
+from torchrl.data import TensorSpec
 from torchrl.envs import Transform
 
-from torchrl_svg._validation import Entry, module_dtype, unique, validate
+from torchrl_svg._validation import (
+    Entry,
+    check_policy,
+    check_sizes,
+    module_dtype,
+    unique,
+    validate,
+)
 
 
 def _params(module: nn.Module) -> TensorDictBase:
@@ -59,3 +67,40 @@ class _SampleTransform(Transform):
         self, tensordict: TensorDictBase, tensordict_reset: TensorDictBase
     ) -> TensorDictBase:
         return tensordict_reset
+
+
+class _PolicyTransform(_SampleTransform):
+    """A sample-time transform that calls the policy (and, for some, world models).
+
+    The construction they share: the policy is checked against the action spec and the
+    models' stated sizes (:func:`~torchrl_svg._validation.check_policy`,
+    :func:`~torchrl_svg._validation.check_sizes`), and the policy, its action entry, the
+    entry written and ``check_finite`` are kept. Sets :attr:`action_dim` and
+    :attr:`observation_dim` (``None`` where nothing states them).
+    """
+
+    def __init__(
+        self,
+        owner: str,
+        actor: nn.Module,
+        models: dict[str, nn.Module | None],
+        *,
+        in_keys: list[NestedKey],
+        action_key: NestedKey,
+        out_key: NestedKey,
+        action_spec: TensorSpec | None,
+        check_finite: bool | None,
+    ):
+        sizes = check_policy(
+            owner, actor, name="actor", action_spec=action_spec, action_key=action_key
+        )
+        dims = check_sizes(sizes, models, actor=actor)
+        super().__init__(in_keys=in_keys, out_keys=[out_key])
+        self.action_dim, self.observation_dim = dims
+        self.check_finite = check_finite
+        self.actor = actor
+        self.action_key = action_key
+        self.out_key = out_key
+
+    def _dtype_module(self) -> nn.Module:
+        return self.actor

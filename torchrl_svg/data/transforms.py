@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from tensordict import TensorDictBase
 from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModuleBase
@@ -13,14 +15,12 @@ from torchrl.envs import Transform
 from torchrl_svg._validation import (
     Entry,
     check_batch,
-    check_policy,
-    check_sizes,
     model_entries,
     preimage_mismatch,
     require_get_dist,
     tanh_bounds,
 )
-from torchrl_svg.data._sample import _params, _policy_entries, _SampleTransform
+from torchrl_svg.data._sample import _params, _policy_entries, _PolicyTransform, _SampleTransform
 from torchrl_svg.data.slices import UnflattenSlices, slice_replay_buffer
 from torchrl_svg.data.world_model import ModelRollout, NormalizerUpdate
 from torchrl_svg.objectives.functional import (
@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 
-class _ReplayedActionTransform(_SampleTransform):
+class _ReplayedActionTransform(_PolicyTransform):
     """A sample-time transform that scores the replayed actions under the current policy.
 
     It holds the policy (checked at construction against ``action_spec``), reads
@@ -58,23 +58,12 @@ class _ReplayedActionTransform(_SampleTransform):
         owner: str,
         actor: ProbabilisticTensorDictSequential,
         *,
-        in_keys: list[NestedKey],
-        action_key: NestedKey,
         pre_tanh_key: NestedKey,
-        out_key: NestedKey,
-        action_spec: TensorSpec | None,
-        check_finite: bool | None,
+        **policy_options: Any,
     ):
-        sizes = check_policy(
-            owner, actor, name="actor", action_spec=action_spec, action_key=action_key
-        )
-        super().__init__(in_keys=in_keys, out_keys=[out_key])
-        self.action_dim, self.observation_dim = check_sizes(sizes, {}, actor=actor)
-        self.check_finite = check_finite
-        self.actor = actor
-        self.action_key = action_key
+        """``policy_options``: the keywords of :class:`_PolicyTransform` (no world models)."""
+        super().__init__(owner, actor, {}, **policy_options)
         self.pre_tanh_key = pre_tanh_key
-        self.out_key = out_key
         self._tanh_bounds = tanh_bounds(actor)
 
     def _own_entries(self) -> list[Entry]:
@@ -88,9 +77,6 @@ class _ReplayedActionTransform(_SampleTransform):
             *self._own_entries(),
             Entry(self.pre_tanh_key, act, required=False),
         ]
-
-    def _dtype_module(self) -> nn.Module:
-        return self.actor
 
     def _policy_and_preimage(
         self, tensordict: TensorDictBase, log_prob_key: NestedKey | None = None

@@ -12,20 +12,18 @@ from torchrl.envs import Transform
 
 from torchrl_svg._validation import (
     Entry,
-    check_policy,
-    check_sizes,
     model_entries,
     require_get_dist,
     unique,
     validate,
 )
-from torchrl_svg.data._sample import _params, _SampleTransform
+from torchrl_svg.data._sample import _params, _PolicyTransform
 from torchrl_svg.objectives.functional import imagine_rollout
 
 __all__ = ["ModelRollout", "NormalizerUpdate"]
 
 
-class ModelRollout(_SampleTransform):
+class ModelRollout(_PolicyTransform):
     r"""Imagine ``steps`` model transitions after each sampled real transition (for value expansion).
 
     From the real next state :math:`s'` it draws :math:`a_k\sim\pi(s_k)`,
@@ -92,36 +90,29 @@ class ModelRollout(_SampleTransform):
                 "ModelRollout: ensemble_reduction needs an ensemble dynamics model "
                 f"(GaussianDynamics), got {type(dynamics_model).__name__}."
             )
-        sizes = check_policy(
-            "ModelRollout", actor, name="actor", action_spec=action_spec, action_key=action_key
-        )
-        _, observation_dim = check_sizes(
-            sizes,
+        super().__init__(
+            "ModelRollout",
+            actor,
             {
                 "dynamics_model": dynamics_model,
                 "reward_model": reward_model,
                 "termination_model": termination_model,
             },
-            actor=actor,
+            in_keys=[("next", observation_key)],
+            action_key=action_key,
+            out_key=out_key,
+            action_spec=action_spec,
+            check_finite=check_finite,
         )
-        super().__init__(in_keys=[("next", observation_key)], out_keys=[out_key])
-        self.observation_dim = observation_dim
-        self.check_finite = check_finite
-        self.actor = actor
         self.dynamics_model = dynamics_model
         self.reward_model = reward_model
         self.termination_model = termination_model
         self.steps = int(steps)
         self.observation_key = observation_key
-        self.action_key = action_key
-        self.out_key = out_key
         self.ensemble_reduction = ensemble_reduction
 
     def _entries(self) -> list[Entry]:
         return [Entry(("next", self.observation_key), self.observation_dim)]
-
-    def _dtype_module(self) -> nn.Module:
-        return self.actor
 
     @torch.no_grad()
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:

@@ -449,11 +449,11 @@ def hand_dynamics_model(
 
     Keyword Args:
         scale_floor: std of the deterministic dimensions.
-        observation_key: the observation entry read.
-        action_key: the action entry read.
-        next_observation_key: the entry the distribution is over (and forward writes).
-        loc_key: where the location is written.
-        scale_key: where the scale is written.
+        observation_key: as in :func:`~torchrl_svg.envs.lqg_dynamics_model`.
+        action_key: as in :func:`~torchrl_svg.envs.lqg_dynamics_model`.
+        next_observation_key: as in :func:`~torchrl_svg.envs.lqg_dynamics_model`.
+        loc_key: as in :func:`~torchrl_svg.envs.lqg_dynamics_model`.
+        scale_key: as in :func:`~torchrl_svg.envs.lqg_dynamics_model`.
 
     Shapes:
         ``[*B, 9]``, ``[*B, 2]`` -> ``event_shape [9]``, ``batch_shape [*B]``.

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from tensordict.utils import NestedKey
-from torch import nn
 
-from torchrl_svg.modules.gaussian import EnsembleReduction, GaussianMLPModel, SigmaMode
+from torchrl_svg.modules.gaussian import GaussianModelOptions, ObservationActionModel, Unpack
 
 __all__ = ["GaussianDynamics"]
 
 
-class GaussianDynamics(GaussianMLPModel):
+class GaussianDynamics(ObservationActionModel):
     r"""A Gaussian dynamics model over the next observation, predicted as a delta.
 
     .. math::
@@ -43,13 +40,20 @@ class GaussianDynamics(GaussianMLPModel):
         hidden_sizes: hidden layer widths (of each sub-network if ``per_dimension``).
         activation_class: hidden activation.
         sigma: ``"state"`` or ``"constant"``.
-        per_dimension: one sub-network per state dimension.
+        per_dimension: one sub-network per state dimension. Default ``False``.
         ensemble_size: number of members; ``ensemble_reduction`` is ``"sample"``
             (one member per sample: the one named by the ``member_key`` entry when
-            the input has it, else drawn) or ``"mean"``.
+            the input has it, else drawn), ``"mean"`` or ``"average"``.
         min_log_std / max_log_std: soft bounds on the normalised log-std.
         observation_key / action_key / next_observation_key: entries read and written.
+            Defaults ``"observation"``, ``"action"``, ``("next", "observation")``.
         member_key: the optional entry ``[*B]`` naming each sample's ensemble member.
+            Default ``"ensemble_member"``.
+
+        ``hidden_sizes``, ``activation_class``, ``sigma``, ``ensemble_size``,
+        ``ensemble_reduction``, ``min_log_std`` and ``max_log_std`` are the
+        :class:`GaussianModelOptions` (their defaults are there); any other
+        keyword raises :class:`TypeError`.
 
     Shapes:
         ``observation [*B, obs_dim]``, ``action [*B, action_dim]`` ->
@@ -78,37 +82,23 @@ class GaussianDynamics(GaussianMLPModel):
         observation_dim: int,
         action_dim: int,
         *,
-        hidden_sizes: Sequence[int] = (200, 200),
-        activation_class: type[nn.Module] = nn.ReLU,
-        sigma: SigmaMode = "state",
         per_dimension: bool = False,
-        ensemble_size: int = 1,
-        ensemble_reduction: EnsembleReduction = "sample",
-        min_log_std: float = -5.0,
-        max_log_std: float = 0.5,
         observation_key: NestedKey = "observation",
         action_key: NestedKey = "action",
         next_observation_key: NestedKey = ("next", "observation"),
         member_key: NestedKey = "ensemble_member",
+        **options: Unpack[GaussianModelOptions],
     ):
         super().__init__(
-            input_keys=[observation_key, action_key],
-            input_dims=[observation_dim, action_dim],
-            target_key=next_observation_key,
-            target_dim=observation_dim,
+            observation_dim,
+            action_dim,
+            next_observation_key,
+            observation_dim,
+            observation_key=observation_key,
+            action_key=action_key,
+            options=options,
             residual_key=observation_key,
-            hidden_sizes=hidden_sizes,
-            activation_class=activation_class,
-            sigma=sigma,
             per_dimension=per_dimension,
-            ensemble_size=ensemble_size,
-            ensemble_reduction=ensemble_reduction,
-            min_log_std=min_log_std,
-            max_log_std=max_log_std,
             member_key=member_key,
         )
-        self.observation_dim = int(observation_dim)
-        self.action_dim = int(action_dim)
-        self.observation_key = observation_key
-        self.action_key = action_key
         self.next_observation_key = next_observation_key

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -18,10 +19,80 @@ from torchrl_svg._utils import check_dim, get_key
 from torchrl_svg.modules._mlp import StackedMLP
 from torchrl_svg.modules.normalizer import RunningNormalizer
 
-__all__ = ["GaussianMLPModel"]
+if sys.version_info >= (3, 11):
+    from typing import Unpack
+else:  # torch depends on typing_extensions
+    from typing_extensions import Unpack
+
+__all__ = ["GaussianMLPModel", "GaussianModelOptions", "ObservationActionModel"]
 
 SigmaMode = Literal["state", "constant"]
 EnsembleReduction = Literal["sample", "mean", "average"]
+
+
+class GaussianModelOptions(TypedDict, total=False):
+    """The hyper-parameters of the Gaussian world models, each optional.
+
+    :class:`GaussianMLPModel`, :class:`GaussianDynamics` and :class:`RewardModel`
+    take them as keyword arguments (``**options``); one left out takes the
+    default below.
+
+    Keys:
+        hidden_sizes: hidden layer widths (of each sub-network with
+            ``per_dimension``). Default ``(200, 200)``.
+        activation_class: activation of the hidden layers. Default :class:`torch.nn.ReLU`.
+        sigma: ``"state"`` for a learned state-dependent standard deviation,
+            ``"constant"`` for one learned value per target dimension (as in the
+            SVG paper, App. C). Default ``"state"``.
+        ensemble_size: number of independent members ``E``, evaluated with
+            :func:`torch.vmap`. Default ``1``.
+        ensemble_reduction: how :meth:`~GaussianMLPModel.get_dist` combines
+            members: ``"sample"`` uses one member per sample (read from the
+            model's ``member_key`` entry when the input has it, else drawn
+            uniformly), ``"mean"`` moment-matches the mixture (the members' mean
+            location; their mean variance plus their disagreement),
+            ``"average"`` is the members' average prediction (their mean location
+            and mean variance, the disagreement left out). Default ``"sample"``.
+        min_log_std / max_log_std: soft bounds (softplus) of the log-std in
+            normalised units. Defaults ``-5.0`` and ``0.5``.
+
+    Examples:
+        >>> from torchrl_svg.modules import GaussianDynamics, RewardModel
+        >>> options: GaussianModelOptions = {"hidden_sizes": (32,), "ensemble_size": 2}
+        >>> GaussianDynamics(3, 1, **options).ensemble_size, RewardModel(3, 1, **options).ensemble_size
+        (2, 2)
+        >>> RewardModel(3, 1, hidden_size=(32,))
+        Traceback (most recent call last):
+        ...
+        TypeError: RewardModel.__init__() got an unexpected keyword argument 'hidden_size'
+
+    """
+
+    hidden_sizes: Sequence[int]
+    activation_class: type[nn.Module]
+    sigma: SigmaMode
+    ensemble_size: int
+    ensemble_reduction: EnsembleReduction
+    min_log_std: float
+    max_log_std: float
+
+
+_OPTION_DEFAULTS: GaussianModelOptions = {
+    "hidden_sizes": (200, 200),
+    "activation_class": nn.ReLU,
+    "sigma": "state",
+    "ensemble_size": 1,
+    "ensemble_reduction": "sample",
+    "min_log_std": -5.0,
+    "max_log_std": 0.5,
+}
+
+
+def _check_options(owner: str, options: Mapping[str, Any]) -> None:
+    """Refuse a keyword that is not one of :class:`GaussianModelOptions`, as Python does."""
+    for name in options:
+        if name not in _OPTION_DEFAULTS:
+            raise TypeError(f"{owner}.__init__() got an unexpected keyword argument {name!r}")
 
 
 def soft_clamp(x: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
@@ -89,25 +160,18 @@ class GaussianMLPModel(TensorDictModuleBase):
 
     Keyword Args:
         residual_key: if given, the model predicts ``target - residual``.
-        hidden_sizes: hidden layer widths.
-        activation_class: activation of the hidden layers.
-        sigma: ``"state"`` for a learned state-dependent standard deviation,
-            ``"constant"`` for one learned value per target dimension.
         per_dimension: one sub-network per target dimension (SVG paper, App. C).
-        ensemble_size: number of independent members ``E``.
-        ensemble_reduction: how :meth:`get_dist` combines members: ``"sample"``
-            uses one member per sample (read from ``member_key`` when the input
-            has it, else drawn uniformly), ``"mean"`` moment-matches the mixture
-            (the members' mean location; their mean variance plus their
-            disagreement), ``"average"`` is the members' average prediction (their
-            mean location and mean variance, the disagreement left out).
-        min_log_std / max_log_std: soft bounds of the normalised log-std.
+            Default ``False``.
         default_interaction_type: what :meth:`forward` writes when no
             exploration type is set (``DETERMINISTIC``: the mean).
         member_key: the optional input entry ``[*B]`` (integers in ``[0, E)``) that
             names the member of each sample with ``ensemble_reduction="sample"``
             (so that two calls, e.g. noise inference and a loss, use the same one).
             Default ``"ensemble_member"``.
+        **options: the :class:`GaussianModelOptions` (their meaning and defaults
+            are there): ``hidden_sizes``, ``activation_class``, ``sigma``,
+            ``ensemble_size``, ``ensemble_reduction``, ``min_log_std``,
+            ``max_log_std``. Any other keyword raises :class:`TypeError`.
 
     """
 
@@ -119,17 +183,17 @@ class GaussianMLPModel(TensorDictModuleBase):
         target_dim: int,
         *,
         residual_key: NestedKey | None = None,
-        hidden_sizes: Sequence[int] = (200, 200),
-        activation_class: type[nn.Module] = nn.ReLU,
-        sigma: SigmaMode = "state",
         per_dimension: bool = False,
-        ensemble_size: int = 1,
-        ensemble_reduction: EnsembleReduction = "sample",
-        min_log_std: float = -5.0,
-        max_log_std: float = 0.5,
         default_interaction_type: InteractionType = InteractionType.DETERMINISTIC,
         member_key: NestedKey = "ensemble_member",
+        **options: Unpack[GaussianModelOptions],
     ):
+        _check_options(type(self).__name__, options)
+        resolved: GaussianModelOptions = {**_OPTION_DEFAULTS, **options}
+        sigma = resolved["sigma"]
+        ensemble_size = resolved["ensemble_size"]
+        ensemble_reduction = resolved["ensemble_reduction"]
+        min_log_std, max_log_std = resolved["min_log_std"], resolved["max_log_std"]
         super().__init__()
         if len(input_keys) != len(input_dims):
             raise ValueError(
@@ -169,7 +233,13 @@ class GaussianMLPModel(TensorDictModuleBase):
             members, out_features = self.ensemble_size * self.target_dim, heads
         else:
             members, out_features = self.ensemble_size, heads * self.target_dim
-        self.net = StackedMLP(members, in_features, out_features, hidden_sizes, activation_class)
+        self.net = StackedMLP(
+            members,
+            in_features,
+            out_features,
+            resolved["hidden_sizes"],
+            resolved["activation_class"],
+        )
         if sigma == "constant":
             self.log_std = nn.Parameter(torch.zeros(self.ensemble_size, self.target_dim))
         else:
@@ -342,3 +412,55 @@ class GaussianMLPModel(TensorDictModuleBase):
         value = dist.rsample() if mode == InteractionType.RANDOM else dist.mean
         tensordict.set(self.target_key, value)
         return tensordict
+
+
+class ObservationActionModel(GaussianMLPModel):
+    """A :class:`GaussianMLPModel` of an observation and an action.
+
+    The base of :class:`GaussianDynamics` and :class:`RewardModel`: it reads
+    ``observation_key`` ``[*B, observation_dim]`` and ``action_key``
+    ``[*B, action_dim]`` (concatenated in that order) and keeps the four as
+    attributes of the same names.
+
+    Args:
+        observation_dim: size of the observation vector.
+        action_dim: size of the action vector.
+        target_key: the entry the distribution is over.
+        target_dim: its feature size.
+
+    Keyword Args:
+        observation_key / action_key: the entries read.
+        options: the :class:`GaussianModelOptions` a user passed to the subclass;
+            any other key raises :class:`TypeError` naming the subclass, so that
+            the subclass accepts the options and nothing else through them.
+        **model_kwargs: the other keyword arguments of :class:`GaussianMLPModel`
+            that the subclass sets (``residual_key``, ``per_dimension``,
+            ``member_key``, ``default_interaction_type``).
+
+    """
+
+    def __init__(
+        self,
+        observation_dim: int,
+        action_dim: int,
+        target_key: NestedKey,
+        target_dim: int,
+        *,
+        observation_key: NestedKey,
+        action_key: NestedKey,
+        options: Mapping[str, Any],
+        **model_kwargs: Any,
+    ):
+        _check_options(type(self).__name__, options)
+        super().__init__(
+            [observation_key, action_key],
+            [observation_dim, action_dim],
+            target_key,
+            target_dim,
+            **model_kwargs,
+            **options,
+        )
+        self.observation_dim = int(observation_dim)
+        self.action_dim = int(action_dim)
+        self.observation_key = observation_key
+        self.action_key = action_key

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from tensordict.utils import NestedKey
-from torch import nn
 
-from torchrl_svg.modules.gaussian import EnsembleReduction, GaussianMLPModel, SigmaMode
+from torchrl_svg.modules.gaussian import GaussianModelOptions, ObservationActionModel, Unpack
 
 __all__ = ["RewardModel"]
 
 
-class RewardModel(GaussianMLPModel):
+class RewardModel(ObservationActionModel):
     r"""A Gaussian reward model over ``("next", "reward")``.
 
     .. math::
@@ -30,8 +27,12 @@ class RewardModel(GaussianMLPModel):
 
     Keyword Args:
         hidden_sizes, activation_class, sigma, ensemble_size, ensemble_reduction,
-        min_log_std, max_log_std: as in :class:`GaussianDynamics`.
+        min_log_std, max_log_std: as in :class:`GaussianDynamics` (the
+            :class:`GaussianModelOptions`, whose defaults are there). Any other
+            keyword raises :class:`TypeError`, ``per_dimension`` and ``member_key``
+            included.
         observation_key / action_key / reward_key: entries read and written.
+            Defaults ``"observation"``, ``"action"``, ``("next", "reward")``.
 
     Shapes:
         ``observation [*B, obs_dim]``, ``action [*B, action_dim]`` ->
@@ -53,32 +54,18 @@ class RewardModel(GaussianMLPModel):
         observation_dim: int,
         action_dim: int,
         *,
-        hidden_sizes: Sequence[int] = (200, 200),
-        activation_class: type[nn.Module] = nn.ReLU,
-        sigma: SigmaMode = "state",
-        ensemble_size: int = 1,
-        ensemble_reduction: EnsembleReduction = "sample",
-        min_log_std: float = -5.0,
-        max_log_std: float = 0.5,
         observation_key: NestedKey = "observation",
         action_key: NestedKey = "action",
         reward_key: NestedKey = ("next", "reward"),
+        **options: Unpack[GaussianModelOptions],
     ):
         super().__init__(
-            input_keys=[observation_key, action_key],
-            input_dims=[observation_dim, action_dim],
-            target_key=reward_key,
-            target_dim=1,
-            hidden_sizes=hidden_sizes,
-            activation_class=activation_class,
-            sigma=sigma,
-            ensemble_size=ensemble_size,
-            ensemble_reduction=ensemble_reduction,
-            min_log_std=min_log_std,
-            max_log_std=max_log_std,
+            observation_dim,
+            action_dim,
+            reward_key,
+            1,
+            observation_key=observation_key,
+            action_key=action_key,
+            options=options,
         )
-        self.observation_dim = int(observation_dim)
-        self.action_dim = int(action_dim)
-        self.observation_key = observation_key
-        self.action_key = action_key
         self.reward_key = reward_key

@@ -1,8 +1,12 @@
-"""The plumbing every LossModule of the package shares: discount, detached parameters, checks."""
+"""What the package's LossModules share: options, keys, discount, detached parameters, checks."""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, ClassVar, TypedDict
 
 from tensordict import TensorDictBase, TensorDictParams
 from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule, TensorDictModuleBase
@@ -24,10 +28,25 @@ from torchrl_svg.objectives._common import InputValidation, state_value
 from torchrl_svg.objectives._groups import OwnKeysAndParameters
 from torchrl_svg.objectives.noise import LocationScale
 
+# for the losses' ``**options: Unpack[...]`` annotations
+if sys.version_info >= (3, 11):
+    from typing import Unpack
+else:  # Python 3.10: typing_extensions, which torch requires
+    from typing_extensions import Unpack
+
 __all__ = [
     "NOISE_MODES",
+    "OPTION_DEFAULTS",
+    "CriticLossOptions",
     "LossBase",
+    "LossOptions",
+    "PolicyNoiseKeys",
+    "PriorityKeys",
+    "PriorityWeightKeys",
+    "QValueKeys",
     "TransitionKeys",
+    "Unpack",
+    "ValueKeys",
     "check_horizon",
     "check_noise",
     "check_reduction",
@@ -73,6 +92,104 @@ class TransitionKeys:
     terminated: NestedKey = "terminated"
 
 
+@dataclass
+class PolicyNoiseKeys(TransitionKeys):
+    """A transition's keys and those of its replayed action's noise, for a loss that infers it.
+
+    Attributes:
+        action_pre_tanh: the pre-tanh value of the action stored at collection
+            (:class:`~torchrl_svg.modules.TanhNormalActor`; used when present).
+            Default ``"action_pre_tanh"``.
+        policy_noise: the inferred policy noise written by
+            :class:`~torchrl_svg.data.PolicyNoiseInference` (used when present).
+            Default ``"policy_noise"``.
+    """
+
+    action_pre_tanh: NestedKey = "action_pre_tanh"
+    policy_noise: NestedKey = "policy_noise"
+
+
+@dataclass
+class QValueKeys:
+    """The key of a loss with Q networks (:meth:`LossBase._qvalues` reads it).
+
+    Attributes:
+        state_action_value: written by the Q network. Default ``"state_action_value"``.
+    """
+
+    state_action_value: NestedKey = "state_action_value"
+
+
+@dataclass
+class ValueKeys:
+    """The key of a loss with a state-value network (:meth:`LossBase._state_value` reads it).
+
+    Attributes:
+        value: written by the value network. Default ``"state_value"``.
+    """
+
+    value: NestedKey = "state_value"
+
+
+@dataclass
+class PriorityWeightKeys:
+    """The key of a loss that weights its samples by a prioritized buffer's weights.
+
+    Attributes:
+        priority_weight: importance weights of a prioritized buffer (used when
+            present). Default ``"priority_weight"``.
+    """
+
+    priority_weight: NestedKey = "priority_weight"
+
+
+@dataclass
+class PriorityKeys(PriorityWeightKeys):
+    """The keys of a loss that also writes each sample's TD error, its new priority.
+
+    Attributes:
+        priority_weight: as :class:`PriorityWeightKeys`.
+        priority: where the TD error is written. Default ``"td_error"``.
+    """
+
+    priority: NestedKey = "td_error"
+
+
+class LossOptions(TypedDict, total=False):
+    """The keyword arguments every loss of the package takes; defaults in :data:`OPTION_DEFAULTS`.
+
+    A loss's ``**options`` unpack this (or :class:`CriticLossOptions`) and its docstring
+    documents each of them.
+
+    Attributes:
+        reduction: ``"mean"`` | ``"sum"`` | ``"none"`` over the batch. Default ``"mean"``.
+        action_spec: the environment's action spec, checked against the actor's and
+            the models' sizes and the actor's TanhNormal bounds. Default ``None``.
+        check_finite: refuse NaN/inf inputs: ``None`` (default) when it costs no
+            device synchronisation (CPU inputs, eager), ``True`` always, ``False`` never.
+    """
+
+    reduction: str
+    action_spec: TensorSpec | None
+    check_finite: bool | None
+
+
+class CriticLossOptions(LossOptions, total=False):
+    """:class:`LossOptions` and the distance of a loss that regresses a critic.
+
+    Attributes:
+        loss_function: ``"l2"`` (default), ``"smooth_l1"`` or ``"l1"``.
+    """
+
+    loss_function: str
+
+
+#: The defaults of the keywords in :class:`LossOptions` and :class:`CriticLossOptions`.
+OPTION_DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {"reduction": "mean", "action_spec": None, "check_finite": None, "loss_function": "l2"}
+)
+
+
 def _detached_params(network: str) -> property:
     """The property ``_cached_detached_<name>_params``: ``<network>_params``, detached.
 
@@ -104,8 +221,9 @@ class LossBase(OwnKeysAndParameters, InputValidation, LossModule):
     """The shared base of the package's actor-critic losses.
 
     It holds what TorchRL's own losses each write again: the options every loss takes
-    (``reduction``, ``check_finite`` and, where it applies, ``noise``), the constructor
-    checks of the policy and the world models, the discount set the TorchRL
+    (:class:`LossOptions` or :class:`CriticLossOptions`, checked and defaulted here, and,
+    where it applies, ``noise``), ``default_keys`` (a subclass's own ``_AcceptedKeys``),
+    the constructor checks of the policy and the world models, the discount set the TorchRL
     way (``make_value_estimator(gamma=...)``, TD(0) only, kept as a Python float), the
     detached parameters the actor term calls the critics and models with (cached per
     call, as :class:`~torchrl.objectives.SACLoss` does), the vmapped Q networks, the
@@ -137,19 +255,42 @@ class LossBase(OwnKeysAndParameters, InputValidation, LossModule):
     default_value_estimator = ValueEstimators.TD0
     # appended to the refusal of a value estimator other than TD(0)
     _td0_hint: str = ""
+    # the keyword options a subclass's ``**options`` unpack (its annotation says the same)
+    _options_type: ClassVar[type] = LossOptions
 
-    def __init__(
-        self, *, reduction: str = "mean", check_finite: bool | None = None, noise: str | None = None
-    ) -> None:
-        """Check and store the options the losses share (``noise``: where the loss takes it)."""
-        check_reduction(reduction)
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Give a loss TorchRL's ``default_keys``: its own ``_AcceptedKeys``."""
+        super().__init_subclass__(**kwargs)
+        if "_AcceptedKeys" in cls.__dict__ and "default_keys" not in cls.__dict__:
+            cls.default_keys = cls._AcceptedKeys
+
+    def __init__(self, options: CriticLossOptions, *, noise: str | None = None) -> None:
+        """Check and store the options the losses share (``noise``: where the loss takes it).
+
+        Args:
+            options: the subclass's ``**options``, as given (defaults are filled in here).
+            noise: the subclass's ``noise`` keyword, ``None`` where it takes none.
+
+        Raises:
+            TypeError: a keyword the loss does not take (not in its ``_options_type``).
+        """
+        accepted = self._options_type.__annotations__
+        for name in options:
+            if name not in accepted:
+                raise TypeError(
+                    f"{type(self).__name__}.__init__() got an unexpected keyword argument {name!r}"
+                )
+        options = {name: options.get(name, OPTION_DEFAULTS[name]) for name in accepted}
+        check_reduction(options["reduction"])
         if noise is not None:
             check_noise(noise)
         super().__init__()
-        self.reduction = reduction
-        self.check_finite = check_finite
+        self.reduction = options["reduction"]
+        self.check_finite = options["check_finite"]
         if noise is not None:
             self.noise = noise
+        if "loss_function" in options:
+            self.loss_function = options["loss_function"]
 
     def _check_networks(
         self,

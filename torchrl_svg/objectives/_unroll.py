@@ -18,7 +18,7 @@ from torch import Tensor
 from torchrl.objectives import LossModule
 
 from torchrl_svg._validation import TERMINATED_HINT, Entry, terminated_flags
-from torchrl_svg.objectives._base import TransitionKeys, detached
+from torchrl_svg.objectives._base import PolicyNoiseKeys, detached
 from torchrl_svg.objectives._common import (
     check_stored_preimage,
     expected_reward,
@@ -35,21 +35,15 @@ __all__ = ["UnrollKeys", "trajectory_entries", "trajectory_masks", "unroll_real"
 
 
 @dataclass
-class UnrollKeys(TransitionKeys):
-    """The keys :func:`unroll_real` reads: a transition's (``TransitionKeys``) and these.
+class UnrollKeys(PolicyNoiseKeys):
+    """The keys :func:`unroll_real` reads: a transition's and its policy noise's, and these.
 
     Attributes:
-        action_pre_tanh: the pre-tanh value of the action stored at collection
-            (:class:`~torchrl_svg.modules.TanhNormalActor`; used when present).
-            Default ``"action_pre_tanh"``.
-        policy_noise / model_noise / model_member: the inferred noises and the
-            ensemble member that inferred the model noise, written by the replay
-            transforms (used when present). Defaults ``"policy_noise"``,
-            ``"model_noise"``, ``"ensemble_member"``.
+        model_noise / model_member: the inferred model noise and the ensemble member
+            that inferred it, written by the replay transforms (used when present).
+            Defaults ``"model_noise"``, ``"ensemble_member"``.
     """
 
-    action_pre_tanh: NestedKey = "action_pre_tanh"
-    policy_noise: NestedKey = "policy_noise"
     model_noise: NestedKey = "model_noise"
     model_member: NestedKey = "ensemble_member"
 

@@ -9,12 +9,19 @@ from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule, TensorDictModuleBase
 from tensordict.utils import NestedKey
 from torch import Tensor
-from torchrl.data import TensorSpec
 from torchrl.objectives.utils import distance_loss
 
 from torchrl_svg._validation import Entry, transition_entries
 from torchrl_svg.modules.termination import Termination
-from torchrl_svg.objectives._base import LossBase, TransitionKeys
+from torchrl_svg.objectives._base import (
+    CriticLossOptions,
+    LossBase,
+    PriorityKeys,
+    QValueKeys,
+    TransitionKeys,
+    Unpack,
+    ValueKeys,
+)
 from torchrl_svg.objectives._common import swapped
 from torchrl_svg.objectives._groups import trainable
 from torchrl_svg.objectives._s2vg_parts import ImaginedSteps, SoftTemperature, check_s2vg_options
@@ -116,7 +123,8 @@ class S2VGLoss(ImaginedSteps, SoftTemperature, LossBase):
         min_alpha / max_alpha: optional bounds on alpha.
         action_spec: the environment's action spec; checked against the
             actor's and the models' action sizes and the actor's TanhNormal bounds.
-        loss_function: distance for the critics (``"l2"``, ``"smooth_l1"``, ``"l1"``).
+            Default ``None``.
+        loss_function: distance for the critics (``"l2"``, the default, ``"smooth_l1"``, ``"l1"``).
         expansion_entropy: include :math:`-\alpha\log\pi` of imagined steps in the
             expansion target (soft-consistent). Default ``True``.
         actor_horizon: imagined steps ``H`` of the actor's soft return (default 1:
@@ -139,8 +147,8 @@ class S2VGLoss(ImaginedSteps, SoftTemperature, LossBase):
             error enters the critic targets. Applies to the rollouts the loss makes;
             a :class:`~torchrl_svg.data.ModelRollout` transform takes
             ``ensemble_reduction="average"`` for the same. Default ``False``.
-        reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
-        deactivate_vmap: replace vmap by a loop over the Q networks.
+        reduction: ``"mean"`` (default) | ``"sum"`` | ``"none"``.
+        deactivate_vmap: replace vmap by a loop over the Q networks. Default ``False``.
         check_finite: refuse NaN/inf inputs: ``None`` (default) when it costs no
             device synchronisation (CPU inputs, eager), ``True`` always, ``False`` never.
 
@@ -196,29 +204,23 @@ class S2VGLoss(ImaginedSteps, SoftTemperature, LossBase):
     """
 
     @dataclass
-    class _AcceptedKeys(TransitionKeys):
-        """Configurable tensordict keys: a transition's (``TransitionKeys``) and these.
+    class _AcceptedKeys(PriorityKeys, QValueKeys, ValueKeys, TransitionKeys):
+        """Configurable tensordict keys.
 
-        The observation key also names the imagined states.
+        A transition's (``TransitionKeys``), the value and Q networks' (``ValueKeys``,
+        ``QValueKeys``), the priority keys (``PriorityKeys``) and these. The
+        observation key also names the imagined states.
 
         Attributes:
-            value: written by the value network. Defaults to ``"state_value"``.
-            state_action_value: written by the Q network. Defaults to ``"state_action_value"``.
-            priority: where the TD error is written. Defaults to ``"td_error"``.
-            priority_weight: importance weights of a prioritized buffer. Defaults to ``"priority_weight"``.
             imagined: the imagined steps a :class:`~torchrl_svg.data.ModelRollout`
                 transform wrote (used when present). Defaults to ``"imagined"``.
 
         """
 
-        value: NestedKey = "state_value"
-        state_action_value: NestedKey = "state_action_value"
-        priority: NestedKey = "td_error"
-        priority_weight: NestedKey = "priority_weight"
         imagined: NestedKey = "imagined"
 
-    default_keys = _AcceptedKeys
     tensor_keys: _AcceptedKeys
+    _options_type = CriticLossOptions
     _td0_hint = " (use horizon= for the model-based value expansion)"
     _trained_networks = {
         "actor": "actor_network",
@@ -243,18 +245,15 @@ class S2VGLoss(ImaginedSteps, SoftTemperature, LossBase):
         target_entropy: str | float = "auto",
         min_alpha: float | None = None,
         max_alpha: float | None = None,
-        action_spec: TensorSpec | None = None,
-        loss_function: str = "l2",
         expansion_entropy: bool = True,
         actor_horizon: int = 1,
         disagreement_bound: float | None = None,
         ensemble_members: str = "step",
         expansion_ensemble_mean: bool = False,
-        reduction: str = "mean",
         deactivate_vmap: bool = False,
-        check_finite: bool | None = None,
+        **options: Unpack[CriticLossOptions],
     ) -> None:
-        super().__init__(reduction=reduction, check_finite=check_finite)
+        super().__init__(options)
         check_s2vg_options(
             dynamics_model,
             termination_model,
@@ -271,14 +270,13 @@ class S2VGLoss(ImaginedSteps, SoftTemperature, LossBase):
             "reward_model": reward_model,
             "termination_model": termination_model,
         }
-        self._check_networks(actor_network, models, action_spec)
+        self._check_networks(actor_network, models, options.get("action_spec"))
         self.horizon = int(horizon)
         self.actor_horizon = int(actor_horizon)
         self.disagreement_bound = disagreement_bound
         self.ensemble_members = ensemble_members
         self.expansion_ensemble_mean = bool(expansion_ensemble_mean)
         self.num_qvalue_nets = int(num_qvalue_nets)
-        self.loss_function = loss_function
         self.expansion_entropy = bool(expansion_entropy)
         self.deactivate_vmap = deactivate_vmap
 

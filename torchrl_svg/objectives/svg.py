@@ -14,12 +14,18 @@ from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule, T
 from tensordict.utils import NestedKey
 from torch import Tensor
 from torch import distributions as D
-from torchrl.data import TensorSpec
 from torchrl.objectives.common import _make_target_param
 from torchrl.objectives.utils import distance_loss
 
 from torchrl_svg._validation import Entry
-from torchrl_svg.objectives._base import LossBase, check_horizon
+from torchrl_svg.objectives._base import (
+    CriticLossOptions,
+    LossBase,
+    PriorityWeightKeys,
+    Unpack,
+    ValueKeys,
+    check_horizon,
+)
 from torchrl_svg.objectives._common import check_stored_preimage, policy_dist, policy_preimage
 from torchrl_svg.objectives._unroll import (
     UnrollKeys,
@@ -98,17 +104,18 @@ class SVGLoss(LossBase):
             it may read ``("next", "observation")``.
 
     Keyword Args:
-        horizon: ``k >= 1``.
+        horizon: ``k >= 1``. Default 1.
         max_importance_weight: truncation ``w_max`` (5 by default; the paper used 20 for two tasks).
-        importance_weights: use truncated importance weights.
-        noise: ``"inferred"`` (gradients along real trajectories) or ``"sampled"``.
-        kl_coef: weight of the KL penalty (0: off).
+        importance_weights: use truncated importance weights. Default ``True``.
+        noise: ``"inferred"`` (default; gradients along real trajectories) or ``"sampled"``.
+        kl_coef: weight of the KL penalty (0, the default: off).
         kl_direction: ``"current_reference"`` (default, App. D:
             :math:`\mathrm{KL}(\pi_\theta\|\pi_{\text{ref}})`) or ``"reference_current"``
             (:math:`\mathrm{KL}(\pi_{\text{ref}}\|\pi_\theta)`).
-        loss_function / reduction: as usual.
+        loss_function: value distance, ``"l2"`` (default), ``"smooth_l1"`` or ``"l1"``.
+        reduction: ``"mean"`` (default) | ``"sum"`` | ``"none"``.
         action_spec: the environment's action spec, checked against the actor's
-            and the models' sizes and the actor's TanhNormal bounds.
+            and the models' sizes and the actor's TanhNormal bounds. Default ``None``.
         check_finite: refuse NaN/inf inputs: ``None`` (default) when it costs no
             device synchronisation (CPU inputs, eager), ``True`` always, ``False`` never.
 
@@ -153,25 +160,24 @@ class SVGLoss(LossBase):
     """
 
     @dataclass
-    class _AcceptedKeys(UnrollKeys):
-        """Configurable tensordict keys: those of the re-built steps (``UnrollKeys``) and these.
+    class _AcceptedKeys(PriorityWeightKeys, ValueKeys, UnrollKeys):
+        """Configurable tensordict keys.
+
+        Those of the re-built steps (``UnrollKeys``), the value network's
+        (``ValueKeys``), the prioritized buffer's weights (``PriorityWeightKeys``) and these.
 
         Attributes:
-            value: written by the value network. Default ``"state_value"``.
             sample_log_prob: behaviour log-probability stored at collection.
                 Default ``"action_log_prob"``.
             importance_weight: written by :class:`~torchrl_svg.data.ImportanceWeight`
                 (used when present). Default ``"importance_weight"``.
-            priority_weight: weights of a prioritized buffer. Default ``"priority_weight"``.
         """
 
-        value: NestedKey = "state_value"
         sample_log_prob: NestedKey = "action_log_prob"
         importance_weight: NestedKey = "importance_weight"
-        priority_weight: NestedKey = "priority_weight"
 
-    default_keys = _AcceptedKeys
     tensor_keys: _AcceptedKeys
+    _options_type = CriticLossOptions
 
     def __init__(
         self,
@@ -186,12 +192,9 @@ class SVGLoss(LossBase):
         noise: str = "inferred",
         kl_coef: float = 0.0,
         kl_direction: str = "current_reference",
-        loss_function: str = "l2",
-        reduction: str = "mean",
-        action_spec: TensorSpec | None = None,
-        check_finite: bool | None = None,
+        **options: Unpack[CriticLossOptions],
     ) -> None:
-        super().__init__(reduction=reduction, check_finite=check_finite, noise=noise)
+        super().__init__(options, noise=noise)
         if kl_direction not in KL_DIRECTIONS:
             raise ValueError(f"kl_direction must be one of {KL_DIRECTIONS}, got {kl_direction!r}.")
         check_horizon("horizon", horizon)
@@ -200,14 +203,13 @@ class SVGLoss(LossBase):
                 f"max_importance_weight must be positive, got {max_importance_weight}."
             )
         models = {"dynamics_model": dynamics_model, "reward_model": reward_model}
-        self._check_networks(actor_network, models, action_spec)
+        self._check_networks(actor_network, models, options.get("action_spec"))
         self._min_batch_ndim = 0 if horizon == 1 else 1
         self.horizon = int(horizon)
         self.max_importance_weight = float(max_importance_weight)
         self.importance_weights = bool(importance_weights)
         self.kl_coef = float(kl_coef)
         self.kl_direction = kl_direction
-        self.loss_function = loss_function
         self.convert_to_functional(actor_network, "actor_network")
         # a known (fixed) value function needs no target copy
         trainable_value = any(p.requires_grad for p in value_network.parameters())

@@ -7,13 +7,19 @@ from dataclasses import dataclass
 import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule
-from tensordict.utils import NestedKey
 from torch import Tensor
-from torchrl.data import TensorSpec
 from torchrl.objectives.utils import distance_loss
 
 from torchrl_svg._validation import Entry, transition_entries
-from torchrl_svg.objectives._base import LossBase, TransitionKeys, detached
+from torchrl_svg.objectives._base import (
+    CriticLossOptions,
+    LossBase,
+    PolicyNoiseKeys,
+    PriorityKeys,
+    QValueKeys,
+    Unpack,
+    detached,
+)
 from torchrl_svg.objectives._common import policy_dist, policy_sample, replayed_preimage
 from torchrl_svg.objectives.functional import td_target
 from torchrl_svg.objectives.noise import location_scale
@@ -40,10 +46,11 @@ class SVG0Loss(LossBase):
 
     Keyword Args:
         num_qvalue_nets: number of Q networks (the actor uses their mean). Default 1.
-        noise: ``"inferred"`` or ``"sampled"`` policy noise in the actor term.
-        loss_function: critic distance. ``reduction``: ``"mean"`` | ``"sum"`` | ``"none"``.
+        noise: ``"inferred"`` (default) or ``"sampled"`` policy noise in the actor term.
+        loss_function: critic distance, ``"l2"`` (default), ``"smooth_l1"`` or ``"l1"``.
+        reduction: ``"mean"`` (default) | ``"sum"`` | ``"none"``.
         action_spec / check_finite: as :class:`~torchrl_svg.objectives.SVGLoss` (there
-            is no model to check the spec against).
+            is no model to check the spec against); default ``None``.
 
     Raises:
         TypeError / ValueError / KeyError: as :class:`~torchrl_svg.objectives.SVGLoss`
@@ -70,27 +77,15 @@ class SVG0Loss(LossBase):
     """
 
     @dataclass
-    class _AcceptedKeys(TransitionKeys):
-        """Configurable tensordict keys: a transition's (``TransitionKeys``) and these.
+    class _AcceptedKeys(PriorityKeys, QValueKeys, PolicyNoiseKeys):
+        """Configurable tensordict keys.
 
-        Attributes:
-            state_action_value: written by the Q network. Default ``"state_action_value"``.
-            action_pre_tanh: the pre-tanh value of the replayed action, stored by
-                :class:`~torchrl_svg.modules.TanhNormalActor` (used when present).
-            policy_noise: inferred policy noise written by
-                :class:`~torchrl_svg.data.PolicyNoiseInference` (used when present).
-            priority: where the TD error is written. Default ``"td_error"``.
-            priority_weight: weights of a prioritized buffer. Default ``"priority_weight"``.
+        A transition's and its replayed action's noise (``PolicyNoiseKeys``), the Q
+        network's (``QValueKeys``) and the priority keys (``PriorityKeys``).
         """
 
-        state_action_value: NestedKey = "state_action_value"
-        action_pre_tanh: NestedKey = "action_pre_tanh"
-        policy_noise: NestedKey = "policy_noise"
-        priority: NestedKey = "td_error"
-        priority_weight: NestedKey = "priority_weight"
-
-    default_keys = _AcceptedKeys
     tensor_keys: _AcceptedKeys
+    _options_type = CriticLossOptions
 
     def __init__(
         self,
@@ -99,14 +94,10 @@ class SVG0Loss(LossBase):
         *,
         num_qvalue_nets: int = 1,
         noise: str = "inferred",
-        loss_function: str = "l2",
-        reduction: str = "mean",
-        action_spec: TensorSpec | None = None,
-        check_finite: bool | None = None,
+        **options: Unpack[CriticLossOptions],
     ) -> None:
-        super().__init__(reduction=reduction, check_finite=check_finite, noise=noise)
-        self._check_networks(actor_network, {}, action_spec)
-        self.loss_function = loss_function
+        super().__init__(options, noise=noise)
+        self._check_networks(actor_network, {}, options.get("action_spec"))
         self.num_qvalue_nets = int(num_qvalue_nets)
         self.convert_to_functional(actor_network, "actor_network")
         self.convert_to_functional(

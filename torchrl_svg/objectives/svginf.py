@@ -7,10 +7,9 @@ from dataclasses import dataclass
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModuleBase
 from torch import Tensor
-from torchrl.data import TensorSpec
 
 from torchrl_svg._validation import Entry
-from torchrl_svg.objectives._base import LossBase
+from torchrl_svg.objectives._base import LossBase, LossOptions, Unpack
 from torchrl_svg.objectives._unroll import (
     UnrollKeys,
     trajectory_entries,
@@ -41,9 +40,9 @@ class SVGInfLoss(LossBase):
         reward_model: reward module (may read ``("next", "observation")``).
 
     Keyword Args:
-        noise: ``"inferred"`` or ``"sampled"``.
-        reduction: over the episodes ``[*B]``.
-        action_spec / check_finite: as :class:`~torchrl_svg.objectives.SVGLoss`.
+        noise: ``"inferred"`` (default) or ``"sampled"``.
+        reduction: over the episodes ``[*B]``: ``"mean"`` (default) | ``"sum"`` | ``"none"``.
+        action_spec / check_finite: as :class:`~torchrl_svg.objectives.SVGLoss`; default ``None``.
 
     Raises:
         TypeError / ValueError / KeyError: as :class:`~torchrl_svg.objectives.SVGLoss`
@@ -71,7 +70,6 @@ class SVGInfLoss(LossBase):
     class _AcceptedKeys(UnrollKeys):
         """Configurable tensordict keys: those of the re-built episodes (``UnrollKeys``)."""
 
-    default_keys = _AcceptedKeys
     tensor_keys: _AcceptedKeys
     _min_batch_ndim = 1  # whole episodes [*B, T]
 
@@ -82,13 +80,11 @@ class SVGInfLoss(LossBase):
         reward_model: TensorDictModuleBase,
         *,
         noise: str = "inferred",
-        reduction: str = "mean",
-        action_spec: TensorSpec | None = None,
-        check_finite: bool | None = None,
+        **options: Unpack[LossOptions],
     ) -> None:
-        super().__init__(reduction=reduction, check_finite=check_finite, noise=noise)
+        super().__init__(options, noise=noise)
         models = {"dynamics_model": dynamics_model, "reward_model": reward_model}
-        self._check_networks(actor_network, models, action_spec)
+        self._check_networks(actor_network, models, options.get("action_spec"))
         self.convert_to_functional(actor_network, "actor_network")
         self.convert_to_functional(dynamics_model, "dynamics_model")
         self.convert_to_functional(reward_model, "reward_model")
