@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from tensordict import TensorDictBase
@@ -11,10 +13,18 @@ from tensordict.utils import NestedKey
 __all__ = [
     "MissingKeyError",
     "NonFiniteLossError",
+    "Unpack",
     "check_dim",
     "check_same_shape",
     "get_key",
+    "keyword_options",
 ]
+
+# for the ``**options: Unpack[<TypedDict>]`` annotations of the models, losses and transforms
+if sys.version_info >= (3, 11):
+    from typing import Unpack
+else:  # Python 3.10: typing_extensions, which torch requires
+    from typing_extensions import Unpack
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -90,3 +100,16 @@ def get_key(owner: str, tensordict: TensorDictBase, key: NestedKey) -> torch.Ten
             f"(present keys: {sorted(map(str, tensordict.keys(True, True)))})."
         )
     return value
+
+
+def keyword_options(owner: str, given: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict:
+    """``given`` (a constructor's ``**options``) over ``defaults``; other keywords refused.
+
+    Raises:
+        TypeError: a keyword that is not in ``defaults``, worded as Python words it for
+            ``owner.__init__``.
+    """
+    for name in given:
+        if name not in defaults:
+            raise TypeError(f"{owner}.__init__() got an unexpected keyword argument {name!r}")
+    return {**defaults, **given}

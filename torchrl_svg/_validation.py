@@ -16,11 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypedDict
 
 import torch
 from tensordict import TensorDictBase
 from tensordict.utils import NestedKey
 from torch import nn
+from torchrl.data import TensorSpec
 
 from torchrl_svg._module_checks import (
     LOCATION_SCALE,
@@ -33,8 +35,10 @@ from torchrl_svg._module_checks import (
 from torchrl_svg._utils import MissingKeyError, NonFiniteLossError
 
 __all__ = [
+    "CHECK_DEFAULTS",
     "LOCATION_SCALE",
     "TERMINATED_HINT",
+    "CheckOptions",
     "Entry",
     "check_batch",
     "check_entries",
@@ -54,6 +58,24 @@ __all__ = [
     "unique",
     "validate",
 ]
+
+
+class CheckOptions(TypedDict, total=False):
+    """The input checks every loss and policy transform of the package takes as keywords.
+
+    Attributes:
+        action_spec: the environment's action spec, checked at construction against the
+            actor's and the models' sizes and the actor's TanhNormal bounds. Default ``None``.
+        check_finite: refuse NaN/inf inputs: ``None`` (default) when it costs no device
+            synchronisation (CPU inputs, eager), ``True`` always, ``False`` never.
+    """
+
+    action_spec: TensorSpec | None
+    check_finite: bool | None
+
+
+#: The defaults of :class:`CheckOptions`.
+CHECK_DEFAULTS: CheckOptions = {"action_spec": None, "check_finite": None}
 
 
 @dataclass(frozen=True)

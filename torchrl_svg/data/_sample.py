@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from tensordict import TensorDict, TensorDictBase
 from tensordict.utils import NestedKey
 from torch import nn
-from torchrl.data import TensorSpec
 from torchrl.envs import Transform
 
+from torchrl_svg._utils import keyword_options
 from torchrl_svg._validation import (
+    CHECK_DEFAULTS,
     Entry,
     check_policy,
     check_sizes,
@@ -88,16 +92,17 @@ class _PolicyTransform(_SampleTransform):
         in_keys: list[NestedKey],
         action_key: NestedKey,
         out_key: NestedKey,
-        action_spec: TensorSpec | None,
-        check_finite: bool | None,
+        options: Mapping[str, Any],
     ):
+        """``options``: the subclass's ``**options`` (:class:`CheckOptions`), as given."""
+        options = keyword_options(owner, options, CHECK_DEFAULTS)
         sizes = check_policy(
-            owner, actor, name="actor", action_spec=action_spec, action_key=action_key
+            owner, actor, name="actor", action_spec=options["action_spec"], action_key=action_key
         )
         dims = check_sizes(sizes, models, actor=actor)
         super().__init__(in_keys=in_keys, out_keys=[out_key])
         self.action_dim, self.observation_dim = dims
-        self.check_finite = check_finite
+        self.check_finite = options["check_finite"]
         self.actor = actor
         self.action_key = action_key
         self.out_key = out_key

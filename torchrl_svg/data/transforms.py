@@ -12,7 +12,9 @@ from torch import nn
 from torchrl.data import Bounded, Composite, TensorSpec
 from torchrl.envs import Transform
 
+from torchrl_svg._utils import Unpack
 from torchrl_svg._validation import (
+    CheckOptions,
     Entry,
     check_batch,
     model_entries,
@@ -165,8 +167,7 @@ class ImportanceWeight(_ReplayedActionTransform):
         log_prob_key: NestedKey = "action_log_prob",
         pre_tanh_key: NestedKey = "action_pre_tanh",
         out_key: NestedKey = "importance_weight",
-        action_spec: TensorSpec | None = None,
-        check_finite: bool | None = None,
+        **options: Unpack[CheckOptions],
     ):
         if not max_weight > 0:
             raise ValueError(f"max_weight must be positive, got {max_weight}.")
@@ -177,8 +178,7 @@ class ImportanceWeight(_ReplayedActionTransform):
             action_key=action_key,
             pre_tanh_key=pre_tanh_key,
             out_key=out_key,
-            action_spec=action_spec,
-            check_finite=check_finite,
+            options=options,
         )
         self.max_weight = float(max_weight)
         self.log_prob_key = log_prob_key
@@ -400,8 +400,7 @@ class PolicyNoiseInference(_ReplayedActionTransform):
         action_key: NestedKey = "action",
         pre_tanh_key: NestedKey = "action_pre_tanh",
         out_key: NestedKey = "policy_noise",
-        action_spec: TensorSpec | None = None,
-        check_finite: bool | None = None,
+        **options: Unpack[CheckOptions],
     ):
         super().__init__(
             "PolicyNoiseInference",
@@ -410,8 +409,7 @@ class PolicyNoiseInference(_ReplayedActionTransform):
             action_key=action_key,
             pre_tanh_key=pre_tanh_key,
             out_key=out_key,
-            action_spec=action_spec,
-            check_finite=check_finite,
+            options=options,
         )
 
     @torch.no_grad()

@@ -7,10 +7,11 @@ from tensordict import TensorDictBase
 from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModuleBase
 from tensordict.utils import NestedKey
 from torch import nn
-from torchrl.data import TensorSpec
 from torchrl.envs import Transform
 
+from torchrl_svg._utils import Unpack
 from torchrl_svg._validation import (
+    CheckOptions,
     Entry,
     model_entries,
     require_get_dist,
@@ -78,9 +79,8 @@ class ModelRollout(_PolicyTransform):
         observation_key: NestedKey = "observation",
         action_key: NestedKey = "action",
         out_key: NestedKey = "imagined",
-        action_spec: TensorSpec | None = None,
-        check_finite: bool | None = None,
         ensemble_reduction: str | None = None,
+        **options: Unpack[CheckOptions],
     ):
         if int(steps) != steps or steps < 1:
             raise ValueError(f"steps must be an integer >= 1, got {steps!r}.")
@@ -101,8 +101,7 @@ class ModelRollout(_PolicyTransform):
             in_keys=[("next", observation_key)],
             action_key=action_key,
             out_key=out_key,
-            action_spec=action_spec,
-            check_finite=check_finite,
+            options=options,
         )
         self.dynamics_model = dynamics_model
         self.reward_model = reward_model

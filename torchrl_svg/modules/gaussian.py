@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TypedDict
 
@@ -15,14 +14,9 @@ from torch import distributions as D
 from torch import nn
 from torchrl.envs.utils import exploration_type
 
-from torchrl_svg._utils import check_dim, get_key
+from torchrl_svg._utils import Unpack, check_dim, get_key, keyword_options
 from torchrl_svg.modules._mlp import StackedMLP
 from torchrl_svg.modules.normalizer import RunningNormalizer
-
-if sys.version_info >= (3, 11):
-    from typing import Unpack
-else:  # torch depends on typing_extensions
-    from typing_extensions import Unpack
 
 __all__ = ["GaussianMLPModel", "GaussianModelOptions", "ObservationActionModel"]
 
@@ -86,13 +80,6 @@ _OPTION_DEFAULTS: GaussianModelOptions = {
     "min_log_std": -5.0,
     "max_log_std": 0.5,
 }
-
-
-def _check_options(owner: str, options: Mapping[str, Any]) -> None:
-    """Refuse a keyword that is not one of :class:`GaussianModelOptions`, as Python does."""
-    for name in options:
-        if name not in _OPTION_DEFAULTS:
-            raise TypeError(f"{owner}.__init__() got an unexpected keyword argument {name!r}")
 
 
 def soft_clamp(x: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
@@ -188,8 +175,7 @@ class GaussianMLPModel(TensorDictModuleBase):
         member_key: NestedKey = "ensemble_member",
         **options: Unpack[GaussianModelOptions],
     ):
-        _check_options(type(self).__name__, options)
-        resolved: GaussianModelOptions = {**_OPTION_DEFAULTS, **options}
+        resolved = keyword_options(type(self).__name__, options, _OPTION_DEFAULTS)
         sigma = resolved["sigma"]
         ensemble_size = resolved["ensemble_size"]
         ensemble_reduction = resolved["ensemble_reduction"]
@@ -451,7 +437,7 @@ class ObservationActionModel(GaussianMLPModel):
         options: Mapping[str, Any],
         **model_kwargs: Any,
     ):
-        _check_options(type(self).__name__, options)
+        keyword_options(type(self).__name__, options, _OPTION_DEFAULTS)  # these and no others
         super().__init__(
             [observation_key, action_key],
             [observation_dim, action_dim],

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from tensordict.utils import NestedKey
 
-from torchrl_svg.modules.gaussian import GaussianModelOptions, ObservationActionModel, Unpack
+from torchrl_svg._utils import Unpack
+from torchrl_svg.modules.gaussian import GaussianModelOptions, ObservationActionModel
 
 __all__ = ["RewardModel"]
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, ClassVar, TypedDict
+from typing import Any, ClassVar
 
 from tensordict import TensorDictBase, TensorDictParams
 from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule, TensorDictModuleBase
@@ -17,7 +16,10 @@ from torchrl.objectives import LossModule
 from torchrl.objectives.utils import ValueEstimators, _cache_values, _vmap_func
 from torchrl.objectives.value import TD0Estimator
 
+from torchrl_svg._utils import Unpack, keyword_options
 from torchrl_svg._validation import (
+    CHECK_DEFAULTS,
+    CheckOptions,
     check_policy,
     check_sizes,
     require_get_dist,
@@ -27,12 +29,6 @@ from torchrl_svg._validation import (
 from torchrl_svg.objectives._common import InputValidation, state_value
 from torchrl_svg.objectives._groups import OwnKeysAndParameters
 from torchrl_svg.objectives.noise import LocationScale
-
-# for the losses' ``**options: Unpack[...]`` annotations
-if sys.version_info >= (3, 11):
-    from typing import Unpack
-else:  # Python 3.10: typing_extensions, which torch requires
-    from typing_extensions import Unpack
 
 __all__ = [
     "NOISE_MODES",
@@ -155,7 +151,7 @@ class PriorityKeys(PriorityWeightKeys):
     priority: NestedKey = "td_error"
 
 
-class LossOptions(TypedDict, total=False):
+class LossOptions(CheckOptions, total=False):
     """The keyword arguments every loss of the package takes; defaults in :data:`OPTION_DEFAULTS`.
 
     A loss's ``**options`` unpack this (or :class:`CriticLossOptions`) and its docstring
@@ -163,15 +159,10 @@ class LossOptions(TypedDict, total=False):
 
     Attributes:
         reduction: ``"mean"`` | ``"sum"`` | ``"none"`` over the batch. Default ``"mean"``.
-        action_spec: the environment's action spec, checked against the actor's and
-            the models' sizes and the actor's TanhNormal bounds. Default ``None``.
-        check_finite: refuse NaN/inf inputs: ``None`` (default) when it costs no
-            device synchronisation (CPU inputs, eager), ``True`` always, ``False`` never.
+        action_spec / check_finite: the input checks (:class:`~torchrl_svg._validation.CheckOptions`).
     """
 
     reduction: str
-    action_spec: TensorSpec | None
-    check_finite: bool | None
 
 
 class CriticLossOptions(LossOptions, total=False):
@@ -186,7 +177,7 @@ class CriticLossOptions(LossOptions, total=False):
 
 #: The defaults of the keywords in :class:`LossOptions` and :class:`CriticLossOptions`.
 OPTION_DEFAULTS: Mapping[str, Any] = MappingProxyType(
-    {"reduction": "mean", "action_spec": None, "check_finite": None, "loss_function": "l2"}
+    {"reduction": "mean", **CHECK_DEFAULTS, "loss_function": "l2"}
 )
 
 
@@ -274,13 +265,9 @@ class LossBase(OwnKeysAndParameters, InputValidation, LossModule):
         Raises:
             TypeError: a keyword the loss does not take (not in its ``_options_type``).
         """
-        accepted = self._options_type.__annotations__
-        for name in options:
-            if name not in accepted:
-                raise TypeError(
-                    f"{type(self).__name__}.__init__() got an unexpected keyword argument {name!r}"
-                )
-        options = {name: options.get(name, OPTION_DEFAULTS[name]) for name in accepted}
+        accepted = self._options_type.__annotations__  # a TypedDict's own and inherited keys
+        defaults = {name: OPTION_DEFAULTS[name] for name in accepted}
+        options = keyword_options(type(self).__name__, options, defaults)
         check_reduction(options["reduction"])
         if noise is not None:
             check_noise(noise)
