@@ -12,12 +12,16 @@ comparison plot. ``run`` rewrites the report after every seed.
 
 SAC is TorchRL's ``SACLoss`` as its users run it (``algorithm=sac``: learned alpha, initial
 1.0, target entropy -|A|, one update per step), with S2VG's networks, batch, replay, warm-up
-and evaluation. S2VG runs its Table 2 preset.
+and evaluation. S2VG runs its Table 2 preset. ``s2vg_h3`` and ``s2vg_h5`` are S2VG with the
+multi-step actor (``loss.actor_horizon`` = 3 or 5, see :data:`VARIANTS`), run in the same
+harness beside them.
 
 Example (the committed runs)::
 
     python benchmarks/mujoco_grid.py run --algorithms sac --seeds 0 1 2 --jobs 1 --resume
     python benchmarks/mujoco_grid.py run --algorithms s2vg --seeds 0 1 2 --jobs 1 --resume
+    python benchmarks/mujoco_grid.py run --algorithms s2vg_h3 s2vg_h5 --seeds 0 \
+        --tasks HalfCheetah-v5 Walker2d-v5 --jobs 1 --resume
     python benchmarks/mujoco_grid.py report
 """
 
@@ -41,8 +45,28 @@ from learning import _git_commit, run_seed  # noqa: E402
 from torchrl_svg.train.records import plot_curves  # noqa: E402
 
 TASKS = ("HalfCheetah-v5", "Hopper-v5", "Walker2d-v5")
-ALGORITHMS = ("s2vg", "sac")
-LABELS = {"s2vg": "S2VG (Table 2 preset)", "sac": "SAC (TorchRL SACLoss, learned alpha)"}
+#: The multi-step S2VG actor as ``examples/configs/s2vg_multistep.yaml`` runs it: the soft
+#: return through H imagined steps of a 5-member dynamics ensemble (one member per imagined
+#: rollout), the actor's gradient norm clipped at 10; everything else is S2VG's Table 2 preset.
+MULTISTEP = (
+    "model.ensemble_size=5",
+    "loss.ensemble_members=rollout",
+    "loss.actor_max_grad_norm=10.0",
+)
+#: Each grid algorithm: the recipe's ``algorithm`` and the overrides that make it.
+VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "s2vg": ("s2vg", ()),
+    "sac": ("sac", ()),
+    "s2vg_h3": ("s2vg", (*MULTISTEP, "loss.actor_horizon=3")),
+    "s2vg_h5": ("s2vg", (*MULTISTEP, "loss.actor_horizon=5")),
+}
+ALGORITHMS = tuple(VARIANTS)
+LABELS = {
+    "s2vg": "S2VG (Table 2 preset)",
+    "sac": "SAC (TorchRL SACLoss, learned alpha)",
+    "s2vg_h3": "S2VG, multi-step actor H=3 (5-member ensemble)",
+    "s2vg_h5": "S2VG, multi-step actor H=5 (5-member ensemble)",
+}
 BUDGET = 100_000
 #: The settings every seed of the grid shares (on top of each algorithm's per-task preset).
 GRID_OVERRIDES = (
@@ -94,15 +118,23 @@ def _rows(path: Path) -> list[dict[str, float]]:
     return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(path.open())]
 
 
+def _split(name: str) -> tuple[str, str]:
+    """``"<algorithm>_<task>"`` -> ``(algorithm, task)`` (algorithm names hold underscores)."""
+    for task in TASKS:
+        if name.endswith("_" + task):
+            return name[: -len(task) - 1], task
+    raise ValueError(f"{name!r} does not end with one of the grid's tasks {TASKS}.")
+
+
 def _recorded(run_root: Path, out: Path) -> list[tuple[str, str, int]]:
     """Every (algorithm, task, seed) with a run directory or a CSV in the results folder."""
     found = set()
     for folder in run_root.glob("*_*/seed*"):
-        algorithm, task = folder.parent.name.split("_", 1)
+        algorithm, task = _split(folder.parent.name)
         found.add((algorithm, task, int(folder.name.removeprefix("seed"))))
     for path in out.glob("*_*_seed*.csv"):
-        algorithm, rest = path.stem.split("_", 1)
-        task, seed = rest.rsplit("_seed", 1)
+        name, seed = path.stem.rsplit("_seed", 1)
+        algorithm, task = _split(name)
         found.add((algorithm, task, int(seed)))
     return sorted(found)
 
@@ -208,6 +240,8 @@ def report(run_root: Path, out: Path, grid: list[tuple[str, str, int]] | None = 
         "commands": [
             "python benchmarks/mujoco_grid.py run --algorithms sac --seeds 0 1 2 --jobs 1 --resume",
             "python benchmarks/mujoco_grid.py run --algorithms s2vg --seeds 0 1 2 --jobs 1 --resume",
+            "python benchmarks/mujoco_grid.py run --algorithms s2vg_h3 s2vg_h5 --seeds 0 "
+            "--tasks HalfCheetah-v5 Walker2d-v5 --jobs 1 --resume",
             "python benchmarks/mujoco_grid.py report",
         ],
         "seeds": seeds,
@@ -265,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("mode", choices=("run", "report"))
     parser.add_argument("--tasks", nargs="+", default=list(TASKS))
-    parser.add_argument("--algorithms", nargs="+", default=list(ALGORITHMS))
+    parser.add_argument("--algorithms", nargs="+", choices=ALGORITHMS, default=["s2vg", "sac"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--resume", action="store_true")
@@ -291,12 +325,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"kept {algorithm} {task} seed {seed}: finished in the results folder", flush=True
             )
             return
+        recipe_algorithm, variant_overrides = VARIANTS[algorithm]
         try:
             run_seed(
-                algorithm,
+                recipe_algorithm,
                 task,
                 seed,
-                [*GRID_OVERRIDES, *args.overrides],
+                [*GRID_OVERRIDES, *variant_overrides, *args.overrides],
                 folder.parent,
                 resume=args.resume,
             )
