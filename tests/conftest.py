@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 
+# the tests' networks are tiny: one thread each (the recipe and subprocesses read this too),
+# so that tests sharing a busy machine do not wait on descheduled OpenMP threads
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 

@@ -24,7 +24,7 @@ from torchrl_svg.train import (
     make_agent,
     train,
 )
-from torchrl_svg.train.builders import check_against_env, episode_length, make_env
+from torchrl_svg.train.builders import check_against_env, episode_length, make_env, num_threads
 
 TINY = [
     "network.actor_hidden_sizes=[32,32]",
@@ -69,6 +69,14 @@ def test_sac_is_run_as_its_users_run_it(extra):
     assert agent.loss.target_entropy.item() == -6.0
     assert agent.loss.log_alpha.requires_grad and agent.loss.log_alpha.item() == 0.0
     assert load_config(["algorithm=sac", "loss.alpha_init=0.3"]).loss.alpha_init == 0.3
+
+
+def test_the_thread_count_is_the_config_s_then_omp_num_threads_then_the_usable_cores(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert num_threads(load_config(["num_threads=2"])) == 2
+    assert num_threads(load_config([])) == 3
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert num_threads(load_config([])) == len(os.sched_getaffinity(0))
 
 
 def test_config_file_then_overrides(tmp_path):

@@ -510,9 +510,17 @@ def _make_worker_collector(
 
 
 def num_threads(cfg: Config) -> int:
-    """The torch threads of the training process: ``cfg.num_threads``, else every usable core."""
+    """The torch threads of the training process.
+
+    ``cfg.num_threads``; else ``OMP_NUM_THREADS`` where it is set (as torch itself reads
+    it); else every core this process may use. More threads than free cores costs far more
+    than it saves: every multi-threaded operation then waits for a descheduled thread.
+    """
     if cfg.num_threads is not None:
         return cfg.num_threads
+    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if omp.isdigit() and int(omp) > 0:
+        return int(omp)
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # no affinity API (macOS, Windows)

@@ -277,10 +277,14 @@ class CheckpointConfig:
         interval: environment steps between checkpoints (one is also written at the end,
             on Ctrl-C and when the environment fails).
         resume: continue the run in ``logger.run_dir`` from its ``checkpoint.pt``.
+        keep: also keep every checkpoint as ``checkpoints/checkpoint_<frames>.pt`` in the run
+            directory (a hard link where the file system allows, else a copy), to measure
+            a run along its training afterwards; ``checkpoint.pt`` is the newest either way.
     """
 
     interval: int = 10_000
     resume: bool = False
+    keep: bool = False
 
 
 @dataclass
@@ -359,8 +363,9 @@ class Config:
     Attributes:
         algorithm: which algorithm the recipe trains.
         device: where networks and the replay storage live (``"cpu"`` or ``"cuda"``).
-        num_threads: torch intra-op threads (``None``: every core this process may use;
-            set 1 when several runs share the machine).
+        num_threads: torch intra-op threads (``None``: ``OMP_NUM_THREADS`` where it is
+            set, else every core this process may use; set 1 when several runs share the
+            machine).
         precision: ``"fp32"`` or ``"bf16"``: bf16 autocast of the networks' matrix
             multiplies in the fast update steps (fp32 parameters, optimiser state,
             losses and targets); the LossModule steps always run in fp32.
