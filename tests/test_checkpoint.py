@@ -236,6 +236,45 @@ def test_resume_restores_every_piece_of_state(tmp_path):
     resumed.close()
 
 
+def test_keep_leaves_every_checkpoint_of_the_run_loadable(tmp_path):
+    cfg = load_config(
+        [
+            *TINY,
+            "collector.total_frames=300",
+            "collector.init_random_frames=100",
+            "eval.interval=300",
+            "checkpoint.interval=100",
+            "checkpoint.keep=true",
+            f"logger.run_dir={tmp_path}",
+        ]
+    )
+    trainer = Trainer(cfg)
+    trainer.run()
+    kept = sorted((tmp_path / "checkpoints").glob("checkpoint_*.pt"))
+    assert [p.name for p in kept] == [f"checkpoint_{f}.pt" for f in (100, 200, 300)]
+    for path, frames in zip(kept, (100, 200, 300), strict=True):
+        state = load_checkpoint(path)
+        assert state["counters"]["frames"] == frames
+        assert len(state["replay"]["data"]) == frames
+    newest = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert newest["counters"]["frames"] == 300
+    # the default keeps only the newest (and the one before it)
+    plain = tmp_path / "plain"
+    Trainer(
+        load_config(
+            [
+                *TINY,
+                "collector.total_frames=200",
+                "collector.init_random_frames=100",
+                "eval.interval=200",
+                "checkpoint.interval=100",
+                f"logger.run_dir={plain}",
+            ]
+        )
+    ).run()
+    assert not (plain / "checkpoints").exists()
+
+
 # --------------------------------------------------------------------- faults
 def test_an_environment_failure_stops_cleanly_with_a_resumable_checkpoint(tmp_path):
     cfg = load_config(

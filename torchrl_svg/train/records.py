@@ -136,6 +136,7 @@ def plot_curves(
     *,
     title: str = "",
     target: float | None = None,
+    ylabel: str = "evaluation return",
 ) -> None:
     """Plot ``{label: [(frames, mean, std), ...]}`` as lines with a +-std band.
 
@@ -174,7 +175,7 @@ def plot_curves(
     if target is not None:
         ax.axhline(target, color="k", linestyle="--", linewidth=1, label=f"target {target:g}")
     ax.set_xlabel("environment steps")
-    ax.set_ylabel("evaluation return")
+    ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title)
     ax.grid(alpha=0.3)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -204,6 +206,8 @@ class RunState:
         path = save_checkpoint(self.checkpoint_path, state)
         self.checkpoint_frames = self.frames
         self._saved_progress = self._progress()
+        if self.cfg.checkpoint.keep:
+            _keep_copy(path, path.parent / "checkpoints" / f"checkpoint_{self.frames}.pt")
         return path
 
     def _last_checkpoint(self) -> str:
@@ -231,3 +235,13 @@ class RunState:
         write_atomically(
             self.run_dir / "summary.json", json.dumps(summary, indent=2, allow_nan=False)
         )
+
+
+def _keep_copy(path: Path, kept: Path) -> None:
+    """``path`` also at ``kept``: a hard link (the next save renames ``path``, not rewrites it)."""
+    kept.parent.mkdir(exist_ok=True)
+    kept.unlink(missing_ok=True)  # a resumed run saves the same step again
+    try:
+        os.link(path, kept)
+    except OSError:
+        shutil.copy2(path, kept)
