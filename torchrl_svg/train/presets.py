@@ -86,6 +86,15 @@ def _svg_preset(env: str) -> dict[str, Any]:
 for _algo in ("svg0", "svg1", "svg1_er", "svgk", "svginf"):
     PRESETS[_algo] = {env: _svg_preset(env) for env in _SVG_SIZES}
 
+# SVG(1)-ER on Pendulum-v1 (measured in benchmarks/results/svg1_er_kl_Pendulum-v1, 3 seeds at
+# 20k steps): with the App. D sizes alone the policy's standard deviation collapses towards
+# its floor while the replay keeps every transition, the importance weights of replayed
+# actions vanish (batch mean 0.005 by 10k steps) and the policy stops learning. A floor of 0.3
+# on the policy's standard deviation keeps the weights at ~0.3, and App. D's KL penalty
+# between replay steps (KL[pi_theta^(k-1) || pi_theta], weight 1) steadies the updates.
+PRESETS["svg1_er"]["Pendulum-v1"]["network"]["scale_lb"] = 0.3
+PRESETS["svg1_er"]["Pendulum-v1"]["svg"] = {"kl_coef": 1.0}
+
 # The SAC baseline (TorchRL's SACLoss) runs with S2VG's per-task networks, collector, replay
 # and warm-up, and with SAC's own settings as TorchRL's sota-implementations/sac and CleanRL
 # run it: one update per environment step, a learned alpha (initial 1.0, target entropy
