@@ -31,16 +31,17 @@ import csv
 import json
 import math
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from learning import _git_commit  # noqa: E402
 from tensordict import TensorDict  # noqa: E402
 from torchrl.envs.utils import ExplorationType, set_exploration_type  # noqa: E402
 
@@ -210,12 +211,9 @@ def main(argv: list[str] | None = None) -> int:
         title=f"Value bias along training ({args.states} replay states x {args.rollouts} rollouts)",
         ylabel="V(s) - discounted Monte-Carlo return",
     )
-    commit = subprocess.run(
-        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT
-    ).stdout.strip()
     report = {
         "command": "python benchmarks/value_bias.py " + " ".join(argv or sys.argv[1:]),
-        "git_commit": commit,
+        "git_commit": _git_commit(),
         "groups": summary,
     }
     (args.out / "value_bias.json").write_text(json.dumps(report, indent=2))
