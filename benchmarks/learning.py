@@ -58,6 +58,27 @@ def _read_curve(path: Path) -> list[dict[str, float]]:
     ]
 
 
+def _finished(run_dir: Path, overrides: list[str]) -> bool:
+    """Whether the seed's run reached its budget (a run stopped early also writes a summary).
+
+    The budget is the ``collector.total_frames=`` override if there is one, else the run's
+    own configuration's.
+    """
+    summary = run_dir / "summary.json"
+    if not summary.exists():
+        return False
+    frames = json.loads(summary.read_text())["frames"]
+    budget = [o.split("=", 1)[1] for o in overrides if o.startswith("collector.total_frames=")]
+    if budget:
+        return frames >= int(budget[-1])
+    config = run_dir / "config.yaml"
+    if not config.exists():
+        return True
+    from omegaconf import OmegaConf
+
+    return frames >= int(OmegaConf.load(config).collector.total_frames)
+
+
 def run_seed(
     algorithm: str,
     env: str,
@@ -68,12 +89,12 @@ def run_seed(
 ) -> Path:
     """Train one seed in a subprocess; return its run directory.
 
-    With ``resume`` a finished seed (its ``summary.json`` written) is reused as is and an
+    With ``resume`` a finished seed (its ``summary.json`` written at its budget) is reused as is and an
     interrupted one continues from its ``checkpoint.pt`` (``checkpoint.resume=true``).
     """
     run_dir = run_root / f"seed{seed}"
     continuing = False
-    if resume and (run_dir / "summary.json").exists():
+    if resume and _finished(run_dir, overrides):
         return run_dir
     if resume and any(p.exists() for p in checkpoint_candidates(run_dir / "checkpoint.pt")):
         continuing = True  # the recipe resumes from the newest complete one
