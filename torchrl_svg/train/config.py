@@ -28,6 +28,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from torchrl_svg.train.config_checks import validate_collector, validate_s2vg_ensemble
 from torchrl_svg.train.config_reference import config_help, describe_config
 from torchrl_svg.train.config_schema import (
     _CHOICES,
@@ -47,7 +48,7 @@ from torchrl_svg.train.config_schema import (
     SVGConfig,
     _field_type,
 )
-from torchrl_svg.train.errors import CheckpointError
+from torchrl_svg.train.errors import CheckpointError, ConfigError
 from torchrl_svg.train.presets import (
     ALGORITHM_DEFAULTS,
     KNOWN_REWARD_ENVS,
@@ -87,15 +88,6 @@ __all__ = [
     "wandb_mode",
 ]
 
-
-class ConfigError(ValueError):
-    """A configuration problem found before training starts (the message names the key)."""
-
-
-from torchrl_svg.train.config_checks import (  # noqa: E402  (they raise ConfigError)
-    validate_collector,
-    validate_s2vg_ensemble,
-)
 
 _POSITIVE_INTS: tuple[tuple[str, ...], ...] = (
     ("collector", "total_frames"),
@@ -398,7 +390,7 @@ def load_config(
         >>> load_config(["loss.horzion=3"])
         Traceback (most recent call last):
         ...
-        torchrl_svg.train.config.ConfigError: Invalid configuration key 'loss.horzion': Key 'horzion' not in 'LossConfig'. Did you mean one of: 'horizon', 'actor_horizon'?
+        torchrl_svg.train.errors.ConfigError: Invalid configuration key 'loss.horzion': Key 'horzion' not in 'LossConfig'. Did you mean one of: 'horizon', 'actor_horizon'?
 
     """
     schema = OmegaConf.structured(Config)

@@ -1,20 +1,20 @@
 """Cross-key checks of the recipe's configuration: the collector's batch split, S2VG's ensemble switches.
 
 Called by :func:`torchrl_svg.train.config.load_config` before anything is built; each
-raises :class:`~torchrl_svg.train.config.ConfigError` naming the keys.
+raises :class:`~torchrl_svg.train.errors.ConfigError` naming the keys.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from torchrl_svg.train.errors import ConfigError
+
 if TYPE_CHECKING:
     from torchrl_svg.train.config_schema import Config
 
 
 def _error(message: str) -> Exception:
-    from torchrl_svg.train.config import ConfigError  # (config imports this module)
-
     return ConfigError(message)
 
 

@@ -1,13 +1,18 @@
-"""The recipe's checkpoint errors, in a module light enough for the command line.
+"""The recipe's configuration and checkpoint errors, in a module light enough for the command line.
 
-:mod:`torchrl_svg.train.config` derives its resume error from them, and the
-command line imports the config for ``--help`` without importing torch; so they
-live here rather than in :mod:`torchrl_svg.train.checkpoint` (which re-exports them).
+:mod:`torchrl_svg.train.config` raises :class:`ConfigError` and derives its resume error
+from both, and the command line imports the config for ``--help`` without importing
+torch; so they live here (:mod:`torchrl_svg.train.config` re-exports ``ConfigError``,
+:mod:`torchrl_svg.train.checkpoint` the checkpoint errors).
 """
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "StorageError"]
+__all__ = ["CheckpointError", "ConfigError", "StorageError"]
+
+
+class ConfigError(ValueError):
+    """A configuration problem found before training starts (the message names the key)."""
 
 
 class CheckpointError(RuntimeError):

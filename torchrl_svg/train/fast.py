@@ -35,6 +35,7 @@ from tensordict import TensorDict, TensorDictBase
 from torch import Tensor
 from torchrl.objectives.utils import distance_loss
 
+from torchrl_svg._lazy import lazy_exports
 from torchrl_svg._validation import terminated_flags
 from torchrl_svg.modules.functional import (
     PlainContinuation,
@@ -56,8 +57,8 @@ __all__ = [
     "transition_tensors",
     "PRECISIONS",
     "FastS2VGUpdate",
-    "FastSVGInfUpdate",
-    "fast_svginf_supported",
+    "FastSVGInfUpdate",  # noqa: F822  (imported on first use, below)
+    "fast_svginf_supported",  # noqa: F822
     "FastUpdate",
     "FastWorldModelUpdate",
     "fast_s2vg_supported",
@@ -520,5 +521,10 @@ class FastWorldModelUpdate(FastUpdate):
         return tuple(out)
 
 
-# the SVG(inf) step lives in its own module (it builds on FastUpdate above)
-from torchrl_svg.train.fast_svginf import FastSVGInfUpdate, fast_svginf_supported  # noqa: E402
+# the SVG(inf) step lives in its own module, which builds on FastUpdate above: re-exported
+# here on first use
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    dict.fromkeys(("FastSVGInfUpdate", "fast_svginf_supported"), "torchrl_svg.train.fast_svginf"),
+    __all__,
+)

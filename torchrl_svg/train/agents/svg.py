@@ -25,7 +25,7 @@ from torchrl_svg.train.agents.base import (
     trainable,
 )
 from torchrl_svg.train.agents.updates import _transitions
-from torchrl_svg.train.fast import FastSVGInfUpdate, fast_svginf_supported
+from torchrl_svg.train.fast_svginf import FastSVGInfUpdate, fast_svginf_supported
 
 log = logging.getLogger("torchrl_svg")
 
