@@ -11,7 +11,10 @@ run has it: inferred noise along real trajectories, or the planner's sampled noi
   near 0: noise);
 * the cosine between the gradient through the learned model and the gradient through the
   env's own dynamics (``torchrl_svg.envs.hand_dynamics_model``) on the same episodes: how
-  far the learned model's Jacobians, chained over the whole episode, are from the true ones.
+  far the learned model's Jacobians, chained over the whole episode, are from the true ones;
+* the two parts of the true-model gradient: that of the per-step control cost alone
+  (:math:`\alpha_2 = 0`) and that of the final-step distance cost alone (:math:`\alpha_1 = 0`),
+  their norms and the cosine of each with the whole.
 
 Writes ``<out>/<run>_gradient.json``::
 
@@ -22,6 +25,7 @@ Writes ``<out>/<run>_gradient.json``::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -35,7 +39,7 @@ from learning import _git_commit  # noqa: E402
 from torch.nn.functional import cosine_similarity  # noqa: E402
 from torchrl.envs.utils import ExplorationType, set_exploration_type  # noqa: E402
 
-from torchrl_svg.envs import hand_dynamics_model  # noqa: E402
+from torchrl_svg.envs import hand_dynamics_model, hand_reward_module  # noqa: E402
 from torchrl_svg.modules import env_specs  # noqa: E402
 from torchrl_svg.objectives import SVGInfLoss  # noqa: E402
 from torchrl_svg.train import load_config, make_agent  # noqa: E402
@@ -70,6 +74,21 @@ def measure(run_dir: Path, batches: int, episodes: int) -> dict:
         noise=cfg.svg.noise,
     )
     true_loss.make_value_estimator(gamma=1.0)
+    parts = {}
+    for part, zero in (
+        ("control_cost_only", "terminal_cost"),
+        ("terminal_cost_only", "control_cost"),
+    ):
+        params = dataclasses.replace(base.params, **{zero: 0.0})
+        parts[part] = SVGInfLoss(
+            agent.policy,
+            hand_dynamics_model(params),
+            hand_reward_module(params),
+            noise=cfg.svg.noise,
+        )
+        parts[part].make_value_estimator(gamma=1.0)
+    part_norms = {part: [] for part in parts}
+    part_cosines = {part: [] for part in parts}
     steps = cfg.env.max_episode_steps or base.params.episode_steps
     norms, returns, learned, true = [], [], [], []
     for _ in range(batches):
@@ -79,6 +98,10 @@ def measure(run_dir: Path, batches: int, episodes: int) -> dict:
         learned.append(_flat_gradient(agent.loss, data))
         true.append(_flat_gradient(true_loss, data))
         norms.append(float(learned[-1].norm()))
+        for part, part_loss in parts.items():
+            g = _flat_gradient(part_loss, data)
+            part_norms[part].append(float(g.norm()))
+            part_cosines[part].append(float(cosine_similarity(g, true[-1], 0)))
     env.close()
     pairs = [(i, j) for i in range(batches) for j in range(i + 1, batches)]
     return {
@@ -95,6 +118,8 @@ def measure(run_dir: Path, batches: int, episodes: int) -> dict:
         "cosine_between_batches": [
             float(cosine_similarity(learned[i], learned[j], 0)) for i, j in pairs
         ],
+        "true_model_gradient_part_norms": part_norms,
+        "true_model_gradient_part_cosine_with_whole": part_cosines,
         "cosine_learned_vs_true_model": [
             float(cosine_similarity(a, b, 0)) for a, b in zip(learned, true, strict=True)
         ],
