@@ -49,11 +49,22 @@ HORIZONS = (1, 5, 10, 25)
 TAIL = 300  # steps of an episode whose Monte-Carlo return is cut off by the time limit
 
 
-def _load(run_dir: Path):
+def rebuild(run_dir: Path, seed_offset: int = 20_000):
+    """The run's configuration, a fresh agent built from it and an environment of its task.
+
+    ``seed_offset``: added to the run's seed for the environment, so that measurements use
+    episodes the run never saw.
+    """
     cfg = load_config(config_file=run_dir / "config.yaml")
-    state = load_checkpoint(run_dir / "checkpoint.pt")
-    env = make_env(cfg, seed_offset=20_000)
+    env = make_env(cfg, seed_offset=seed_offset)
     agent = make_agent(cfg, *env_specs(env), env=env)
+    return cfg, agent, env
+
+
+def load_run(run_dir: Path, seed_offset: int = 20_000):
+    """:func:`rebuild`, with the run's ``checkpoint.pt`` loaded; also returns that state."""
+    state = load_checkpoint(run_dir / "checkpoint.pt")
+    cfg, agent, env = rebuild(run_dir, seed_offset)
     agent.load_state_dict(state["agent"])
     return cfg, agent, env, state
 
@@ -142,7 +153,7 @@ def value_bias(cfg, agent, env, episodes: int) -> dict:
 
 def diagnose(run_dir: Path, episodes: int) -> dict:
     """All measurements of one run."""
-    cfg, agent, env, state = _load(run_dir)
+    cfg, agent, env, state = load_run(run_dir)
     replay = state["replay"]["data"]
     out = {
         "run_dir": str(run_dir),

@@ -35,16 +35,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
+from diagnose import load_run  # noqa: E402
 from learning import _git_commit  # noqa: E402
 from torch.nn.functional import cosine_similarity  # noqa: E402
 from torchrl.envs.utils import ExplorationType, set_exploration_type  # noqa: E402
 
 from torchrl_svg.envs import hand_dynamics_model, hand_reward_module  # noqa: E402
-from torchrl_svg.modules import env_specs  # noqa: E402
 from torchrl_svg.objectives import SVGInfLoss  # noqa: E402
-from torchrl_svg.train import load_config, make_agent  # noqa: E402
-from torchrl_svg.train.builders import make_env  # noqa: E402
-from torchrl_svg.train.checkpoint import load_checkpoint  # noqa: E402
 
 
 def _flat_gradient(loss: SVGInfLoss, episodes) -> torch.Tensor:
@@ -55,15 +52,11 @@ def _flat_gradient(loss: SVGInfLoss, episodes) -> torch.Tensor:
 
 def measure(run_dir: Path, batches: int, episodes: int) -> dict:
     """The gradient statistics of one run's checkpoint."""
-    cfg = load_config(config_file=run_dir / "config.yaml")
+    cfg, agent, env, state = load_run(run_dir, seed_offset=40_000)
     if cfg.algorithm != "svginf" or cfg.env.name != "Hand-v0":
         raise ValueError(
             f"{run_dir}: an SVG(inf) run on Hand-v0 is needed, got {cfg.algorithm} on {cfg.env.name}."
         )
-    state = load_checkpoint(run_dir / "checkpoint.pt")
-    env = make_env(cfg, seed_offset=40_000)
-    agent = make_agent(cfg, *env_specs(env), env=env)
-    agent.load_state_dict(state["agent"])
     base = env
     while not hasattr(base, "params"):
         base = base.base_env

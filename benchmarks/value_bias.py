@@ -41,13 +41,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from diagnose import rebuild  # noqa: E402
 from learning import _git_commit  # noqa: E402
 from tensordict import TensorDict  # noqa: E402
 from torchrl.envs.utils import ExplorationType, set_exploration_type  # noqa: E402
 
-from torchrl_svg.modules import env_specs  # noqa: E402
-from torchrl_svg.train import load_config, make_agent  # noqa: E402
-from torchrl_svg.train.builders import make_env  # noqa: E402
 from torchrl_svg.train.checkpoint import load_checkpoint  # noqa: E402
 from torchrl_svg.train.records import plot_curves  # noqa: E402
 
@@ -125,15 +123,13 @@ def measure(
     run_dir: Path, n_states: int, rollouts: int, steps: int, seed: int
 ) -> list[dict[str, float]]:
     """One row per kept checkpoint of ``run_dir``."""
-    cfg = load_config(config_file=run_dir / "config.yaml")
+    cfg, agent, env = rebuild(run_dir, seed_offset=30_000)
+    env.close()
     if cfg.env.name != "Pendulum-v1" or cfg.algorithm != "s2vg":
         raise ValueError(
             f"{run_dir}: value_bias.py measures S2VG on Pendulum-v1, got "
             f"{cfg.algorithm} on {cfg.env.name}."
         )
-    env = make_env(cfg, seed_offset=30_000)
-    agent = make_agent(cfg, *env_specs(env), env=env)
-    env.close()
     gamma = cfg.loss.gamma
     rows = []
     for frames, path in _kept(run_dir):
@@ -181,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.group is not None and len(args.group) != len(args.runs):
         parser.error(f"--group needs one label per run ({len(args.runs)}), got {len(args.group)}.")
     torch.set_num_threads(1)
+    torch.manual_seed(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     groups: dict[str, list[list[dict[str, float]]]] = {}
     for i, run in enumerate(args.runs):

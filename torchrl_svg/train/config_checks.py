@@ -14,10 +14,6 @@ if TYPE_CHECKING:
     from torchrl_svg.train.config_schema import Config
 
 
-def _error(message: str) -> Exception:
-    return ConfigError(message)
-
-
 def validate_collector(cfg: Config) -> None:
     """The collector backend's needs: ray installed, batches that split evenly over workers."""
     backend, workers = cfg.collector.backend, cfg.collector.num_workers
@@ -25,7 +21,7 @@ def validate_collector(cfg: Config) -> None:
         import importlib.util
 
         if importlib.util.find_spec("ray") is None:
-            raise _error(
+            raise ConfigError(
                 "collector.backend='ray' needs the ray package: pip install 'torchrl_svg[distributed]'."
             )
     if backend not in ("multi_sync", "ray"):
@@ -33,12 +29,12 @@ def validate_collector(cfg: Config) -> None:
     # a synchronous batch takes the same number of steps (or episodes) from every worker
     if cfg.algorithm == "svginf":
         if cfg.svg.episodes_per_batch % workers:
-            raise _error(
+            raise ConfigError(
                 f"svg.episodes_per_batch={cfg.svg.episodes_per_batch} must be a multiple of "
                 f"collector.num_workers={workers} with collector.backend={backend!r}."
             )
     elif cfg.collector.frames_per_batch % workers:
-        raise _error(
+        raise ConfigError(
             f"collector.frames_per_batch={cfg.collector.frames_per_batch} must be a multiple of "
             f"collector.num_workers={workers} with collector.backend={backend!r}."
         )
@@ -48,20 +44,20 @@ def validate_s2vg_ensemble(cfg: Config) -> None:
     """Refuse the S2VG ensemble switches where the model has no ensemble to use them on."""
     single = cfg.model.ensemble_size < 2
     if cfg.loss.expansion_ensemble_mean and (single or cfg.loss.horizon < 2):
-        raise _error(
+        raise ConfigError(
             "loss.expansion_ensemble_mean=true needs model.ensemble_size >= 2 and "
             f"loss.horizon >= 2 (got {cfg.model.ensemble_size} and {cfg.loss.horizon}): "
             "it imagines the critic targets' steps from the ensemble's average prediction."
         )
     if cfg.loss.disagreement_bound is not None and single:
-        raise _error(
+        raise ConfigError(
             "loss.disagreement_bound needs model.ensemble_size >= 2 (an ensemble whose "
             f"members can disagree); got model.ensemble_size={cfg.model.ensemble_size}."
         )
     if cfg.loss.ensemble_members == "rollout" and (
         single or cfg.model.ensemble_reduction != "sample"
     ):
-        raise _error(
+        raise ConfigError(
             "loss.ensemble_members=rollout needs model.ensemble_size >= 2 and "
             "model.ensemble_reduction=sample (one member drawn per rollout)."
         )
