@@ -16,10 +16,25 @@ run has it: inferred noise along real trajectories, or the planner's sampled noi
   (:math:`\alpha_2 = 0`) and that of the final-step distance cost alone (:math:`\alpha_1 = 0`),
   their norms and the cosine of each with the whole.
 
-Writes ``<out>/<run>_gradient.json``::
+Writes ``<out>/<run>_gradient_at<frames>.json``::
 
     python benchmarks/svginf_gradient.py runs/bench/svginf_Hand-v0_1000steps_real/seed0 \\
         --out benchmarks/results/svginf_Hand-v0_1000steps_real
+
+With ``--line-search`` it measures instead how the real return responds to a step along the
+policy update, from the same checkpoint (``<run>_linesearch_at<frames>.json`` and ``.png``):
+
+* two directions in parameter space: the normalised negative gradient of the run's loss on a
+  fresh batch, and the normalised step Adam would take next, from the checkpoint's optimiser
+  state (Adam divides each coordinate by its own gradient scale, so its step can point far
+  from the gradient);
+* step lengths of ``k`` Adam steps (``k * lr * |Adam step|``), k = 0, 0.01, 0.03, ..., 100;
+* at each, the mean return of ``--episodes`` real episodes with the stochastic policy and of
+  the deterministic policy, with common random numbers (the same env and policy noise at
+  every point), beside the first-order prediction from the gradient;
+* where the gradient and the Adam step put their weight: the share of their squared norm in
+  each layer, and in the policy head's location rows against its scale rows; and how
+  saturated the policy is (the share of visited states where ``|loc| > 2``).
 """
 
 from __future__ import annotations
@@ -37,10 +52,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import torch  # noqa: E402
 from diagnose import load_run  # noqa: E402
 from learning import _git_commit  # noqa: E402
+from tensordict import TensorDict  # noqa: E402
 from torch.nn.functional import cosine_similarity  # noqa: E402
 from torchrl.envs.utils import ExplorationType, set_exploration_type  # noqa: E402
 
-from torchrl_svg.envs import hand_dynamics_model, hand_reward_module  # noqa: E402
+from torchrl_svg.envs import HandEnv, hand_dynamics_model, hand_reward_module  # noqa: E402
 from torchrl_svg.objectives import SVGInfLoss  # noqa: E402
 
 
@@ -119,6 +135,155 @@ def measure(run_dir: Path, batches: int, episodes: int) -> dict:
     }
 
 
+ADAM_STEPS = (0, 0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100)
+
+
+def _episodes(policy, params, steps: int, episodes: int, seed: int, exploration) -> TensorDict:
+    """``episodes`` real episodes ``[episodes, steps]`` of the Hand task with ``params``."""
+    physics = {f.name: getattr(params, f.name) for f in dataclasses.fields(params)}
+    env = HandEnv(batch_size=(episodes,), seed=seed, **physics)
+    torch.manual_seed(seed)
+    with set_exploration_type(exploration), torch.no_grad():
+        return env.rollout(steps, policy, break_when_any_done=False)
+
+
+def _returns(policy, params, steps: int, episodes: int, seed: int) -> tuple[float, float]:
+    """Mean real return of the stochastic and of the deterministic policy (fixed noise)."""
+    return tuple(
+        float(
+            _episodes(policy, params, steps, episodes, seed, exploration)["next", "reward"]
+            .sum(-2)
+            .mean()
+        )
+        for exploration in (ExplorationType.RANDOM, ExplorationType.DETERMINISTIC)
+    )
+
+
+def _shares(flat: torch.Tensor, names: list[str], sizes: list[int], head_rows: int) -> dict:
+    """Share of the squared norm of a flat parameter vector per layer and per head part."""
+    total = float(flat.pow(2).sum())
+    out, offset = {}, 0
+    for name, size in zip(names, sizes, strict=True):
+        piece = flat[offset : offset + size]
+        offset += size
+        out[name] = float(piece.pow(2).sum()) / total
+        if name == names[-2]:  # the last layer's weight: rows [loc | scale]
+            rows = piece.reshape(2 * head_rows, -1)
+            out["head_loc_rows"] = float(rows[:head_rows].pow(2).sum()) / total
+            out["head_scale_rows"] = float(rows[head_rows:].pow(2).sum()) / total
+    return out
+
+
+def line_search(run_dir: Path, episodes: int) -> dict:
+    """The real return along the gradient and along Adam's next step, from a checkpoint."""
+    cfg, agent, env, state = load_run(run_dir, seed_offset=50_000)
+    base = env
+    while not hasattr(base, "params"):
+        base = base.base_env
+    hand = base.params
+    steps = cfg.env.max_episode_steps or hand.episode_steps
+    env.close()
+    policy = agent.policy
+    params = TensorDict.from_module(policy)
+    keys = list(params.keys(True, True))
+    values = [params.get(k) for k in keys]
+    names = [".".join(k[-2:]) for k in keys]
+    sizes = [v.numel() for v in values]
+
+    data = _episodes(policy, hand, steps, episodes, 7, ExplorationType.RANDOM)
+    grad = _flat_gradient(agent.loss, data)
+    with torch.no_grad():
+        loc = policy.module[0](data.select("observation").clone())["loc"]
+    adam_state = state["agent"]["actor_optimizer"]
+    group = adam_state["param_groups"][0]
+    lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
+    adam = []
+    for index in group["params"]:
+        s = adam_state["state"][index]
+        t = float(s["step"])
+        m_hat = s["exp_avg"] / (1 - beta1**t)
+        v_hat = s["exp_avg_sq"] / (1 - beta2**t)
+        adam.append((m_hat / (v_hat.sqrt() + eps)).reshape(-1))
+    adam = torch.cat(adam)
+    adam_norm = float(adam.norm())
+    directions = {"gradient": -grad / grad.norm(), "adam": -adam / adam.norm()}
+    # the loss is the negative mean episode return: its slope along d is -grad . d
+    result = {
+        "run_dir": str(run_dir),
+        "frames": state["counters"]["frames"],
+        "policy_updates": state["counters"]["updates"],
+        "episode_steps": steps,
+        "episodes": episodes,
+        "adam_lr": lr,
+        "adam_step_norm": lr * adam_norm,
+        "gradient_norm": float(grad.norm()),
+        "cosine_gradient_vs_adam_step": float(cosine_similarity(-grad, -adam, 0)),
+        "gradient_share": _shares(grad, names, sizes, loc.shape[-1]),
+        "adam_step_share": _shares(adam, names, sizes, loc.shape[-1]),
+        "share_of_states_with_abs_loc_over_2": float((loc.abs() > 2).float().mean()),
+        "mean_abs_loc": float(loc.abs().mean()),
+        "adam_steps": list(ADAM_STEPS),
+        "step_lengths": [k * lr * adam_norm for k in ADAM_STEPS],
+    }
+    flat = torch.cat([v.detach().reshape(-1) for v in values])
+    for name, direction in directions.items():
+        slope = float(-(grad * direction).sum())
+        stochastic, deterministic = [], []
+        for length in result["step_lengths"]:
+            moved = flat + length * direction
+            new = params.clone()
+            offset = 0
+            for key, size, value in zip(keys, sizes, values, strict=True):
+                new.set(key, moved[offset : offset + size].reshape(value.shape))
+                offset += size
+            with new.to_module(policy):
+                s, d = _returns(policy, hand, steps, episodes, seed=123)
+            stochastic.append(s)
+            deterministic.append(d)
+        result[name] = {
+            "stochastic_return": stochastic,
+            "deterministic_return": deterministic,
+            "first_order_prediction": [
+                stochastic[0] + slope * length for length in result["step_lengths"]
+            ],
+            "slope_per_unit_length": slope,
+        }
+    return result
+
+
+def plot_line_search(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = result["adam_steps"][1:]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, style in (("gradient", "-"), ("adam", "--")):
+        part = result[name]
+        ax.plot(
+            steps, part["stochastic_return"][1:], style, marker="o", label=f"{name}: stochastic"
+        )
+        ax.plot(
+            steps,
+            part["deterministic_return"][1:],
+            style,
+            marker="x",
+            label=f"{name}: deterministic",
+        )
+    ax.axhline(
+        result["gradient"]["stochastic_return"][0], color="k", lw=0.8, label="no step (stochastic)"
+    )
+    ax.set_xscale("log")
+    ax.set_xlabel("step length, in Adam steps of the run")
+    ax.set_ylabel("mean real return")
+    ax.set_title(f"Hand-v0, {result['episode_steps']}-step episodes, {result['frames']} frames")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -127,11 +292,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, default=3)
     parser.add_argument("--episodes", type=int, default=16)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--line-search", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     torch.manual_seed(0)
     args.out.mkdir(parents=True, exist_ok=True)
     for run in args.runs:
+        if args.line_search:
+            result = line_search(run, args.episodes)
+            result["command"] = "python benchmarks/svginf_gradient.py " + " ".join(
+                argv or sys.argv[1:]
+            )
+            result["git_commit"] = _git_commit()
+            name = f"{run.name}_linesearch_at{result['frames']}"
+            (args.out / f"{name}.json").write_text(json.dumps(result, indent=2))
+            plot_line_search(result, args.out / f"{name}.png")
+            print(json.dumps(result, indent=1))
+            continue
         result = measure(run, args.batches, args.episodes)
         result["command"] = "python benchmarks/svginf_gradient.py " + " ".join(argv or sys.argv[1:])
         result["git_commit"] = _git_commit()
