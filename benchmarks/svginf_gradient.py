@@ -252,32 +252,31 @@ def line_search(run_dir: Path, episodes: int) -> dict:
 
 
 def plot_line_search(result: dict, path: Path) -> None:
+    """The change of the real return along each direction, beside its first-order prediction."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     steps = result["adam_steps"][1:]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, style in (("gradient", "-"), ("adam", "--")):
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for name, color, label in (("gradient", "C0", "the gradient"), ("adam", "C3", "Adam's step")):
         part = result[name]
-        ax.plot(
-            steps, part["stochastic_return"][1:], style, marker="o", label=f"{name}: stochastic"
-        )
-        ax.plot(
-            steps,
-            part["deterministic_return"][1:],
-            style,
-            marker="x",
-            label=f"{name}: deterministic",
-        )
-    ax.axhline(
-        result["gradient"]["stochastic_return"][0], color="k", lw=0.8, label="no step (stochastic)"
-    )
+        base = part["stochastic_return"][0]
+        change = [r - base for r in part["stochastic_return"][1:]]
+        predicted = [r - base for r in part["first_order_prediction"][1:]]
+        ax.plot(steps, change, color=color, marker="o", label=f"along {label}: measured")
+        ax.plot(steps, predicted, color=color, ls=":", label=f"along {label}: first order")
+    ax.axhline(0.0, color="k", lw=0.8)
     ax.set_xscale("log")
+    ax.set_yscale("symlog", linthresh=1e-3)
     ax.set_xlabel("step length, in Adam steps of the run")
-    ax.set_ylabel("mean real return")
-    ax.set_title(f"Hand-v0, {result['episode_steps']}-step episodes, {result['frames']} frames")
+    ax.set_ylabel("change of the mean real return (stochastic policy)")
+    ax.set_title(
+        f"Hand-v0, {result['episode_steps']}-step episodes, after "
+        f"{result['policy_updates']} updates, {result['episodes']} episodes per point"
+    )
+    ax.title.set_fontsize(9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
