@@ -1,0 +1,210 @@
+"""What S2VG's actor gradient looks like through 1, 3 and 5 imagined steps, from a run's checkpoint.
+
+For a ``python -m torchrl_svg.train algorithm=s2vg`` run directory the script rebuilds the agent
+from the run's ``config.yaml`` and ``checkpoint.pt`` (networks, world model, alpha, replay
+buffer) and, for each actor horizon ``H`` in ``--horizons`` (the same trained networks and
+models, only ``actor_horizon`` changed), measures the actor's gradient on ``--batches``
+independent replay batches of the run's batch size:
+
+* its norm per batch, and the share of batches whose norm is over the run's clip
+  (``loss.actor_max_grad_norm``): a clipped gradient moves the policy less than Adam's rate;
+* the cosine between the gradients of independent batches (near 1: a consistent direction;
+  near 0: noise), the gradient variance that grows with ``H``;
+* the cosine of each ``H``'s mean gradient with the one-step (``H = 1``, eq 11) mean gradient;
+* the mean soft model return the actor maximises.
+
+And, for the world model along the horizon: the disagreement of the ensemble members over the
+imagined steps of the current policy from replay states (the standard deviation of the members'
+predicted mean next state, in units of each state dimension's standard deviation in the
+replay), and the open-loop error of k-step model predictions along real trajectories (real
+actions, k = 1, 3, 5; :func:`diagnose.model_error`).
+
+Writes ``<out>/<run>_multistep_gradient_at<frames>.json``::
+
+    python benchmarks/multistep_gradient.py runs/mujoco/s2vg_h3_HalfCheetah-v5/seed0 \\
+        --out benchmarks/results/mujoco_100k/diagnostics
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import diagnose  # noqa: E402
+import torch  # noqa: E402
+from diagnose import load_run  # noqa: E402
+from learning import _git_commit  # noqa: E402
+from tensordict import TensorDict  # noqa: E402
+from torch.nn.functional import cosine_similarity  # noqa: E402
+
+from torchrl_svg.objectives import S2VGLoss  # noqa: E402
+from torchrl_svg.train.agents.base import target_entropy  # noqa: E402
+
+
+def _loss_with_horizon(cfg, agent, horizon: int) -> S2VGLoss:
+    """The run's S2VG loss, its trained state loaded, with ``actor_horizon=horizon``."""
+    trained = agent.loss
+    loss = S2VGLoss(
+        agent.actor,
+        trained.qvalue_network,
+        trained.value_network,
+        agent.dynamics,
+        agent.reward,
+        agent.termination,
+        horizon=cfg.loss.horizon,
+        alpha_init=cfg.loss.alpha_init,
+        fixed_alpha=cfg.loss.fixed_alpha,
+        target_entropy=target_entropy(cfg),
+        loss_function=cfg.loss.loss_function,
+        expansion_entropy=cfg.loss.expansion_entropy,
+        actor_horizon=horizon,
+        disagreement_bound=cfg.loss.disagreement_bound,
+        ensemble_members=cfg.loss.ensemble_members,
+        expansion_ensemble_mean=cfg.loss.expansion_ensemble_mean,
+    )
+    loss.make_value_estimator(gamma=cfg.loss.gamma)
+    loss.load_state_dict(trained.state_dict())
+    return loss
+
+
+def _actor_gradient(loss: S2VGLoss, batch) -> tuple[torch.Tensor, float]:
+    params = list(loss.actor_network_params.values(True, True))
+    value, meta = loss.actor_loss(batch)
+    grads = torch.autograd.grad(value, params, allow_unused=True)
+    flat = torch.cat([g.reshape(-1) for g in grads if g is not None])
+    return flat, float(meta["model_return"].mean())
+
+
+@torch.no_grad()
+def ensemble_disagreement(agent, replay, steps: int, states: int = 1024) -> list[float]:
+    """Members' spread of the predicted mean next state along the current policy's imagined steps.
+
+    At each step: the standard deviation over the members of their mean next state, in units
+    of each state dimension's standard deviation in the replay, averaged; the rollout then
+    goes on from one member's mean per state, drawn uniformly. Empty without an ensemble.
+    """
+    dynamics = agent.dynamics
+    members = dynamics.ensemble_size
+    if members < 2:
+        return []
+    std = replay["next", "observation"].std(0).clamp_min(1e-6)
+    obs = replay["observation"][torch.randint(replay.numel(), (states,))]
+    spread = []
+    for _ in range(steps):
+        action = agent.actor(TensorDict({"observation": obs}, [states]))["action"]
+        means = torch.stack(
+            [
+                dynamics.get_dist(
+                    TensorDict(
+                        {
+                            "observation": obs,
+                            "action": action,
+                            dynamics.member_key: torch.full((states,), m),
+                        },
+                        [states],
+                    ),
+                    ensemble_reduction="sample",
+                ).mean
+                for m in range(members)
+            ]
+        )
+        spread.append(float((means.std(0) / std).mean()))
+        obs = means[torch.randint(members, (states,)), torch.arange(states)]
+    return spread
+
+
+def measure(run_dir: Path, horizons: list[int], batches: int) -> dict:
+    """The gradient statistics of one run's checkpoint for every horizon."""
+    cfg, agent, env, state = load_run(run_dir, seed_offset=60_000)
+    env.close()
+    if cfg.algorithm != "s2vg":
+        raise ValueError(f"{run_dir}: an S2VG run is needed, got {cfg.algorithm}.")
+    replay = state["replay"]["data"]
+    clip = cfg.loss.actor_max_grad_norm
+    result = {
+        "run_dir": str(run_dir),
+        "env": cfg.env.name,
+        "seed": cfg.env.seed,
+        "frames": state["counters"]["frames"],
+        "run_actor_horizon": cfg.loss.actor_horizon,
+        "ensemble_size": cfg.model.ensemble_size,
+        "ensemble_members": cfg.loss.ensemble_members,
+        "actor_max_grad_norm": clip,
+        "batch_size": cfg.replay_buffer.batch_size,
+        "batches": batches,
+        "horizons": {},
+    }
+    generator = torch.Generator().manual_seed(0)
+    samples = [
+        replay[torch.randint(replay.numel(), (cfg.replay_buffer.batch_size,), generator=generator)]
+        for _ in range(batches)
+    ]
+    means = {}
+    for horizon in horizons:
+        loss = _loss_with_horizon(cfg, agent, horizon)
+        grads, returns = [], []
+        for batch in samples:
+            torch.manual_seed(len(grads))
+            g, ret = _actor_gradient(loss, batch.clone())
+            grads.append(g)
+            returns.append(ret)
+        norms = [float(g.norm()) for g in grads]
+        pairs = [(i, j) for i in range(batches) for j in range(i + 1, batches)]
+        cosines = [float(cosine_similarity(grads[i], grads[j], 0)) for i, j in pairs]
+        means[horizon] = torch.stack(grads).mean(0)
+        result["horizons"][str(horizon)] = {
+            "gradient_norm_median": sorted(norms)[len(norms) // 2],
+            "gradient_norm_per_batch": norms,
+            "share_over_clip": (sum(n > clip for n in norms) / len(norms)) if clip else None,
+            "cosine_between_batches_mean": sum(cosines) / len(cosines),
+            "mean_gradient_norm": float(means[horizon].norm()),
+            "model_return_mean": sum(returns) / len(returns),
+        }
+    if 1 in means:
+        for horizon, mean in means.items():
+            result["horizons"][str(horizon)]["cosine_of_mean_with_one_step"] = float(
+                cosine_similarity(mean, means[1], 0)
+            )
+    result["ensemble_disagreement_along_imagined_steps"] = ensemble_disagreement(
+        agent, replay, max(horizons)
+    )
+    saved = diagnose.HORIZONS
+    diagnose.HORIZONS = (1, 3, 5)
+    try:
+        result.update(diagnose.model_error(agent, replay))
+    finally:
+        diagnose.HORIZONS = saved
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--horizons", type=int, nargs="+", default=[1, 3, 5])
+    parser.add_argument("--batches", type=int, default=8)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for run in args.runs:
+        result = measure(run, args.horizons, args.batches)
+        result["command"] = "python benchmarks/multistep_gradient.py " + " ".join(
+            argv or sys.argv[1:]
+        )
+        result["git_commit"] = _git_commit()
+        name = f"{run.parent.name}_{run.name}_multistep_gradient_at{result['frames']}.json"
+        (args.out / name).write_text(json.dumps(result, indent=2))
+        print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
