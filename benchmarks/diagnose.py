@@ -30,6 +30,7 @@ import json
 import math
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,22 +50,23 @@ HORIZONS = (1, 5, 10, 25)
 TAIL = 300  # steps of an episode whose Monte-Carlo return is cut off by the time limit
 
 
-def rebuild(run_dir: Path, seed_offset: int = 20_000):
+def rebuild(run_dir: Path, seed_offset: int = 20_000, overrides: Sequence[str] = ()):
     """The run's configuration, a fresh agent built from it and an environment of its task.
 
     ``seed_offset``: added to the run's seed for the environment, so that measurements use
-    episodes the run never saw.
+    episodes the run never saw. ``overrides``: ``group.key=value`` changes to the run's
+    configuration (e.g. to measure the same trained networks with another loss setting).
     """
-    cfg = load_config(config_file=run_dir / "config.yaml")
+    cfg = load_config(overrides, config_file=run_dir / "config.yaml")
     env = make_env(cfg, seed_offset=seed_offset)
     agent = make_agent(cfg, *env_specs(env), env=env)
     return cfg, agent, env
 
 
-def load_run(run_dir: Path, seed_offset: int = 20_000):
+def load_run(run_dir: Path, seed_offset: int = 20_000, overrides: Sequence[str] = ()):
     """:func:`rebuild`, with the run's ``checkpoint.pt`` loaded; also returns that state."""
     state = load_checkpoint(run_dir / "checkpoint.pt")
-    cfg, agent, env = rebuild(run_dir, seed_offset)
+    cfg, agent, env = rebuild(run_dir, seed_offset, overrides)
     agent.load_state_dict(state["agent"])
     return cfg, agent, env, state
 

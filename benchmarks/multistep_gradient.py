@@ -2,14 +2,15 @@
 
 For a ``python -m torchrl_svg.train algorithm=s2vg`` run directory the script rebuilds the agent
 from the run's ``config.yaml`` and ``checkpoint.pt`` (networks, world model, alpha, replay
-buffer) and, for each actor horizon ``H`` in ``--horizons`` (the same trained networks and
-models, only ``actor_horizon`` changed), measures the actor's gradient on ``--batches``
-independent replay batches of the run's batch size:
+buffer) and, for each actor horizon ``H`` in ``--horizons`` (the run's agent rebuilt with
+``loss.actor_horizon=H`` and the checkpoint loaded: the same trained networks and models),
+measures the actor's gradient on ``--batches`` independent replay batches of the run's batch
+size (each batch's gradient carries the noise of the batch and of the imagined steps):
 
 * its norm per batch, and the share of batches whose norm is over the run's clip
   (``loss.actor_max_grad_norm``): a clipped gradient moves the policy less than Adam's rate;
 * the cosine between the gradients of independent batches (near 1: a consistent direction;
-  near 0: noise), the gradient variance that grows with ``H``;
+  near 0: noise);
 * the cosine of each ``H``'s mean gradient with the one-step (``H = 1``, eq 11) mean gradient;
 * the mean soft model return the actor maximises.
 
@@ -44,33 +45,6 @@ from tensordict import TensorDict  # noqa: E402
 from torch.nn.functional import cosine_similarity  # noqa: E402
 
 from torchrl_svg.objectives import S2VGLoss  # noqa: E402
-from torchrl_svg.train.agents.base import target_entropy  # noqa: E402
-
-
-def _loss_with_horizon(cfg, agent, horizon: int) -> S2VGLoss:
-    """The run's S2VG loss, its trained state loaded, with ``actor_horizon=horizon``."""
-    trained = agent.loss
-    loss = S2VGLoss(
-        agent.actor,
-        trained.qvalue_network,
-        trained.value_network,
-        agent.dynamics,
-        agent.reward,
-        agent.termination,
-        horizon=cfg.loss.horizon,
-        alpha_init=cfg.loss.alpha_init,
-        fixed_alpha=cfg.loss.fixed_alpha,
-        target_entropy=target_entropy(cfg),
-        loss_function=cfg.loss.loss_function,
-        expansion_entropy=cfg.loss.expansion_entropy,
-        actor_horizon=horizon,
-        disagreement_bound=cfg.loss.disagreement_bound,
-        ensemble_members=cfg.loss.ensemble_members,
-        expansion_ensemble_mean=cfg.loss.expansion_ensemble_mean,
-    )
-    loss.make_value_estimator(gamma=cfg.loss.gamma)
-    loss.load_state_dict(trained.state_dict())
-    return loss
 
 
 def _actor_gradient(loss: S2VGLoss, batch) -> tuple[torch.Tensor, float]:
@@ -147,7 +121,8 @@ def measure(run_dir: Path, horizons: list[int], batches: int) -> dict:
     ]
     means = {}
     for horizon in horizons:
-        loss = _loss_with_horizon(cfg, agent, horizon)
+        # the same trained networks and models, with the actor's objective through H steps
+        loss = load_run(run_dir, 60_000, [f"loss.actor_horizon={horizon}"])[1].loss
         grads, returns = [], []
         for batch in samples:
             torch.manual_seed(len(grads))
