@@ -49,6 +49,16 @@ def _git_commit() -> str:
         return "unknown"
 
 
+def save_measurement(result: dict, path: Path, script: str, argv: list[str] | None) -> None:
+    """Write one measurement as JSON with the command that made it and the commit, and print it."""
+    result["command"] = f"python benchmarks/{script} " + " ".join(
+        argv if argv is not None else sys.argv[1:]
+    )
+    result["git_commit"] = _git_commit()
+    path.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=1))
+
+
 def _read_curve(path: Path) -> list[dict[str, float]]:
     """The rows of an ``eval.csv`` (an empty cell, e.g. of an all-non-finite evaluation, is NaN)."""
     rows = list(csv.DictReader(path.read_text().splitlines()))

@@ -29,7 +29,6 @@ Writes ``<out>/<run>_multistep_gradient_at<frames>.json``::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -40,7 +39,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import diagnose  # noqa: E402
 import torch  # noqa: E402
 from diagnose import load_run  # noqa: E402
-from learning import _git_commit  # noqa: E402
+from learning import save_measurement  # noqa: E402
 from tensordict import TensorDict  # noqa: E402
 from torch.nn.functional import cosine_similarity  # noqa: E402
 
@@ -171,13 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     for run in args.runs:
         result = measure(run, args.horizons, args.batches)
-        result["command"] = "python benchmarks/multistep_gradient.py " + " ".join(
-            argv or sys.argv[1:]
-        )
-        result["git_commit"] = _git_commit()
         name = f"{run.parent.name}_{run.name}_multistep_gradient_at{result['frames']}.json"
-        (args.out / name).write_text(json.dumps(result, indent=2))
-        print(json.dumps(result, indent=1))
+        save_measurement(result, args.out / name, "multistep_gradient.py", argv)
     return 0
 
 

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
@@ -51,7 +50,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
 from diagnose import load_run  # noqa: E402
-from learning import _git_commit  # noqa: E402
+from learning import save_measurement  # noqa: E402
 from tensordict import TensorDict  # noqa: E402
 from torch.nn.functional import cosine_similarity  # noqa: E402
 from torchrl.envs.utils import ExplorationType, set_exploration_type  # noqa: E402
@@ -299,21 +298,13 @@ def main(argv: list[str] | None = None) -> int:
     for run in args.runs:
         if args.line_search:
             result = line_search(run, args.episodes)
-            result["command"] = "python benchmarks/svginf_gradient.py " + " ".join(
-                argv or sys.argv[1:]
-            )
-            result["git_commit"] = _git_commit()
             name = f"{run.name}_linesearch_at{result['frames']}"
-            (args.out / f"{name}.json").write_text(json.dumps(result, indent=2))
+            save_measurement(result, args.out / f"{name}.json", "svginf_gradient.py", argv)
             plot_line_search(result, args.out / f"{name}.png")
-            print(json.dumps(result, indent=1))
             continue
         result = measure(run, args.batches, args.episodes)
-        result["command"] = "python benchmarks/svginf_gradient.py " + " ".join(argv or sys.argv[1:])
-        result["git_commit"] = _git_commit()
         name = f"{run.name}_gradient_at{result['frames']}.json"
-        (args.out / name).write_text(json.dumps(result, indent=2))
-        print(json.dumps(result, indent=1))
+        save_measurement(result, args.out / name, "svginf_gradient.py", argv)
     return 0
 
 
