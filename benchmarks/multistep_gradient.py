@@ -1,4 +1,4 @@
-"""What S2VG's actor gradient looks like through 1, 3 and 5 imagined steps, from a run's checkpoint.
+r"""What S2VG's actor gradient looks like through 1, 3 and 5 imagined steps, from a run's checkpoint.
 
 For a ``python -m torchrl_svg.train algorithm=s2vg`` run directory the script rebuilds the agent
 from the run's ``config.yaml`` and ``checkpoint.pt`` (networks, world model, alpha, replay
@@ -12,7 +12,10 @@ size (each batch's gradient carries the noise of the batch and of the imagined s
 * the cosine between the gradients of independent batches (near 1: a consistent direction;
   near 0: noise);
 * the cosine of each ``H``'s mean gradient with the one-step (``H = 1``, eq 11) mean gradient;
-* the mean soft model return the actor maximises.
+* the mean soft model return the actor maximises;
+* the same for the gradient's two parts, that of the discounted soft rewards of the imagined
+  steps and that of the final :math:`V(\hat s_H)`, and the cosine between them (two
+  consistent parts that point against each other leave a small, noisy sum).
 
 And, for the world model along the horizon: the disagreement of the ensemble members over the
 imagined steps of the current policy from replay states (the standard deviation of the members'
@@ -44,14 +47,55 @@ from tensordict import TensorDict  # noqa: E402
 from torch.nn.functional import cosine_similarity  # noqa: E402
 
 from torchrl_svg.objectives import S2VGLoss  # noqa: E402
+from torchrl_svg.objectives.functional import soft_model_return  # noqa: E402
 
 
-def _actor_gradient(loss: S2VGLoss, batch) -> tuple[torch.Tensor, float]:
+def _actor_gradients(loss: S2VGLoss, batch) -> tuple[dict[str, torch.Tensor], float]:
+    r"""The actor's gradient on one batch, whole and split into its reward and value parts.
+
+    The soft return of eq 11 (``H = 1``) or of ``H`` imagined steps is the sum of the
+    discounted soft rewards and the discounted :math:`V(\hat s_H)`; with the same imagined
+    steps (the same noise) the gradient of the first alone is the ``"reward_part"`` and the
+    rest the ``"value_part"``. Returns the gradients (flat) and the mean soft model return.
+    """
     params = list(loss.actor_network_params.values(True, True))
-    value, meta = loss.actor_loss(batch)
-    grads = torch.autograd.grad(value, params, allow_unused=True)
-    flat = torch.cat([g.reshape(-1) for g in grads if g is not None])
-    return flat, float(meta["model_return"].mean())
+    rollout = loss._actor_rollout(batch)
+    value = loss._state_value(rollout["final_state"], loss._cached_detached_value_params)
+
+    def soft_return(final_value: torch.Tensor) -> torch.Tensor:
+        return soft_model_return(
+            rollout["rewards"],
+            rollout["log_probs"],
+            rollout["continuations"],
+            final_value,
+            loss._alpha,
+            loss._gamma,
+            bootstrap_values=rollout["values"] or None,
+            trusted=rollout["trusted"] or None,
+        )
+
+    whole = soft_return(value)
+    out = {}
+    for name, objective in (
+        ("whole", whole),
+        ("reward_part", soft_return(torch.zeros_like(value))),
+    ):
+        grads = torch.autograd.grad(-objective.mean(), params, retain_graph=True, allow_unused=True)
+        out[name] = torch.cat([g.reshape(-1) for g in grads if g is not None])
+    out["value_part"] = out["whole"] - out["reward_part"]
+    return out, float(whole.detach().mean())
+
+
+def _consistency(grads: list[torch.Tensor]) -> dict[str, float]:
+    """Median norm, mean norm of the mean, and mean cosine between the gradients of batches."""
+    norms = sorted(float(g.norm()) for g in grads)
+    pairs = [(i, j) for i in range(len(grads)) for j in range(i + 1, len(grads))]
+    cosines = [float(cosine_similarity(grads[i], grads[j], 0)) for i, j in pairs]
+    return {
+        "norm_median": norms[len(norms) // 2],
+        "mean_gradient_norm": float(torch.stack(grads).mean(0).norm()),
+        "cosine_between_batches_mean": sum(cosines) / len(cosines),
+    }
 
 
 @torch.no_grad()
@@ -122,23 +166,34 @@ def measure(run_dir: Path, horizons: list[int], batches: int) -> dict:
     for horizon in horizons:
         # the same trained networks and models, with the actor's objective through H steps
         loss = load_run(run_dir, 60_000, [f"loss.actor_horizon={horizon}"])[1].loss
-        grads, returns = [], []
-        for batch in samples:
-            torch.manual_seed(len(grads))
-            g, ret = _actor_gradient(loss, batch.clone())
-            grads.append(g)
+        parts: dict[str, list[torch.Tensor]] = {"whole": [], "reward_part": [], "value_part": []}
+        returns = []
+        for index, batch in enumerate(samples):
+            torch.manual_seed(index)
+            grads, ret = _actor_gradients(loss, batch.clone())
+            for name, g in grads.items():
+                parts[name].append(g)
             returns.append(ret)
-        norms = [float(g.norm()) for g in grads]
-        pairs = [(i, j) for i in range(batches) for j in range(i + 1, batches)]
-        cosines = [float(cosine_similarity(grads[i], grads[j], 0)) for i, j in pairs]
-        means[horizon] = torch.stack(grads).mean(0)
+        whole = parts["whole"]
+        norms = [float(g.norm()) for g in whole]
+        means[horizon] = torch.stack(whole).mean(0)
+        reward_mean = torch.stack(parts["reward_part"]).mean(0)
+        value_mean = torch.stack(parts["value_part"]).mean(0)
         result["horizons"][str(horizon)] = {
-            "gradient_norm_median": sorted(norms)[len(norms) // 2],
+            **_consistency(whole),
             "gradient_norm_per_batch": norms,
             "share_over_clip": (sum(n > clip for n in norms) / len(norms)) if clip else None,
-            "cosine_between_batches_mean": sum(cosines) / len(cosines),
-            "mean_gradient_norm": float(means[horizon].norm()),
             "model_return_mean": sum(returns) / len(returns),
+            "reward_part": _consistency(parts["reward_part"]),
+            "value_part": _consistency(parts["value_part"]),
+            "cosine_reward_part_vs_value_part_per_batch_mean": sum(
+                float(cosine_similarity(r, v, 0))
+                for r, v in zip(parts["reward_part"], parts["value_part"], strict=True)
+            )
+            / len(whole),
+            "cosine_reward_part_vs_value_part_of_means": float(
+                cosine_similarity(reward_mean, value_mean, 0)
+            ),
         }
     if 1 in means:
         for horizon, mean in means.items():
