@@ -71,6 +71,25 @@ def load_run(run_dir: Path, seed_offset: int = 20_000, overrides: Sequence[str] 
     return cfg, agent, env, state
 
 
+def shifted(module: torch.nn.Module, direction: torch.Tensor, length: float) -> TensorDict:
+    """The parameters of ``module`` moved by ``length`` along a flat ``direction``.
+
+    ``direction`` is ordered as ``TensorDict.from_module(module)``'s leaves (the order of a
+    loss's ``actor_network_params`` for the same module); use the result with
+    ``with params.to_module(module): ...``.
+    """
+    params = TensorDict.from_module(module)
+    moved, offset = params.clone(), 0
+    for key in params.keys(True, True):
+        value = params.get(key)
+        step = direction[offset : offset + value.numel()].reshape(value.shape)
+        moved.set(key, value.detach() + length * step)
+        offset += value.numel()
+    if offset != direction.numel():
+        raise ValueError(f"direction has {direction.numel()} entries, the module {offset}.")
+    return moved
+
+
 @torch.no_grad()
 def model_error(agent, replay: TensorDict) -> dict:
     """One-step and open-loop k-step error of the world model on the run's own data."""

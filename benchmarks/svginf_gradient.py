@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
-from diagnose import load_run  # noqa: E402
+from diagnose import load_run, shifted  # noqa: E402
 from learning import save_measurement  # noqa: E402
 from tensordict import TensorDict  # noqa: E402
 from torch.nn.functional import cosine_similarity  # noqa: E402
@@ -224,18 +224,11 @@ def line_search(run_dir: Path, episodes: int) -> dict:
         "adam_steps": list(ADAM_STEPS),
         "step_lengths": [k * lr * adam_norm for k in ADAM_STEPS],
     }
-    flat = torch.cat([v.detach().reshape(-1) for v in values])
     for name, direction in directions.items():
         slope = float(-(grad * direction).sum())
         stochastic, deterministic = [], []
         for length in result["step_lengths"]:
-            moved = flat + length * direction
-            new = params.clone()
-            offset = 0
-            for key, size, value in zip(keys, sizes, values, strict=True):
-                new.set(key, moved[offset : offset + size].reshape(value.shape))
-                offset += size
-            with new.to_module(policy):
+            with shifted(policy, direction, length).to_module(policy):
                 s, d = _returns(policy, hand, steps, episodes, seed=123)
             stochastic.append(s)
             deterministic.append(d)
