@@ -35,6 +35,12 @@ policy update, from the same checkpoint (``<run>_linesearch_at<frames>.json`` an
 * where the gradient and the Adam step put their weight: the share of their squared norm in
   each layer, and in the policy head's location rows against its scale rows; and how
   saturated the policy is (the share of visited states where ``|loc| > 2``).
+
+With ``--ascent N --step-length L`` it continues the checkpoint's policy for ``N`` updates of
+plain normalised gradient ascent instead of the run's Adam: each update collects
+``--episodes`` fresh real episodes, computes the run's own SVG(∞) gradient (its learned model,
+held fixed) and moves the parameters a fixed length ``L`` along it, the length the line search
+found best (``<run>_ascent<L>_at<frames>.json``: the batches' mean return per update).
 """
 
 from __future__ import annotations
@@ -275,6 +281,39 @@ def plot_line_search(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def ascent(run_dir: Path, updates: int, length: float, episodes: int) -> dict:
+    """``updates`` fixed-length normalised gradient steps from a checkpoint's policy."""
+    cfg, agent, env, state = load_run(run_dir, seed_offset=80_000)
+    base = env
+    while not hasattr(base, "params"):
+        base = base.base_env
+    hand = base.params
+    steps = cfg.env.max_episode_steps or hand.episode_steps
+    env.close()
+    policy = agent.policy
+    params = list(agent.loss.actor_network_params.values(True, True))
+    returns = []
+    for update in range(updates):
+        data = _episodes(policy, hand, steps, episodes, 1_000 + update, ExplorationType.RANDOM)
+        returns.append(float(data["next", "reward"].sum(-2).mean()))
+        grad = _flat_gradient(agent.loss, data)
+        moved = shifted(policy, -grad / grad.norm(), length)
+        with torch.no_grad():
+            for param, key in zip(params, moved.keys(True, True), strict=True):
+                param.copy_(moved.get(key))
+    return {
+        "run_dir": str(run_dir),
+        "frames": state["counters"]["frames"],
+        "policy_updates_before": state["counters"]["updates"],
+        "episode_steps": steps,
+        "episodes_per_update": episodes,
+        "step_length": length,
+        "return_per_update": returns,
+        "return_first_10_mean": sum(returns[:10]) / len(returns[:10]),
+        "return_last_10_mean": sum(returns[-10:]) / len(returns[-10:]),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -284,11 +323,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episodes", type=int, default=16)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--line-search", action="store_true")
+    parser.add_argument("--ascent", type=int, default=0, metavar="UPDATES")
+    parser.add_argument("--step-length", type=float, default=0.002)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     torch.manual_seed(0)
     args.out.mkdir(parents=True, exist_ok=True)
     for run in args.runs:
+        if args.ascent:
+            result = ascent(run, args.ascent, args.step_length, args.episodes)
+            name = f"{run.name}_ascent{args.step_length:g}_at{result['frames']}.json"
+            save_measurement(result, args.out / name, "svginf_gradient.py", argv)
+            continue
         if args.line_search:
             result = line_search(run, args.episodes)
             name = f"{run.name}_linesearch_at{result['frames']}"
