@@ -13,9 +13,10 @@ size (each batch's gradient carries the noise of the batch and of the imagined s
   near 0: noise);
 * the cosine of each ``H``'s mean gradient with the one-step (``H = 1``, eq 11) mean gradient;
 * the mean soft model return the actor maximises;
-* the same for the gradient's two parts, that of the discounted soft rewards of the imagined
-  steps and that of the final :math:`V(\hat s_H)`, and the cosine between them (two
-  consistent parts that point against each other leave a small, noisy sum).
+* the same for the gradient's three parts, those of the imagined steps' discounted model
+  rewards, of their entropy bonuses and of the final :math:`V(\hat s_H)`, and the cosines
+  between the parts' mean gradients (consistent parts that point against each other leave a
+  small, noisy sum).
 
 And, for the world model along the horizon: the disagreement of the ensemble members over the
 imagined steps of the current policy from replay states (the standard deviation of the members'
@@ -51,38 +52,43 @@ from torchrl_svg.objectives.functional import soft_model_return  # noqa: E402
 
 
 def _actor_gradients(loss: S2VGLoss, batch) -> tuple[dict[str, torch.Tensor], float]:
-    r"""The actor's gradient on one batch, whole and split into its reward and value parts.
+    r"""The actor's gradient on one batch, whole and split into its three parts.
 
     The soft return of eq 11 (``H = 1``) or of ``H`` imagined steps is the sum of the
-    discounted soft rewards and the discounted :math:`V(\hat s_H)`; with the same imagined
-    steps (the same noise) the gradient of the first alone is the ``"reward_part"`` and the
-    rest the ``"value_part"``. Returns the gradients (flat) and the mean soft model return.
+    discounted model rewards, the discounted entropy bonuses :math:`-\alpha\log\pi` of the
+    imagined actions and the discounted :math:`V(\hat s_H)`. With the same imagined steps
+    (the same noise) the gradient of the first alone is the ``"reward_part"``, of the second
+    the ``"entropy_part"`` and the rest the ``"value_part"``. Returns the gradients (flat)
+    and the mean soft model return.
     """
     params = list(loss.actor_network_params.values(True, True))
     rollout = loss._actor_rollout(batch)
     value = loss._state_value(rollout["final_state"], loss._cached_detached_value_params)
+    no_value = torch.zeros_like(value)
+    no_rewards = [torch.zeros_like(r) for r in rollout["rewards"]]
 
-    def soft_return(final_value: torch.Tensor) -> torch.Tensor:
+    def soft_return(rewards, final_value: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         return soft_model_return(
-            rollout["rewards"],
+            rewards,
             rollout["log_probs"],
             rollout["continuations"],
             final_value,
-            loss._alpha,
+            alpha,
             loss._gamma,
             bootstrap_values=rollout["values"] or None,
             trusted=rollout["trusted"] or None,
         )
 
-    whole = soft_return(value)
+    whole = soft_return(rollout["rewards"], value, loss._alpha)
     out = {}
     for name, objective in (
         ("whole", whole),
-        ("reward_part", soft_return(torch.zeros_like(value))),
+        ("reward_part", soft_return(rollout["rewards"], no_value, torch.zeros_like(loss._alpha))),
+        ("entropy_part", soft_return(no_rewards, no_value, loss._alpha)),
     ):
         grads = torch.autograd.grad(-objective.mean(), params, retain_graph=True, allow_unused=True)
         out[name] = torch.cat([g.reshape(-1) for g in grads if g is not None])
-    out["value_part"] = out["whole"] - out["reward_part"]
+    out["value_part"] = out["whole"] - out["reward_part"] - out["entropy_part"]
     return out, float(whole.detach().mean())
 
 
@@ -166,7 +172,8 @@ def measure(run_dir: Path, horizons: list[int], batches: int) -> dict:
     for horizon in horizons:
         # the same trained networks and models, with the actor's objective through H steps
         loss = load_run(run_dir, 60_000, [f"loss.actor_horizon={horizon}"])[1].loss
-        parts: dict[str, list[torch.Tensor]] = {"whole": [], "reward_part": [], "value_part": []}
+        names = ("whole", "reward_part", "entropy_part", "value_part")
+        parts: dict[str, list[torch.Tensor]] = {name: [] for name in names}
         returns = []
         for index, batch in enumerate(samples):
             torch.manual_seed(index)
@@ -177,23 +184,18 @@ def measure(run_dir: Path, horizons: list[int], batches: int) -> dict:
         whole = parts["whole"]
         norms = [float(g.norm()) for g in whole]
         means[horizon] = torch.stack(whole).mean(0)
-        reward_mean = torch.stack(parts["reward_part"]).mean(0)
-        value_mean = torch.stack(parts["value_part"]).mean(0)
+        part_means = {name: torch.stack(parts[name]).mean(0) for name in names[1:]}
         result["horizons"][str(horizon)] = {
             **_consistency(whole),
             "gradient_norm_per_batch": norms,
             "share_over_clip": (sum(n > clip for n in norms) / len(norms)) if clip else None,
             "model_return_mean": sum(returns) / len(returns),
-            "reward_part": _consistency(parts["reward_part"]),
-            "value_part": _consistency(parts["value_part"]),
-            "cosine_reward_part_vs_value_part_per_batch_mean": sum(
-                float(cosine_similarity(r, v, 0))
-                for r, v in zip(parts["reward_part"], parts["value_part"], strict=True)
-            )
-            / len(whole),
-            "cosine_reward_part_vs_value_part_of_means": float(
-                cosine_similarity(reward_mean, value_mean, 0)
-            ),
+            **{name: _consistency(parts[name]) for name in names[1:]},
+            "cosine_between_part_means": {
+                f"{a}_vs_{b}": float(cosine_similarity(part_means[a], part_means[b], 0))
+                for i, a in enumerate(names[1:])
+                for b in names[i + 2 :]
+            },
         }
     if 1 in means:
         for horizon, mean in means.items():
