@@ -14,7 +14,8 @@ SAC is TorchRL's ``SACLoss`` as its users run it (``algorithm=sac``: learned alp
 1.0, target entropy -|A|, one update per step), with S2VG's networks, batch, replay, warm-up
 and evaluation. S2VG runs its Table 2 preset. ``s2vg_h3`` and ``s2vg_h5`` are S2VG with the
 multi-step actor (``loss.actor_horizon`` = 3 or 5, see :data:`VARIANTS`), run in the same
-harness beside them.
+harness beside them, with the preset's fixed alpha or (``*_learned_alpha``) alpha learned
+towards the target entropy -|A|.
 
 Example (the committed runs)::
 
@@ -59,6 +60,16 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "sac": ("sac", ()),
     "s2vg_h3": ("s2vg", (*MULTISTEP, "loss.actor_horizon=3")),
     "s2vg_h5": ("s2vg", (*MULTISTEP, "loss.actor_horizon=5")),
+    # the same with alpha learned towards the target entropy -|A| (from the preset's value),
+    # as SAC-SVG(H) learns it
+    "s2vg_h3_learned_alpha": (
+        "s2vg",
+        (*MULTISTEP, "loss.actor_horizon=3", "loss.fixed_alpha=false"),
+    ),
+    "s2vg_h5_learned_alpha": (
+        "s2vg",
+        (*MULTISTEP, "loss.actor_horizon=5", "loss.fixed_alpha=false"),
+    ),
 }
 ALGORITHMS = tuple(VARIANTS)
 LABELS = {
@@ -66,6 +77,8 @@ LABELS = {
     "sac": "SAC (TorchRL SACLoss, learned alpha)",
     "s2vg_h3": "S2VG, multi-step actor H=3 (5-member ensemble)",
     "s2vg_h5": "S2VG, multi-step actor H=5 (5-member ensemble)",
+    "s2vg_h3_learned_alpha": "S2VG, multi-step actor H=3, learned alpha",
+    "s2vg_h5_learned_alpha": "S2VG, multi-step actor H=5, learned alpha",
 }
 BUDGET = 100_000
 #: The settings every seed of the grid shares (on top of each algorithm's per-task preset).
