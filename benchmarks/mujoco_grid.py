@@ -238,7 +238,11 @@ def report(run_root: Path, out: Path, grid: list[tuple[str, str, int]] | None = 
             plot_curves(
                 series,
                 out / f"{task}.png",
-                title=f"{task}: mean ± std over seeds (per seed: {', '.join(f'{a} {len(curves.get((a, task), {}))}' for a in ALGORITHMS)})",
+                title=f"{task}: mean ± std over seeds ("
+                + ", ".join(
+                    f"{a} {len(curves[(a, task)])}" for a in ALGORITHMS if (a, task) in curves
+                )
+                + ")",
                 target=TARGETS[task],
             )
         tasks[task] = {
