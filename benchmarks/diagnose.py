@@ -91,8 +91,8 @@ def shifted(module: torch.nn.Module, direction: torch.Tensor, length: float) -> 
 
 
 @torch.no_grad()
-def model_error(agent, replay: TensorDict) -> dict:
-    """One-step and open-loop k-step error of the world model on the run's own data."""
+def model_error(agent, replay: TensorDict, horizons: Sequence[int] = HORIZONS) -> dict:
+    """One-step and open-loop k-step error (``k`` in ``horizons``) of the world model on the run's data."""
     dynamics = agent.world_model.dynamics
     n = replay.numel()
     newest = replay[int(0.9 * n) :]
@@ -107,14 +107,14 @@ def model_error(agent, replay: TensorDict) -> dict:
         out[f"one_step_nll_{name}"] = float(nll)
     # open-loop predictions along the newest real trajectories (real actions, model means)
     traj = newest["collector", "traj_ids"]
-    errors = {k: [] for k in HORIZONS}
+    errors = {k: [] for k in horizons}
     for tid in traj.unique()[:20]:
         episode = newest[traj == tid]
-        if episode.numel() <= max(HORIZONS):
+        if episode.numel() <= max(horizons):
             continue
-        starts = torch.arange(0, episode.numel() - max(HORIZONS), 25)
+        starts = torch.arange(0, episode.numel() - max(horizons), 25)
         state = episode["observation"][starts]
-        for k in range(1, max(HORIZONS) + 1):
+        for k in range(1, max(horizons) + 1):
             td = TensorDict({"observation": state, "action": episode["action"][starts + k - 1]})
             state = dynamics.get_dist(td).mean
             if k in errors:

@@ -26,7 +26,7 @@ actions, k = 1, 3, 5; :func:`diagnose.model_error`).
 
 Writes ``<out>/<run>_multistep_gradient_at<frames>.json``::
 
-    python benchmarks/multistep_gradient.py runs/mujoco/s2vg_h3_HalfCheetah-v5/seed0 \\
+    python benchmarks/multistep_gradient.py runs/mujoco/s2vg_h3_HalfCheetah-v5/seed0 \
         --out benchmarks/results/mujoco_100k/diagnostics
 """
 
@@ -40,9 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import diagnose  # noqa: E402
 import torch  # noqa: E402
-from diagnose import load_run  # noqa: E402
+from diagnose import load_run, model_error  # noqa: E402
 from learning import save_measurement  # noqa: E402
 from tensordict import TensorDict  # noqa: E402
 from torch.nn.functional import cosine_similarity  # noqa: E402
@@ -205,12 +204,7 @@ def measure(run_dir: Path, horizons: list[int], batches: int) -> dict:
     result["ensemble_disagreement_along_imagined_steps"] = ensemble_disagreement(
         agent, replay, max(horizons)
     )
-    saved = diagnose.HORIZONS
-    diagnose.HORIZONS = (1, 3, 5)
-    try:
-        result.update(diagnose.model_error(agent, replay))
-    finally:
-        diagnose.HORIZONS = saved
+    result.update(model_error(agent, replay, horizons=(1, 3, 5)))
     return result
 
 
