@@ -71,9 +71,9 @@ def _flat_gradient(loss: SVGInfLoss, episodes) -> torch.Tensor:
     return torch.cat([g.reshape(-1) for g in grads if g is not None])
 
 
-def measure(run_dir: Path, batches: int, episodes: int) -> dict:
-    """The gradient statistics of one run's checkpoint."""
-    cfg, agent, env, state = load_run(run_dir, seed_offset=40_000)
+def _load_hand_run(run_dir: Path, seed_offset: int):
+    """:func:`diagnose.load_run` for an SVG(inf) Hand-v0 run; also its ``HandParams`` and episode length."""
+    cfg, agent, env, state = load_run(run_dir, seed_offset=seed_offset)
     if cfg.algorithm != "svginf" or cfg.env.name != "Hand-v0":
         raise ValueError(
             f"{run_dir}: an SVG(inf) run on Hand-v0 is needed, got {cfg.algorithm} on {cfg.env.name}."
@@ -81,9 +81,22 @@ def measure(run_dir: Path, batches: int, episodes: int) -> dict:
     base = env
     while not hasattr(base, "params"):
         base = base.base_env
+    return (
+        cfg,
+        agent,
+        env,
+        state,
+        base.params,
+        cfg.env.max_episode_steps or base.params.episode_steps,
+    )
+
+
+def measure(run_dir: Path, batches: int, episodes: int) -> dict:
+    """The gradient statistics of one run's checkpoint."""
+    cfg, agent, env, state, hand, steps = _load_hand_run(run_dir, 40_000)
     true_loss = SVGInfLoss(
         agent.policy,
-        hand_dynamics_model(base.params),
+        hand_dynamics_model(hand),
         agent.world_model.reward,
         noise=cfg.svg.noise,
     )
@@ -93,7 +106,7 @@ def measure(run_dir: Path, batches: int, episodes: int) -> dict:
         ("control_cost_only", "terminal_cost"),
         ("terminal_cost_only", "control_cost"),
     ):
-        params = dataclasses.replace(base.params, **{zero: 0.0})
+        params = dataclasses.replace(hand, **{zero: 0.0})
         parts[part] = SVGInfLoss(
             agent.policy,
             hand_dynamics_model(params),
@@ -103,7 +116,6 @@ def measure(run_dir: Path, batches: int, episodes: int) -> dict:
         parts[part].make_value_estimator(gamma=1.0)
     part_norms = {part: [] for part in parts}
     part_cosines = {part: [] for part in parts}
-    steps = cfg.env.max_episode_steps or base.params.episode_steps
     norms, returns, learned, true = [], [], [], []
     for _ in range(batches):
         with set_exploration_type(ExplorationType.RANDOM), torch.no_grad():
@@ -181,12 +193,7 @@ def _shares(flat: torch.Tensor, names: list[str], sizes: list[int], head_rows: i
 
 def line_search(run_dir: Path, episodes: int) -> dict:
     """The real return along the gradient and along Adam's next step, from a checkpoint."""
-    cfg, agent, env, state = load_run(run_dir, seed_offset=50_000)
-    base = env
-    while not hasattr(base, "params"):
-        base = base.base_env
-    hand = base.params
-    steps = cfg.env.max_episode_steps or hand.episode_steps
+    cfg, agent, env, state, hand, steps = _load_hand_run(run_dir, 50_000)
     env.close()
     policy = agent.policy
     params = TensorDict.from_module(policy)
@@ -283,12 +290,7 @@ def plot_line_search(result: dict, path: Path) -> None:
 
 def ascent(run_dir: Path, updates: int, length: float, episodes: int) -> dict:
     """``updates`` fixed-length normalised gradient steps from a checkpoint's policy."""
-    cfg, agent, env, state = load_run(run_dir, seed_offset=80_000)
-    base = env
-    while not hasattr(base, "params"):
-        base = base.base_env
-    hand = base.params
-    steps = cfg.env.max_episode_steps or hand.episode_steps
+    cfg, agent, env, state, hand, steps = _load_hand_run(run_dir, 80_000)
     env.close()
     policy = agent.policy
     params = list(agent.loss.actor_network_params.values(True, True))
