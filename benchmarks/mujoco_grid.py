@@ -21,8 +21,10 @@ Example (the committed runs)::
 
     python benchmarks/mujoco_grid.py run --algorithms sac --seeds 0 1 2 --jobs 1 --resume
     python benchmarks/mujoco_grid.py run --algorithms s2vg --seeds 0 1 2 --jobs 1 --resume
-    python benchmarks/mujoco_grid.py run --algorithms s2vg_h3 s2vg_h5 --seeds 0 \
-        --tasks HalfCheetah-v5 Walker2d-v5 --jobs 1 --resume
+    python benchmarks/mujoco_grid.py run --algorithms s2vg_h3 --seeds 0 \
+        --tasks HalfCheetah-v5 --jobs 1 --resume   # stopped at 30k
+    python benchmarks/mujoco_grid.py run --algorithms s2vg_h3_learned_alpha \
+        s2vg_h5_learned_alpha --seeds 0 --tasks HalfCheetah-v5 --jobs 1 --resume
     python benchmarks/mujoco_grid.py report
 """
 
@@ -257,8 +259,10 @@ def report(run_root: Path, out: Path, grid: list[tuple[str, str, int]] | None = 
         "commands": [
             "python benchmarks/mujoco_grid.py run --algorithms sac --seeds 0 1 2 --jobs 1 --resume",
             "python benchmarks/mujoco_grid.py run --algorithms s2vg --seeds 0 1 2 --jobs 1 --resume",
-            "python benchmarks/mujoco_grid.py run --algorithms s2vg_h3 s2vg_h5 --seeds 0 "
-            "--tasks HalfCheetah-v5 Walker2d-v5 --jobs 1 --resume",
+            "python benchmarks/mujoco_grid.py run --algorithms s2vg_h3 --seeds 0 "
+            "--tasks HalfCheetah-v5 --jobs 1 --resume  (stopped at 30k)",
+            "python benchmarks/mujoco_grid.py run --algorithms s2vg_h3_learned_alpha "
+            "s2vg_h5_learned_alpha --seeds 0 --tasks HalfCheetah-v5 --jobs 1 --resume",
             "python benchmarks/mujoco_grid.py report",
         ],
         "seeds": seeds,
