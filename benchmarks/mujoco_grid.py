@@ -60,6 +60,8 @@ MULTISTEP = (
 VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "s2vg": ("s2vg", ()),
     "sac": ("sac", ()),
+    # S2VG with alpha learned towards -|A| from the preset's value (the preset fixes it)
+    "s2vg_learned_alpha": ("s2vg", ("loss.fixed_alpha=false",)),
     "s2vg_h3": ("s2vg", (*MULTISTEP, "loss.actor_horizon=3")),
     "s2vg_h5": ("s2vg", (*MULTISTEP, "loss.actor_horizon=5")),
     # the same with alpha learned towards the target entropy -|A| (from the preset's value),
@@ -77,6 +79,7 @@ ALGORITHMS = tuple(VARIANTS)
 LABELS = {
     "s2vg": "S2VG (Table 2 preset)",
     "sac": "SAC (TorchRL SACLoss, learned alpha)",
+    "s2vg_learned_alpha": "S2VG, learned alpha",
     "s2vg_h3": "S2VG, multi-step actor H=3 (5-member ensemble)",
     "s2vg_h5": "S2VG, multi-step actor H=5 (5-member ensemble)",
     "s2vg_h3_learned_alpha": "S2VG, multi-step actor H=3, learned alpha",
