@@ -8,9 +8,12 @@ that checkpoint's own replay buffer and compares
 * the discounted Monte-Carlo return of ``--rollouts`` real rollouts of the current stochastic
   policy from each state, averaged over rollouts and states.
 
-The rollouts run in real Gymnasium ``Pendulum-v1`` environments set to each replay state
-(``env.unwrapped.state = (atan2(sin, cos), thdot)`` from the observation ``(cos, sin,
-thdot)``), for ``--steps`` steps (past the 200-step time limit: the critic bootstraps through
+The rollouts run Gymnasium's ``Pendulum-v1`` dynamics from each replay state (``state =
+(atan2(sin, cos), thdot)`` from the observation ``(cos, sin, thdot)``): all rollouts step
+together through ``Pendulum-v1``'s own equations written over arrays, and at every step the
+first ``--check`` of them are also stepped by Gymnasium's ``PendulumEnv`` (set to the same
+state, given the same action); a difference above 1e-9 stops the script. They run for
+``--steps`` steps (past the 200-step time limit: the critic bootstraps through
 truncations, so its target is the discounted infinite-horizon return; ``gamma**steps`` of it
 is cut off). Both the plain discounted return (what the paper plots) and the soft return
 ``sum_k gamma^k (r_k - alpha log pi(a_k|s_k))`` (what S2VG's ``V`` estimates) are reported;
@@ -29,7 +32,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import re
 import sys
 from pathlib import Path
@@ -42,6 +44,7 @@ import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from diagnose import rebuild  # noqa: E402
+from gymnasium.envs.classic_control.pendulum import angle_normalize  # noqa: E402
 from learning import _git_commit  # noqa: E402
 from tensordict import TensorDict  # noqa: E402
 from torchrl.envs.utils import ExplorationType, set_exploration_type  # noqa: E402
@@ -76,26 +79,60 @@ def _kept(run_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-_PENDULUMS: list = []
+def _pendulum_step(
+    state: np.ndarray, action: np.ndarray, env
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``PendulumEnv.step`` over arrays: (next state, next observation, reward) for ``[N]`` envs.
+
+    ``state`` is ``[N, 2]`` (angle, angular velocity), ``action`` ``[N, 1]``; the constants are
+    read from ``env`` (a Gymnasium ``PendulumEnv``).
+    """
+    th, thdot = state[:, 0], state[:, 1]
+    u = np.clip(action, -env.max_torque, env.max_torque)[:, 0]
+    costs = angle_normalize(th) ** 2 + 0.1 * thdot**2 + 0.001 * (u**2)
+    newthdot = (
+        thdot + (3 * env.g / (2 * env.l) * np.sin(th) + 3.0 / (env.m * env.l**2) * u) * env.dt
+    )
+    newthdot = np.clip(newthdot, -env.max_speed, env.max_speed)
+    newth = th + newthdot * env.dt
+    # float32, as PendulumEnv._get_obs returns it
+    obs = np.stack([np.cos(newth), np.sin(newth), newthdot], axis=1).astype(np.float32)
+    return np.stack([newth, newthdot], axis=1), obs, -costs
 
 
-def _pendulums(n: int) -> list:
-    """``n`` real Pendulum-v1 environments (Gymnasium's own class), made once and reused."""
-    while len(_PENDULUMS) < n:
-        _PENDULUMS.append(gym.make("Pendulum-v1").unwrapped)
-    return _PENDULUMS[:n]
+def _check_against_gymnasium(
+    envs: list, state: np.ndarray, action: np.ndarray, next_obs: np.ndarray, reward: np.ndarray
+) -> None:
+    """Step Gymnasium's own ``PendulumEnv`` from the first rows and compare (1e-9)."""
+    for i, env in enumerate(envs):
+        env.state = state[i].copy()
+        obs, r, *_ = env.step(action[i])
+        err = max(float(np.abs(obs - next_obs[i]).max()), abs(float(r) - float(reward[i])))
+        if err > 1e-9:
+            raise RuntimeError(
+                f"the array Pendulum-v1 step differs from Gymnasium's PendulumEnv by {err:.3g} "
+                f"(state {state[i]}, action {action[i]})."
+            )
 
 
 @torch.no_grad()
 def monte_carlo(
-    agent, states: torch.Tensor, rollouts: int, steps: int, gamma: float, alpha: float, seed: int
+    agent,
+    states: torch.Tensor,
+    rollouts: int,
+    steps: int,
+    gamma: float,
+    alpha: float,
+    seed: int,
+    check: int = 8,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Discounted (plain, soft) returns of real rollouts from each state: two ``[S]`` tensors."""
     start = states.repeat_interleave(rollouts, 0)  # [S * R, 3]
-    envs = _pendulums(start.shape[0])
-    for i, (env, obs) in enumerate(zip(envs, start.double().numpy(), strict=True)):
+    gym_envs = [gym.make("Pendulum-v1").unwrapped for _ in range(min(check, start.shape[0]))]
+    for i, env in enumerate(gym_envs):
         env.reset(seed=seed + i)
-        env.state = np.array([math.atan2(obs[1], obs[0]), obs[2]])
+    obs_np = start.double().numpy()
+    state = np.stack([np.arctan2(obs_np[:, 1], obs_np[:, 0]), obs_np[:, 2]], axis=1)
     obs = start.clone()
     plain = torch.zeros(start.shape[0], dtype=torch.float64)
     soft = torch.zeros_like(plain)
@@ -105,22 +142,22 @@ def monte_carlo(
             td = agent.policy(TensorDict({"observation": obs}, [obs.shape[0]]))
         actions = td["action"].double().numpy()
         log_prob = td["action_log_prob"].reshape(-1).double()
-        rewards, next_obs = [], []
-        for env, action in zip(envs, actions, strict=True):
-            o, r, *_ = env.step(action)
-            rewards.append(r)
-            next_obs.append(o)
-        reward = torch.as_tensor(np.asarray(rewards, dtype=np.float64))
+        next_state, next_obs, rewards = _pendulum_step(state, actions, gym_envs[0])
+        _check_against_gymnasium(gym_envs, state, actions, next_obs, rewards)
+        reward = torch.as_tensor(rewards)
         plain += discount * reward
         soft += discount * (reward - alpha * log_prob)
         discount *= gamma
-        obs = torch.as_tensor(np.stack(next_obs), dtype=obs.dtype)
+        state = next_state
+        obs = torch.as_tensor(next_obs, dtype=obs.dtype)
+    for env in gym_envs:
+        env.close()
     return plain.view(-1, rollouts).mean(1), soft.view(-1, rollouts).mean(1)
 
 
 @torch.no_grad()
 def measure(
-    run_dir: Path, n_states: int, rollouts: int, steps: int, seed: int
+    run_dir: Path, n_states: int, rollouts: int, steps: int, seed: int, check: int = 8
 ) -> list[dict[str, float]]:
     """One row per kept checkpoint of ``run_dir``."""
     cfg, agent, env = rebuild(run_dir, seed_offset=30_000)
@@ -142,7 +179,9 @@ def measure(
         loss = agent.loss
         alpha = float(loss.log_alpha.exp())
         estimate = loss._state_value(states, loss.value_network_params).reshape(-1)
-        plain, soft = monte_carlo(agent, states, rollouts, steps, gamma, alpha, seed + frames)
+        plain, soft = monte_carlo(
+            agent, states, rollouts, steps, gamma, alpha, seed + frames, check
+        )
         v = float(estimate.mean())
         rows.append(
             {
@@ -172,6 +211,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rollouts", type=int, default=50)
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--check",
+        type=int,
+        default=8,
+        help="rollouts also stepped by Gymnasium's PendulumEnv at every step, as a check",
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     if args.group is not None and len(args.group) != len(args.runs):
@@ -181,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     groups: dict[str, list[list[dict[str, float]]]] = {}
     for i, run in enumerate(args.runs):
-        rows = measure(run, args.states, args.rollouts, args.steps, args.seed)
+        rows = measure(run, args.states, args.rollouts, args.steps, args.seed, args.check)
         name = f"{run.parent.name}_{run.name}"
         with (args.out / f"{name}_value_bias.csv").open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=FIELDS)
