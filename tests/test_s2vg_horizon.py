@@ -182,6 +182,7 @@ def test_multistep_example_resolves_and_trains(tmp_path):
         "rollout",
     )
     assert cfg.loss.alpha_init == 0.4 and cfg.loss.updates_per_step == 5  # the preset's
+    assert cfg.loss.fixed_alpha is False  # the example's: alpha learned towards -|A|
     run_dir = tmp_path / "run"
     subprocess.run(
         [
