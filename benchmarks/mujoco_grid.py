@@ -25,6 +25,8 @@ Example (the committed runs)::
         --tasks HalfCheetah-v5 --jobs 1 --resume   # stopped at 30k
     python benchmarks/mujoco_grid.py run --algorithms s2vg_h3_learned_alpha \
         s2vg_h5_learned_alpha --seeds 0 --tasks HalfCheetah-v5 --jobs 1 --resume
+    python benchmarks/mujoco_grid.py run --algorithms s2vg_learned_alpha s2vg_critic_lr3e-4 \
+        --seeds 0 --tasks HalfCheetah-v5 --jobs 1 --resume   # diagnostics of the collapses
     python benchmarks/mujoco_grid.py report
 """
 
@@ -62,6 +64,9 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "sac": ("sac", ()),
     # S2VG with alpha learned towards -|A| from the preset's value (the preset fixes it)
     "s2vg_learned_alpha": ("s2vg", ("loss.fixed_alpha=false",)),
+    # S2VG with SAC's critic learning rate (the preset's is 1e-3 on HalfCheetah and Hopper,
+    # with 5 updates per step): does a slower critic stop the actor-critic collapses?
+    "s2vg_critic_lr3e-4": ("s2vg", ("optim.critic_lr=3e-4",)),
     "s2vg_h3": ("s2vg", (*MULTISTEP, "loss.actor_horizon=3")),
     "s2vg_h5": ("s2vg", (*MULTISTEP, "loss.actor_horizon=5")),
     # the same with alpha learned towards the target entropy -|A| (from the preset's value),
@@ -80,6 +85,7 @@ LABELS = {
     "s2vg": "S2VG (Table 2 preset)",
     "sac": "SAC (TorchRL SACLoss, learned alpha)",
     "s2vg_learned_alpha": "S2VG, learned alpha",
+    "s2vg_critic_lr3e-4": "S2VG, critic lr 3e-4",
     "s2vg_h3": "S2VG, multi-step actor H=3 (5-member ensemble)",
     "s2vg_h5": "S2VG, multi-step actor H=5 (5-member ensemble)",
     "s2vg_h3_learned_alpha": "S2VG, multi-step actor H=3, learned alpha",
