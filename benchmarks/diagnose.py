@@ -14,6 +14,8 @@ world model, replay buffer) and measures:
   discounted soft Monte-Carlo return actually obtained from there,
   ``G_t = sum_k gamma^k (r_{t+k} - alpha log pi(a_{t+k}|s_{t+k}))``, over the steps whose
   return is determined to within ``gamma^300``; a positive bias is over-estimation;
+* **episodes**: the lengths of the stochastic episodes above, and the returns, lengths and
+  discounted returns (the run's gamma) of as many deterministic episodes;
 * **entropy and alpha**: the policy's entropy at replay states and the temperature, and the
   stochastic episodes' return beside the run's last deterministic evaluation.
 
@@ -132,7 +134,7 @@ def value_bias(cfg, agent, env, episodes: int) -> dict:
     loss = agent.loss
     gamma = cfg.loss.gamma
     alpha = float(loss.log_alpha.exp())
-    estimates, returns, episode_returns, log_probs = [], [], [], []
+    estimates, returns, episode_returns, log_probs, lengths = [], [], [], [], []
     for _ in range(episodes):
         with set_exploration_type(ExplorationType.RANDOM):
             rollout = env.rollout(cfg.eval.max_steps, agent.policy, break_when_any_done=True)
@@ -141,6 +143,7 @@ def value_bias(cfg, agent, env, episodes: int) -> dict:
         soft = reward - alpha * log_prob
         truncated = not bool(rollout["next", "terminated"][-1])
         steps = reward.numel()
+        lengths.append(steps)
         g, values = 0.0, torch.empty(steps)
         for t in reversed(range(steps)):
             g = float(soft[t]) + gamma * g
@@ -163,12 +166,32 @@ def value_bias(cfg, agent, env, episodes: int) -> dict:
     return {
         "alpha": alpha,
         "stochastic_episode_return_mean": sum(episode_returns) / len(episode_returns),
+        "stochastic_episode_lengths": lengths,
         "entropy_along_episodes": float(-torch.cat(log_probs).mean()),
         "value_estimate_mean": float(est.mean()),
         "monte_carlo_soft_return_mean": float(ret.mean()),
         "value_bias_mean": float((est - ret).mean()),
         "value_bias_relative": float((est - ret).mean() / ret.abs().mean().clamp_min(1e-6)),
         "steps_compared": int(est.numel()),
+    }
+
+
+@torch.no_grad()
+def deterministic_episodes(cfg, agent, env, episodes: int) -> dict:
+    """Returns, lengths and discounted returns (the run's gamma) of deterministic episodes."""
+    returns, lengths, discounted = [], [], []
+    for _ in range(episodes):
+        with set_exploration_type(ExplorationType.DETERMINISTIC):
+            rollout = env.rollout(cfg.eval.max_steps, agent.policy, break_when_any_done=True)
+        reward = rollout["next", "reward"].reshape(-1).double()
+        returns.append(float(reward.sum()))
+        lengths.append(reward.numel())
+        weights = cfg.loss.gamma ** torch.arange(reward.numel(), dtype=torch.float64)
+        discounted.append(float((weights * reward).sum()))
+    return {
+        "deterministic_episode_returns": returns,
+        "deterministic_episode_lengths": lengths,
+        "deterministic_discounted_returns": discounted,
     }
 
 
@@ -188,6 +211,7 @@ def diagnose(run_dir: Path, episodes: int) -> dict:
         returns = state["records"][-1]["returns"]
         out["last_deterministic_eval"] = sum(returns) / len(returns)
     out.update(value_bias(cfg, agent, env, episodes))
+    out.update(deterministic_episodes(cfg, agent, env, episodes))
     if agent.world_model is not None:
         out.update(model_error(agent, replay))
     env.close()
