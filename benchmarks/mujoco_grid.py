@@ -67,6 +67,8 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     # S2VG with SAC's critic learning rate (the preset's is 1e-3 on HalfCheetah and Hopper,
     # with 5 updates per step): does a slower critic stop the actor-critic collapses?
     "s2vg_critic_lr3e-4": ("s2vg", ("optim.critic_lr=3e-4",)),
+    # S2VG with a LayerNorm after each hidden layer of its critics
+    "s2vg_critic_ln": ("s2vg", ("network.critic_layer_norm=true",)),
     "s2vg_h3": ("s2vg", (*MULTISTEP, "loss.actor_horizon=3")),
     "s2vg_h5": ("s2vg", (*MULTISTEP, "loss.actor_horizon=5")),
     # the same with alpha learned towards the target entropy -|A| (from the preset's value),
@@ -86,6 +88,7 @@ LABELS = {
     "sac": "SAC (TorchRL SACLoss, learned alpha)",
     "s2vg_learned_alpha": "S2VG, learned alpha",
     "s2vg_critic_lr3e-4": "S2VG, critic lr 3e-4",
+    "s2vg_critic_ln": "S2VG, LayerNorm critics",
     "s2vg_h3": "S2VG, multi-step actor H=3 (5-member ensemble)",
     "s2vg_h5": "S2VG, multi-step actor H=5 (5-member ensemble)",
     "s2vg_h3_learned_alpha": "S2VG, multi-step actor H=3, learned alpha",

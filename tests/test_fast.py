@@ -72,6 +72,7 @@ def max_relative_difference(a: dict, b: dict) -> float:
             OBS,
         ),
         (["model.ensemble_size=3", "loss.actor_horizon=3", "loss.ensemble_members=rollout"], OBS),
+        (["network.critic_layer_norm=true", "loss.fixed_alpha=false"], OBS),
     ],
     ids=[
         "fixed-alpha",
@@ -83,6 +84,7 @@ def max_relative_difference(a: dict, b: dict) -> float:
         "actor-horizon",
         "actor-horizon-ensemble-bound-clip",
         "actor-horizon-member-per-rollout",
+        "critic-layer-norm",
     ],
 )
 def test_fast_s2vg_step_equals_loss_and_optimizer(overrides, obs):
@@ -417,3 +419,42 @@ def test_fused_adam_step_is_adams_own_step_and_follows_a_reloaded_state():
             for name, value in state.items():
                 assert torch.equal(value, got[index][name]), (cls.__name__, name)
         assert int(got[0]["step"]) == 7  # eight steps, one skipped
+
+
+def test_plain_mlp_runs_layer_norm_critics_as_their_modules_do():
+    from tensordict import TensorDict
+    from torch import nn
+    from torchrl.modules import MLP
+
+    from torchrl_svg.modules import make_qvalue
+    from torchrl_svg.modules.functional import PlainMLP
+
+    torch.manual_seed(0)
+    q = make_qvalue(3, 2, hidden_sizes=(16, 8), layer_norm=True)
+    norms = [m for m in q.modules() if isinstance(m, nn.LayerNorm)]
+    assert [n.normalized_shape for n in norms] == [(16,), (8,)]
+    for n in norms:  # away from the identity affine map they start with
+        n.weight.data.normal_()
+        n.bias.data.normal_()
+    x = torch.randn(7, 5)
+    td = TensorDict({"observation": x[:, :3], "action": x[:, 3:]}, [7])
+    torch.testing.assert_close(PlainMLP.from_module(q)(x), q(td)["state_action_value"])
+    # twin critics as a loss holds them: a leading dimension per copy
+    params = TensorDict.from_module(q).expand(2).clone()
+    params.apply_(lambda t: t.add_(0.1 * torch.randn_like(t)))
+    plain = PlainMLP.from_module(q, params)
+    assert len(plain.parameters()) == 10  # 3 affine layers and 2 norms, weight and bias each
+    expected = []
+    for k in range(2):
+        with params[k].to_module(q):
+            expected.append(q(td)["state_action_value"])
+    torch.testing.assert_close(plain(x), torch.stack(expected))
+    # a norm where the plain network has none is refused, not skipped
+    with pytest.raises(TypeError, match="LayerNorm after the output layer"):
+        PlainMLP.from_module(
+            nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1), nn.LayerNorm(1))
+        )
+    with pytest.raises(TypeError, match="must follow a Linear"):
+        PlainMLP.from_module(
+            MLP(in_features=3, out_features=1, num_cells=[4]).insert(0, nn.LayerNorm(3))
+        )

@@ -169,14 +169,25 @@ def _mlp_critic(
     hidden_sizes: Sequence[int],
     activation_class: type[nn.Module],
     device: torch.device | str | None,
+    layer_norm: bool = False,
 ) -> ValueOperator:
-    """An MLP of the concatenated ``in_keys`` (``in_features`` in all) writing ``out_key`` ``[*B, 1]``."""
+    """An MLP of the concatenated ``in_keys`` (``in_features`` in all) writing ``out_key`` ``[*B, 1]``.
+
+    ``layer_norm``: a ``LayerNorm`` after each hidden layer's affine map, before its activation.
+    """
+    norm = {}
+    if layer_norm:
+        norm = {
+            "norm_class": nn.LayerNorm,
+            "norm_kwargs": [{"normalized_shape": n} for n in hidden_sizes],
+        }
     net = MLP(
         in_features=in_features,
         out_features=1,
         num_cells=list(hidden_sizes),
         activation_class=activation_class,
         device=device,
+        **norm,
     )
     return ValueOperator(net, in_keys=in_keys, out_keys=[out_key])
 
@@ -190,8 +201,12 @@ def make_qvalue(
     observation_key: NestedKey = "observation",
     action_key: NestedKey = "action",
     device: torch.device | str | None = None,
+    layer_norm: bool = False,
 ) -> ValueOperator:
     """A Q critic ``Q(s, a)`` writing ``"state_action_value"`` (``[*B, 1]``).
+
+    ``layer_norm=True`` puts a ``LayerNorm`` after each hidden layer's affine map (before its
+    activation), as critics trained with many updates per environment step often use.
 
     Examples:
         >>> import torch
@@ -205,7 +220,13 @@ def make_qvalue(
     in_features = _dim(observation_spec, "observation") + _dim(action_spec, "action")
     in_keys = [observation_key, action_key]
     return _mlp_critic(
-        in_features, in_keys, "state_action_value", hidden_sizes, activation_class, device
+        in_features,
+        in_keys,
+        "state_action_value",
+        hidden_sizes,
+        activation_class,
+        device,
+        layer_norm,
     )
 
 
@@ -216,8 +237,11 @@ def make_value(
     activation_class: type[nn.Module] = nn.ReLU,
     observation_key: NestedKey = "observation",
     device: torch.device | str | None = None,
+    layer_norm: bool = False,
 ) -> ValueOperator:
     """A state-value critic ``V(s)`` writing ``"state_value"`` (``[*B, 1]``).
+
+    ``layer_norm``: as in :func:`make_qvalue`.
 
     Examples:
         >>> import torch
@@ -229,5 +253,11 @@ def make_value(
     """
     in_features = _dim(observation_spec, "observation")
     return _mlp_critic(
-        in_features, [observation_key], "state_value", hidden_sizes, activation_class, device
+        in_features,
+        [observation_key],
+        "state_value",
+        hidden_sizes,
+        activation_class,
+        device,
+        layer_norm,
     )

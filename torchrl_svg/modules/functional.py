@@ -73,7 +73,8 @@ class PlainMLP:
     r"""A stack of affine layers and activations on plain tensors.
 
     A layer is one ``addmm`` (``baddbmm`` for ``K`` stacked networks: twin
-    critics, ensemble members). The last layer has no activation. The weights are
+    critics, ensemble members), optionally followed by a layer norm (hidden layers,
+    before the activation). The last layer has no activation. The weights are
     kept as the modules' own tensors (leaves), so that ``torch.compile`` traces
     them as parameters; the transposition of ``nn.Linear`` weights is a view
     taken at call time.
@@ -84,6 +85,9 @@ class PlainMLP:
         biases: per layer ``[out]`` or ``[K, out]``.
         activation: the hidden activation.
         input_major: the layout of ``weights``.
+        single_member: ``[1, ...]`` tensors used as one unstacked network.
+        norms: per hidden layer, ``None`` or a layer norm's ``(weight, bias, eps)``
+            (``weight`` and ``bias`` ``[out]``, or ``[K, out]`` when stacked).
 
     Shapes:
         Unstacked: ``[*B, in] -> [*B, out]``. Stacked: ``[*B, in]`` (shared by the
@@ -106,6 +110,7 @@ class PlainMLP:
         activation: Callable[[Tensor], Tensor],
         input_major: bool = True,
         single_member: bool = False,
+        norms: Sequence[tuple[Tensor, Tensor, float] | None] | None = None,
     ):
         if len(weights) != len(biases) or not weights:
             raise ValueError(
@@ -113,6 +118,12 @@ class PlainMLP:
             )
         self.weights = list(weights)
         self.biases = list(biases)
+        self.norms = list(norms) if norms is not None else [None] * (len(weights) - 1)
+        if len(self.norms) != len(weights) - 1:
+            raise ValueError(
+                f"PlainMLP needs one norm (or None) per hidden layer ({len(weights) - 1}); "
+                f"got {len(self.norms)}."
+            )
         self.activation = activation
         self.input_major = input_major
         self.single_member = single_member  # [1, ...] tensors used as one unstacked network
@@ -130,15 +141,35 @@ class PlainMLP:
                 module's own.
 
         Raises:
-            TypeError: for anything other than ``Linear`` layers and known activations.
+            TypeError: for anything other than ``Linear`` layers, affine layer norms
+                right after a hidden ``Linear`` and known activations.
         """
         net = module.module if isinstance(module, (ValueOperator, TensorDictModule)) else module
         prefix: tuple[str, ...] = ("module",) if net is not module else ()
         if not isinstance(net, (MLP, nn.Sequential)):
             raise TypeError(f"PlainMLP: expected a TorchRL MLP, got {type(net).__name__}.")
         weights, biases, activation = [], [], None
+        norms: dict[int, tuple[Tensor, Tensor, float]] = {}
         for name, layer in net.named_children():
-            if isinstance(layer, nn.Linear):
+            if isinstance(layer, nn.LayerNorm):
+                if (
+                    not weights
+                    or len(weights) - 1 in norms
+                    or layer.weight is None
+                    or layer.bias is None
+                    or len(layer.normalized_shape) != 1
+                ):
+                    raise TypeError(
+                        "PlainMLP: a LayerNorm must follow a Linear layer, over its last "
+                        "dimension, with a weight and a bias."
+                    )
+                if params is None:
+                    nw, nb = layer.weight, layer.bias
+                else:
+                    nw = params.get((*prefix, name, "weight"))
+                    nb = params.get((*prefix, name, "bias"))
+                norms[len(weights) - 1] = (nw, nb, layer.eps)
+            elif isinstance(layer, nn.Linear):
                 if layer.bias is None:
                     raise TypeError("PlainMLP: Linear layers without bias are not supported.")
                 if params is None:
@@ -155,8 +186,14 @@ class PlainMLP:
                 if activation not in (None, fn):
                     raise TypeError("PlainMLP: all hidden activations must be the same.")
                 activation = fn
+        if len(weights) - 1 in norms:
+            raise TypeError("PlainMLP: a LayerNorm after the output layer is not supported.")
         return cls(
-            weights, biases, activation if activation is not None else torch.relu, input_major=False
+            weights,
+            biases,
+            activation if activation is not None else torch.relu,
+            input_major=False,
+            norms=[norms.get(i) for i in range(len(weights) - 1)],
         )
 
     @classmethod
@@ -191,11 +228,31 @@ class PlainMLP:
             self.activation,
             self.input_major,
             self.single_member,
+            [None if n is None else (n[0].detach(), n[1].detach(), n[2]) for n in self.norms],
         )
 
     def parameters(self) -> list[Tensor]:
-        """Weights and biases (as stored here), layer by layer."""
-        return [t for pair in zip(self.weights, self.biases, strict=True) for t in pair]
+        """Weights and biases (as stored here), layer by layer, each layer's norm after it."""
+        out = []
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            out += [w, b]
+            if i < len(self.norms) and self.norms[i] is not None:
+                out += list(self.norms[i][:2])
+        return out
+
+    def _norm(self, i: int, x: Tensor) -> Tensor:
+        """Hidden layer ``i``'s layer norm (if any) of its affine output ``x``."""
+        norm = self.norms[i]
+        if norm is None:
+            return x
+        weight, bias, eps = norm
+        if not self.stacked:
+            if self.single_member:
+                weight, bias = weight[0], bias[0]
+            return F.layer_norm(x, x.shape[-1:], weight, bias, eps)
+        return torch.addcmul(
+            bias.unsqueeze(-2), F.layer_norm(x, x.shape[-1:], eps=eps), weight.unsqueeze(-2)
+        )
 
     def __call__(self, x: Tensor) -> Tensor:
         """The network's output (see the class docstring for the shapes)."""
@@ -208,7 +265,7 @@ class PlainMLP:
                     w, b = w[0], b[0]
                 x = torch.addmm(b, x, w if self.input_major else w.mT)
                 if i < last:
-                    x = self.activation(x)
+                    x = self.activation(self._norm(i, x))
             return x.to(self.dtype).reshape(*shape, x.shape[-1])
         k = self.weights[0].shape[0]
         shared = x.ndim == 2 or x.shape[0] != k
@@ -217,7 +274,7 @@ class PlainMLP:
         for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             x = torch.baddbmm(b.unsqueeze(-2), x, w if self.input_major else w.mT)
             if i < last:
-                x = self.activation(x)
+                x = self.activation(self._norm(i, x))
         return x.to(self.dtype).reshape(k, *shape, x.shape[-1])
 
 

@@ -97,6 +97,8 @@ class NetworkConfig:
     Attributes:
         actor_hidden_sizes: hidden layer widths of the policy.
         critic_hidden_sizes: hidden layer widths of the critics (Q and V).
+        critic_layer_norm: a ``LayerNorm`` after each hidden layer of the critics (Q and V),
+            before its activation.
         activation: hidden activation of the policy and the critics.
         scale_lb: lower bound of the policy's Normal scale (before the tanh).
 
@@ -104,6 +106,7 @@ class NetworkConfig:
 
     actor_hidden_sizes: list[int] = field(default_factory=lambda: [256, 256])
     critic_hidden_sizes: list[int] = field(default_factory=lambda: [256, 256])
+    critic_layer_norm: bool = False
     activation: str = "relu"
     scale_lb: float = 1e-4
 

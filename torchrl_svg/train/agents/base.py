@@ -88,6 +88,7 @@ def make_actor_and_qvalue(
         hidden_sizes=cfg.network.critic_hidden_sizes,
         activation_class=ACTIVATIONS[cfg.network.activation],
         device=device,
+        layer_norm=cfg.network.critic_layer_norm,
     )
     return actor, qvalue
 
@@ -99,6 +100,7 @@ def make_state_value(cfg: Config, observation_spec: TensorSpec, device: torch.de
         hidden_sizes=cfg.network.critic_hidden_sizes,
         activation_class=ACTIVATIONS[cfg.network.activation],
         device=device,
+        layer_norm=cfg.network.critic_layer_norm,
     )
 
 
