@@ -40,9 +40,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
 from learning import _git_commit  # noqa: E402
+from multistep_gradient import soft_return_parts  # noqa: E402
 
 from torchrl_svg.modules import env_specs  # noqa: E402
-from torchrl_svg.objectives.functional import soft_model_return  # noqa: E402
 from torchrl_svg.train import load_config, make_agent  # noqa: E402
 from torchrl_svg.train.builders import make_env  # noqa: E402
 from torchrl_svg.train.checkpoint import load_checkpoint  # noqa: E402
@@ -89,26 +89,8 @@ def objective(loss, batches: list) -> dict[str, float]:
         torch.manual_seed(index)
         rollout = loss._actor_rollout(batch.clone())
         value = loss._state_value(rollout["final_state"], loss._cached_detached_value_params)
-
-        def soft(rewards, final_value, alpha, rollout=rollout):
-            return soft_model_return(
-                rewards,
-                rollout["log_probs"],
-                rollout["continuations"],
-                final_value,
-                alpha,
-                loss._gamma,
-                bootstrap_values=rollout["values"] or None,
-                trusted=rollout["trusted"] or None,
-            )
-
-        zero_value = torch.zeros_like(value)
-        zero_rewards = [torch.zeros_like(r) for r in rollout["rewards"]]
-        parts = {
-            "soft_model_return": soft(rollout["rewards"], value, loss._alpha),
-            "reward_part": soft(rollout["rewards"], zero_value, torch.zeros_like(loss._alpha)),
-            "entropy_part": soft(zero_rewards, zero_value, loss._alpha),
-        }
+        parts = soft_return_parts(loss, rollout, value)
+        parts["soft_model_return"] = parts.pop("whole")
         for name, values in parts.items():
             totals[name] += float(values.mean()) / len(batches)
     totals["value_part"] = (

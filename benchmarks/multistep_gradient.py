@@ -50,19 +50,14 @@ from torchrl_svg.objectives import S2VGLoss  # noqa: E402
 from torchrl_svg.objectives.functional import soft_model_return  # noqa: E402
 
 
-def _actor_gradients(loss: S2VGLoss, batch) -> tuple[dict[str, torch.Tensor], float]:
-    r"""The actor's gradient on one batch, whole and split into its three parts.
+def soft_return_parts(loss: S2VGLoss, rollout: dict, value: torch.Tensor) -> dict:
+    r"""The soft model return of an actor rollout and two of its parts, each ``[B]``.
 
-    The soft return of eq 11 (``H = 1``) or of ``H`` imagined steps is the sum of the
-    discounted model rewards, the discounted entropy bonuses :math:`-\alpha\log\pi` of the
-    imagined actions and the discounted :math:`V(\hat s_H)`. With the same imagined steps
-    (the same noise) the gradient of the first alone is the ``"reward_part"``, of the second
-    the ``"entropy_part"`` and the rest the ``"value_part"``. Returns the gradients (flat)
-    and the mean soft model return.
+    ``rollout``: ``loss._actor_rollout(batch)``; ``value``: :math:`V(\hat s_H)` at its final
+    state. ``"whole"`` is the actor's objective, ``"reward_part"`` the discounted model
+    rewards alone and ``"entropy_part"`` the discounted entropy bonuses alone (with the same
+    imagined steps); the rest of the whole is the discounted final value.
     """
-    params = list(loss.actor_network_params.values(True, True))
-    rollout = loss._actor_rollout(batch)
-    value = loss._state_value(rollout["final_state"], loss._cached_detached_value_params)
     no_value = torch.zeros_like(value)
     no_rewards = [torch.zeros_like(r) for r in rollout["rewards"]]
 
@@ -78,17 +73,33 @@ def _actor_gradients(loss: S2VGLoss, batch) -> tuple[dict[str, torch.Tensor], fl
             trusted=rollout["trusted"] or None,
         )
 
-    whole = soft_return(rollout["rewards"], value, loss._alpha)
+    return {
+        "whole": soft_return(rollout["rewards"], value, loss._alpha),
+        "reward_part": soft_return(rollout["rewards"], no_value, torch.zeros_like(loss._alpha)),
+        "entropy_part": soft_return(no_rewards, no_value, loss._alpha),
+    }
+
+
+def _actor_gradients(loss: S2VGLoss, batch) -> tuple[dict[str, torch.Tensor], float]:
+    r"""The actor's gradient on one batch, whole and split into its three parts.
+
+    The soft return of eq 11 (``H = 1``) or of ``H`` imagined steps is the sum of the
+    discounted model rewards, the discounted entropy bonuses :math:`-\alpha\log\pi` of the
+    imagined actions and the discounted :math:`V(\hat s_H)`. With the same imagined steps
+    (the same noise) the gradient of the first alone is the ``"reward_part"``, of the second
+    the ``"entropy_part"`` and the rest the ``"value_part"``. Returns the gradients (flat)
+    and the mean soft model return.
+    """
+    params = list(loss.actor_network_params.values(True, True))
+    rollout = loss._actor_rollout(batch)
+    value = loss._state_value(rollout["final_state"], loss._cached_detached_value_params)
+    parts = soft_return_parts(loss, rollout, value)
     out = {}
-    for name, objective in (
-        ("whole", whole),
-        ("reward_part", soft_return(rollout["rewards"], no_value, torch.zeros_like(loss._alpha))),
-        ("entropy_part", soft_return(no_rewards, no_value, loss._alpha)),
-    ):
+    for name, objective in parts.items():
         grads = torch.autograd.grad(-objective.mean(), params, retain_graph=True, allow_unused=True)
         out[name] = torch.cat([g.reshape(-1) for g in grads if g is not None])
     out["value_part"] = out["whole"] - out["reward_part"] - out["entropy_part"]
-    return out, float(whole.detach().mean())
+    return out, float(parts["whole"].detach().mean())
 
 
 def _consistency(grads: list[torch.Tensor]) -> dict[str, float]:
