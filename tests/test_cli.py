@@ -167,6 +167,6 @@ def test_a_cuda_index_beyond_the_devices_is_refused():
 
 @pytest.mark.slow
 def test_overrides_still_pass_as_wandb_sweeps_write_them(tmp_path):
-    proc = _cli("--print-config", "--loss.horizon=3", "--algorithm=svgk", cwd=tmp_path)
+    proc = _cli("--print-config", "--svg.horizon=3", "--algorithm=svgk", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "horizon: 3" in proc.stdout and "algorithm: svgk" in proc.stdout

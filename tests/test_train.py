@@ -102,6 +102,45 @@ def test_bad_configuration_fails_before_training_naming_the_key(override, messag
         load_config([override])
 
 
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["algorithm=svgk", "loss.horizon=5"],
+            "loss.horizon=5 does nothing with algorithm='svgk'.*use svg.horizon",
+        ),
+        (
+            ["algorithm=sac", "svg.horizon=3"],
+            "svg.horizon=3 does nothing with algorithm='sac'.*read by svgk only",
+        ),
+        (["algorithm=svg1", "svg.kl_coef=0.1"], "svg.kl_coef=0.1 .*read by svg1_er, svgk only"),
+        (["algorithm=svginf", "loss.actor_max_grad_norm=1.0"], "use svg.actor_max_grad_norm"),
+    ],
+)
+def test_a_key_the_algorithm_does_not_read_is_refused(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides)
+
+
+def test_every_preset_and_a_saved_configuration_pass_the_key_owner_check(tmp_path):
+    from omegaconf import OmegaConf
+
+    from torchrl_svg.train import AGENTS
+    from torchrl_svg.train.config import to_dict
+
+    algorithms = sorted(AGENTS)
+    for algorithm in algorithms:
+        for env in sorted({e for preset in PRESETS.values() for e in preset}):
+            cfg = load_config([f"algorithm={algorithm}", f"env.name={env}"])
+            # a run's saved configuration sets every key, to the values it resolved
+            path = tmp_path / f"{algorithm}_{env}.yaml"
+            path.write_text(OmegaConf.to_yaml(to_dict(cfg)))
+            assert to_dict(load_config([], config_file=path)) == to_dict(cfg)
+    # a key the algorithm reads, or one set to the value it has anyway, passes
+    assert load_config(["algorithm=svgk", "svg.horizon=5"]).svg.horizon == 5
+    assert load_config(["algorithm=sac", "svg.horizon=2"]).algorithm == "sac"
+
+
 @pytest.mark.slow
 def test_cli_bad_key_exits_with_code_2(tmp_path):
     proc = subprocess.run(

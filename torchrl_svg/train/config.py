@@ -28,7 +28,11 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from torchrl_svg.train.config_checks import validate_collector, validate_s2vg_ensemble
+from torchrl_svg.train.config_checks import (
+    validate_collector,
+    validate_key_owners,
+    validate_s2vg_ensemble,
+)
 from torchrl_svg.train.config_reference import config_help, describe_config
 from torchrl_svg.train.config_schema import (
     _CHOICES,
@@ -411,12 +415,14 @@ def load_config(
         preset = PRESETS.get(merged.algorithm, {}).get(merged.env.name)
         if preset is not None:
             layers.append(OmegaConf.create(preset))
+    without_user = _leaf_values(OmegaConf.to_container(_merge(*layers), resolve=False))
     layers.append(user)
     cfg_node = _merge(*layers)
     cfg: Config = OmegaConf.to_object(cfg_node)  # type: ignore[assignment]
     _validate(cfg)
     # what the user set, as opposed to defaults and presets (a resume keeps the run's own)
     cfg._explicit_keys = frozenset(_leaf_values(OmegaConf.to_container(user, resolve=False)))
+    validate_key_owners(cfg, cfg._explicit_keys, without_user)
     return cfg
 
 

@@ -1,4 +1,4 @@
-"""Cross-key checks of the recipe's configuration: the collector's batch split, S2VG's ensemble switches.
+"""Cross-key checks of the recipe's configuration: the collector's batch split, S2VG's ensemble switches, keys the algorithm does not read.
 
 Called by :func:`torchrl_svg.train.config.load_config` before anything is built; each
 raises :class:`~torchrl_svg.train.errors.ConfigError` naming the keys.
@@ -6,7 +6,8 @@ raises :class:`~torchrl_svg.train.errors.ConfigError` naming the keys.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Collection, Mapping
+from typing import TYPE_CHECKING, Any
 
 from torchrl_svg.train.errors import ConfigError
 
@@ -60,4 +61,45 @@ def validate_s2vg_ensemble(cfg: Config) -> None:
         raise ConfigError(
             "loss.ensemble_members=rollout needs model.ensemble_size >= 2 and "
             "model.ensemble_reduction=sample (one member drawn per rollout)."
+        )
+
+
+# where a key an algorithm does not read has a counterpart it does
+_COUNTERPARTS = {
+    ("loss", "horizon"): {"svgk": "svg.horizon"},
+    ("svg", "horizon"): {"s2vg": "loss.horizon (the critic's) or loss.actor_horizon"},
+    ("svg", "actor_max_grad_norm"): {"s2vg": "loss.actor_max_grad_norm"},
+    ("loss", "actor_max_grad_norm"): {
+        a: "svg.actor_max_grad_norm" for a in ("svg1", "svg1_er", "svgk", "svginf")
+    },
+    ("svg", "policy_updates_per_step"): {"s2vg": "loss.updates_per_step"},
+}
+
+
+def validate_key_owners(
+    cfg: Config, explicit: Collection[str], without_user: Mapping[str, Any]
+) -> None:
+    """Refuse a key set for an algorithm that does not read it (:data:`KEY_OWNERS`).
+
+    Args:
+        cfg: the resolved configuration.
+        explicit: the dotted keys the user set (config file and overrides).
+        without_user: the dotted keys' values before the user's layer (defaults,
+            the example's defaults file and the preset): a key the user set to that
+            value changes nothing and passes (a saved run's full configuration does).
+    """
+    from torchrl_svg.train.config_schema import KEY_OWNERS
+
+    for (group, key), owners in KEY_OWNERS.items():
+        dotted = f"{group}.{key}"
+        if cfg.algorithm in owners or dotted not in explicit:
+            continue
+        value = getattr(getattr(cfg, group), key)
+        if value == without_user.get(dotted, value):
+            continue
+        hint = _COUNTERPARTS.get((group, key), {}).get(cfg.algorithm)
+        raise ConfigError(
+            f"{dotted}={value!r} does nothing with algorithm={cfg.algorithm!r}: it is read "
+            f"by {', '.join(owners)} only."
+            + (f" For {cfg.algorithm}, use {hint}." if hint else " Remove it.")
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from torchrl_svg.train.config_schema import _CHOICES, Config
+from torchrl_svg.train.config_schema import _CHOICES, KEY_OWNERS, Config
 from torchrl_svg.train.presets import OWN_ENVS, PRESETS
 
 __all__ = ["config_help", "describe_config"]
@@ -78,7 +78,8 @@ def describe_config() -> list[dict[str, Any]]:
     Returns:
         One dict per key, in declaration order: ``key`` (``group.key``), ``type`` (as
         annotated), ``default`` (the dataclass default, before any preset), ``choices``
-        (a tuple, or ``None`` when any value of the type goes) and ``description``.
+        (a tuple, or ``None`` when any value of the type goes), ``algorithms`` (those that
+        read the key, or ``None`` for all) and ``description``.
 
     Examples:
         >>> keys = {d["key"]: d for d in describe_config()}
@@ -106,6 +107,7 @@ def describe_config() -> list[dict[str, Any]]:
                     "type": str(f.type),
                     "default": default,
                     "choices": _CHOICES.get(path),
+                    "algorithms": KEY_OWNERS.get(path) if len(path) == 2 else None,
                     "description": docs.get(f.name, ""),
                 }
             )
@@ -121,6 +123,8 @@ def config_help(width: int = 100) -> str:
     Examples:
         >>> text = config_help()
         >>> "loss.horizon: int = 1" in text and "value-expansion horizon H" in text
+        True
+        >>> "(read by svgk only)" in text  # svg.horizon
         True
     """
     import textwrap
@@ -142,6 +146,8 @@ def config_help(width: int = 100) -> str:
             names = [_override_text(c) for c in choices]
             shown = "  {" + ", ".join(names) + "}"
         out.append(f"  {row['key']}: {row['type']} = {_override_text(row['default'])}{shown}")
+        if row["algorithms"]:
+            out.append(f"      (read by {', '.join(row['algorithms'])} only)")
         if row["description"]:
             out.extend(
                 textwrap.wrap(

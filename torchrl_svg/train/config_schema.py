@@ -396,6 +396,38 @@ class Config:
     compile: CompileConfig = field(default_factory=CompileConfig)
 
 
+_SOFT = ("s2vg", "sac")
+_SVG_CRITIC = ("svg1", "svg1_er", "svgk")
+#: Whose keys the ``loss`` and ``svg`` groups hold: each key and the algorithms that read it
+#: (a key not listed here is read by every algorithm). Setting a key away from its default
+#: for an algorithm that does not read it is refused (``config_checks.validate_key_owners``).
+KEY_OWNERS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("loss", "horizon"): ("s2vg",),
+    ("loss", "alpha_init"): _SOFT,
+    ("loss", "fixed_alpha"): _SOFT,
+    ("loss", "target_entropy"): _SOFT,
+    ("loss", "tau"): (*_SOFT, "svg0"),
+    ("loss", "updates_per_step"): _SOFT,
+    ("loss", "expansion_entropy"): ("s2vg",),
+    ("loss", "loss_function"): (*_SOFT, "svg0", *_SVG_CRITIC),
+    ("loss", "actor_horizon"): ("s2vg",),
+    ("loss", "disagreement_bound"): ("s2vg",),
+    ("loss", "ensemble_members"): ("s2vg",),
+    ("loss", "expansion_ensemble_mean"): ("s2vg",),
+    ("loss", "actor_max_grad_norm"): ("s2vg",),
+    ("svg", "horizon"): ("svgk",),
+    ("svg", "max_importance_weight"): _SVG_CRITIC,
+    ("svg", "kl_coef"): ("svg1_er", "svgk"),
+    ("svg", "value_target_interval"): _SVG_CRITIC,
+    ("svg", "critic_updates_per_step"): _SVG_CRITIC,
+    ("svg", "policy_updates_per_step"): ("svg0", "svg1_er", "svgk"),
+    ("svg", "noise"): ("svg0", *_SVG_CRITIC, "svginf"),
+    ("svg", "actor_max_grad_norm"): (*_SVG_CRITIC, "svginf"),
+    ("svg", "episodes_per_batch"): ("svginf",),
+    ("svg", "model_updates_per_batch"): ("svginf",),
+}
+
+
 #: The allowed values of the keys that take one of a few.
 _CHOICES: dict[tuple[str, ...], tuple[str, ...]] = {
     ("algorithm",): ("s2vg", "svg0", "svg1", "svg1_er", "svgk", "svginf", "sac"),
