@@ -395,3 +395,29 @@ def test_own_tasks_are_made_by_name_and_batched():
     assert episode_length(make_env(load_config(["env.name=Pendulum-v1"]))) == 200
     with pytest.raises(ConfigError, match="model.reward='known'"):
         load_config(["env.name=Pendulum-v1", "model.reward=known"])
+
+
+def test_each_svg_algorithm_has_its_own_agent_class_and_the_shared_one_is_deprecated():
+    from torchrl_svg.train import AGENTS
+    from torchrl_svg.train.agents import SVG1Agent, SVG1ERAgent, SVGAgent, SVGkAgent
+
+    small = ["network.actor_hidden_sizes=[8]", "network.critic_hidden_sizes=[8]"]
+    specs = env_specs(make_env(load_config(["env.name=Pendulum-v1"])))
+    cases = {  # algorithm: (class, extra overrides, learns from replay, slice length)
+        "svg1": (SVG1Agent, [], False, None),
+        "svg1_er": (SVG1ERAgent, ["svg.kl_coef=0.5"], True, None),
+        "svgk": (SVGkAgent, ["svg.horizon=4"], True, 4),
+    }
+    for algorithm, (cls, extra, replays, slice_len) in cases.items():
+        assert AGENTS[algorithm] is cls
+        cfg = load_config([f"algorithm={algorithm}", *small, "model.hidden_sizes=[8]", *extra])
+        agent = AGENTS[algorithm](cfg, *specs)
+        assert (agent.name, agent.replays_policy, agent.slice_len) == (
+            algorithm,
+            replays,
+            slice_len,
+        )
+        assert (agent.loss.kl_coef > 0) == (algorithm == "svg1_er")
+        with pytest.warns(DeprecationWarning, match="SVGAgent"):
+            old = SVGAgent(cfg, *specs)
+        assert type(old) is cls and old.slice_len == slice_len

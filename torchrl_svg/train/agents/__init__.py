@@ -15,7 +15,14 @@ from torchrl_svg.train.agents.base import (
 )
 from torchrl_svg.train.agents.s2vg import S2VGAgent
 from torchrl_svg.train.agents.sac import SACAgent
-from torchrl_svg.train.agents.svg import SVG0Agent, SVGAgent, SVGInfAgent
+from torchrl_svg.train.agents.svg import (
+    SVG0Agent,
+    SVG1Agent,
+    SVG1ERAgent,
+    SVGAgent,
+    SVGInfAgent,
+    SVGkAgent,
+)
 from torchrl_svg.train.config import Config
 
 __all__ = [
@@ -26,8 +33,11 @@ __all__ = [
     "S2VGAgent",
     "SACAgent",
     "SVG0Agent",
+    "SVG1Agent",
+    "SVG1ERAgent",
     "SVGAgent",
     "SVGInfAgent",
+    "SVGkAgent",
     "WorldModel",
     "guarded_step",
     "make_agent",
@@ -36,9 +46,9 @@ __all__ = [
 AGENTS: dict[str, type[Agent]] = {
     "s2vg": S2VGAgent,
     "svg0": SVG0Agent,
-    "svg1": SVGAgent,
-    "svg1_er": SVGAgent,
-    "svgk": SVGAgent,
+    "svg1": SVG1Agent,
+    "svg1_er": SVG1ERAgent,
+    "svgk": SVGkAgent,
     "svginf": SVGInfAgent,
     "sac": SACAgent,  # the TorchRL baseline of benchmarks/sample_efficiency.py
 }

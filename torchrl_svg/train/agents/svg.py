@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from tensordict import TensorDict, TensorDictBase
 from torchrl.data import ReplayBuffer, TensorSpec
@@ -25,11 +26,12 @@ from torchrl_svg.train.agents.base import (
     trainable,
 )
 from torchrl_svg.train.agents.updates import _transitions
+from torchrl_svg.train.config import Config
 from torchrl_svg.train.fast_svginf import FastSVGInfUpdate, fast_svginf_supported
 
 log = logging.getLogger("torchrl_svg")
 
-__all__ = ["SVG0Agent", "SVGAgent", "SVGInfAgent"]
+__all__ = ["SVG0Agent", "SVG1Agent", "SVG1ERAgent", "SVGAgent", "SVGInfAgent", "SVGkAgent"]
 
 
 class SVG0Agent(ModelFreeAgent):
@@ -109,17 +111,38 @@ class SVGAgent(_PolicyGradientAgent):
       of the round when ``svg.kl_coef > 0``.
 
     The policy gradient is clipped to ``svg.actor_max_grad_norm`` (App. D).
+
+    The three algorithms are the subclasses :class:`SVG1Agent`, :class:`SVG1ERAgent` and
+    :class:`SVGkAgent`, which differ only in :attr:`replays_policy` and :meth:`horizon`.
+    ``SVGAgent(cfg, ...)`` itself builds the one of ``cfg.algorithm`` and is deprecated.
     """
+
+    #: whether the policy learns from replay (importance-weighted) or fresh transitions
+    replays_policy: ClassVar[bool] = False
+
+    def __new__(cls, cfg: Config, *args: Any, **kwargs: Any) -> SVGAgent:
+        """``SVGAgent`` itself: the subclass of ``cfg.algorithm`` (deprecated)."""
+        if cls is SVGAgent:
+            warnings.warn(
+                "SVGAgent(cfg, ...) is deprecated: build SVG1Agent, SVG1ERAgent or SVGkAgent "
+                "(AGENTS[cfg.algorithm] is the one of cfg.algorithm).",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            cls = _SVG_AGENTS[cfg.algorithm]
+        return super().__new__(cls)
+
+    def horizon(self) -> int:
+        """Real steps per policy-gradient sub-trajectory (1: single transitions)."""
+        return 1
 
     def build(
         self, observation_spec: TensorSpec, action_spec: TensorSpec, env: EnvBase | None
     ) -> None:
         """The actor, V, the world model and :class:`~torchrl_svg.objectives.SVGLoss`."""
         cfg, device = self.cfg, self.device
-        self.name = cfg.algorithm
-        horizon = cfg.svg.horizon if cfg.algorithm == "svgk" else 1
+        horizon = self.horizon()
         self.slice_len = horizon if horizon > 1 else None
-        self.replays_policy = cfg.algorithm in ("svg1_er", "svgk")
         self.policy = make_policy(cfg, observation_spec, action_spec, device)
         value = make_state_value(cfg, observation_spec, device)
         self.world_model = WorldModel(
@@ -201,6 +224,46 @@ class SVGAgent(_PolicyGradientAgent):
             "actor_optimizer": self.actor_optimizer,
             "value_optimizer": self.value_optimizer,
         }
+
+
+class SVG1Agent(SVGAgent):
+    """SVG(1) (Algorithm 2 without a database): one policy update per fresh transition.
+
+    Examples:
+        >>> from torchrl.data import Bounded
+        >>> from torchrl_svg.train import load_config
+        >>> cfg = load_config(["algorithm=svg1", "network.actor_hidden_sizes=[8]",
+        ...                    "network.critic_hidden_sizes=[8]", "model.hidden_sizes=[8]"])
+        >>> agent = SVG1Agent(cfg, Bounded(-1e9, 1e9, (3,)), Bounded(-2.0, 2.0, (1,)))
+        >>> agent.name, agent.replays_policy, agent.slice_len
+        ('svg1', False, None)
+    """
+
+    name = "svg1"
+    replays_policy = False
+
+
+class SVG1ERAgent(SVGAgent):
+    """SVG(1)-ER (Algorithm 2 with experience replay): importance-weighted policy replay."""
+
+    name = "svg1_er"
+    replays_policy = True
+
+
+class SVGkAgent(SVGAgent):
+    """SVG(k): policy replay on real sub-trajectories of ``svg.horizon`` steps."""
+
+    name = "svgk"
+    replays_policy = True
+
+    def horizon(self) -> int:
+        """``svg.horizon``."""
+        return self.cfg.svg.horizon
+
+
+_SVG_AGENTS: dict[str, type[SVGAgent]] = {
+    agent.name: agent for agent in (SVG1Agent, SVG1ERAgent, SVGkAgent)
+}
 
 
 class SVGInfAgent(_PolicyGradientAgent):
