@@ -247,16 +247,14 @@ def report(run_root: Path, out: Path, grid: list[tuple[str, str, int]] | None = 
                 "returns_at_budget": at_budget,
                 "mean_curve": mean_curve,
             }
-            series[LABELS[algorithm]] = [(p["frames"], p["mean"], p["std"]) for p in mean_curve]
+            n = len(runs)
+            label = f"{LABELS[algorithm]}, {n} seed{'s' if n > 1 else ''}"
+            series[label] = [(p["frames"], p["mean"], p["std"]) for p in mean_curve]
         if series:
             plot_curves(
                 series,
                 out / f"{task}.png",
-                title=f"{task}: mean ± std over seeds ("
-                + ", ".join(
-                    f"{a} {len(curves[(a, task)])}" for a in ALGORITHMS if (a, task) in curves
-                )
-                + ")",
+                title=f"{task}: mean ± std over seeds",
                 target=TARGETS[task],
             )
         tasks[task] = {
