@@ -9,7 +9,7 @@ of the S2VG paper, with its temperature fixed); ``SoftUpdate`` moves the target 
 ``--eval-every`` steps a deterministic episode is scored.
 
 Run ``python examples/s2vg_pipeline.py`` (Pendulum-v1, 6,000 steps; one run, seed 0, scored
--1,242 at 1k steps, the end of the random warm-up, then -121, -125 and -119 at 2k, 3k and 4k)
+-1,242 at 1k steps, the end of the random warm-up, then -119 to -125 at 2k-6k)
 or e.g.
 ``python examples/s2vg_pipeline.py --env InvertedPendulum-v5 --alpha 0.1 --utd 1``.
 """
