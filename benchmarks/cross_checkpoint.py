@@ -99,6 +99,15 @@ def objective(loss, batches: list) -> dict[str, float]:
     return totals
 
 
+def _batches(state: dict, size: int, count: int, seed: int) -> list:
+    """``count`` uniform batches of ``size`` from a checkpoint's replay buffer (seeded)."""
+    replay = state["replay"]["data"]
+    generator = torch.Generator().manual_seed(seed)
+    return [
+        replay[torch.randint(replay.numel(), (size,), generator=generator)] for _ in range(count)
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -127,13 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         real.append(sum(returns) / len(returns) if returns else None)
     judges = []
     for i, judge in enumerate(states):
-        replay = judge["replay"]["data"]
-        generator = torch.Generator().manual_seed(i)
-        size = cfg.replay_buffer.batch_size
-        batches = [
-            replay[torch.randint(replay.numel(), (size,), generator=generator)]
-            for _ in range(args.batches)
-        ]
+        batches = _batches(judge, cfg.replay_buffer.batch_size, args.batches, seed=i)
         row = []
         for j, actor in enumerate(states):
             agent.load_state_dict(_mixed(judge["agent"], actor=actor["agent"]))
@@ -145,13 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         judges.append({"judge_frames": frames[i], "alpha": float(agent.loss._alpha), "row": row})
     # the last two checkpoints (a, b): model, critic and actor each from a or b, on b's states
     a, b = states[-2], states[-1]
-    replay = b["replay"]["data"]
-    generator = torch.Generator().manual_seed(len(states))
-    size = cfg.replay_buffer.batch_size
-    batches = [
-        replay[torch.randint(replay.numel(), (size,), generator=generator)]
-        for _ in range(args.batches)
-    ]
+    batches = _batches(b, cfg.replay_buffer.batch_size, args.batches, seed=len(states))
     mixes = []
     for model in (a, b):
         for critic in (a, b):

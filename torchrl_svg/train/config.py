@@ -415,14 +415,18 @@ def load_config(
         preset = PRESETS.get(merged.algorithm, {}).get(merged.env.name)
         if preset is not None:
             layers.append(OmegaConf.create(preset))
-    without_user = _leaf_values(OmegaConf.to_container(_merge(*layers), resolve=False))
+    base_layers = list(layers)
     layers.append(user)
     cfg_node = _merge(*layers)
     cfg: Config = OmegaConf.to_object(cfg_node)  # type: ignore[assignment]
     _validate(cfg)
     # what the user set, as opposed to defaults and presets (a resume keeps the run's own)
     cfg._explicit_keys = frozenset(_leaf_values(OmegaConf.to_container(user, resolve=False)))
-    validate_key_owners(cfg, cfg._explicit_keys, without_user)
+    validate_key_owners(
+        cfg,
+        cfg._explicit_keys,
+        lambda: _leaf_values(OmegaConf.to_container(_merge(*base_layers), resolve=False)),
+    )
     return cfg
 
 

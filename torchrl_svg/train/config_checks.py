@@ -6,9 +6,10 @@ raises :class:`~torchrl_svg.train.errors.ConfigError` naming the keys.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
+from torchrl_svg.train.config_schema import KEY_OWNERS
 from torchrl_svg.train.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -77,25 +78,27 @@ _COUNTERPARTS = {
 
 
 def validate_key_owners(
-    cfg: Config, explicit: Collection[str], without_user: Mapping[str, Any]
+    cfg: Config, explicit: Collection[str], without_user: Callable[[], Mapping[str, Any]]
 ) -> None:
     """Refuse a key set for an algorithm that does not read it (:data:`KEY_OWNERS`).
 
     Args:
         cfg: the resolved configuration.
         explicit: the dotted keys the user set (config file and overrides).
-        without_user: the dotted keys' values before the user's layer (defaults,
-            the example's defaults file and the preset): a key the user set to that
-            value changes nothing and passes (a saved run's full configuration does).
+        without_user: gives the dotted keys' values before the user's layer (defaults,
+            the example's defaults file and the preset); called only when the user set
+            a key the algorithm does not read. A key set to that value changes nothing
+            and passes (a saved run's full configuration does).
     """
-    from torchrl_svg.train.config_schema import KEY_OWNERS
-
+    before: Mapping[str, Any] | None = None
     for (group, key), owners in KEY_OWNERS.items():
         dotted = f"{group}.{key}"
         if cfg.algorithm in owners or dotted not in explicit:
             continue
+        if before is None:
+            before = without_user()
         value = getattr(getattr(cfg, group), key)
-        if value == without_user.get(dotted, value):
+        if value == before.get(dotted, value):
             continue
         hint = _COUNTERPARTS.get((group, key), {}).get(cfg.algorithm)
         raise ConfigError(

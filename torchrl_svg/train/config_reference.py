@@ -107,7 +107,7 @@ def describe_config() -> list[dict[str, Any]]:
                     "type": str(f.type),
                     "default": default,
                     "choices": _CHOICES.get(path),
-                    "algorithms": KEY_OWNERS.get(path) if len(path) == 2 else None,
+                    "algorithms": KEY_OWNERS.get(path),
                     "description": docs.get(f.name, ""),
                 }
             )
