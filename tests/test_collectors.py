@@ -84,7 +84,7 @@ def _assert_filled_by_both_workers(trainer: Trainer, frames: int) -> None:
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["collector.backend=threads"], r"collector\.backend='threads' is not one of"),
+        (["collector.backend=threads"], r"'collector\.backend': Invalid value 'threads'"),
         (["collector.backend=multi_sync", "collector.num_workers=0"], r"collector\.num_workers"),
         (
             ["collector.backend=multi_sync", "collector.num_workers=3"],

@@ -122,6 +122,30 @@ def test_a_key_the_algorithm_does_not_read_is_refused(overrides, message):
         load_config(overrides)
 
 
+def test_every_key_with_choices_is_literal_typed_and_refuses_other_values():
+    import typing
+
+    from omegaconf import OmegaConf
+
+    from torchrl_svg.train import AGENTS
+    from torchrl_svg.train.config_schema import CHOICES, Config
+
+    assert len(CHOICES) >= 15  # algorithm, precision, activations, backends, modes, ...
+    assert set(CHOICES[("algorithm",)]) == set(AGENTS)
+    hints = typing.get_type_hints(Config)
+    assert typing.get_origin(hints["algorithm"]) is typing.Literal
+    schema = OmegaConf.structured(Config)
+    for path, choices in CHOICES.items():
+        key = ".".join(path)
+        for value in choices:  # the schema takes every allowed value (None is written null)
+            text = "null" if value is None else value
+            node = OmegaConf.merge(schema, OmegaConf.from_dotlist([f"{key}={text}"]))
+            assert OmegaConf.select(node, key) == value, key
+        allowed = ", ".join(repr(c) for c in choices if c is not None)
+        with pytest.raises(ConfigError, match=rf"'{key}': Invalid value 'bogus'.*{allowed}"):
+            load_config([f"{key}=bogus"])
+
+
 def test_every_preset_and_a_saved_configuration_pass_the_key_owner_check(tmp_path):
     from omegaconf import OmegaConf
 

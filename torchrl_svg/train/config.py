@@ -35,7 +35,7 @@ from torchrl_svg.train.config_checks import (
 )
 from torchrl_svg.train.config_reference import config_help, describe_config
 from torchrl_svg.train.config_schema import (
-    _CHOICES,
+    CHOICES,
     CheckpointConfig,
     CollectorConfig,
     CompileConfig,
@@ -121,7 +121,7 @@ def _get(cfg: Any, path: tuple[str, ...]) -> Any:
 
 
 def _validate(cfg: Config) -> None:
-    for path, choices in _CHOICES.items():
+    for path, choices in CHOICES.items():  # OmegaConf checks them too, on every merge
         value = _get(cfg, path)
         if value not in choices:
             raise ConfigError(f"{'.'.join(path)}={value!r} is not one of {list(choices)}.")
@@ -170,14 +170,6 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(
             "compile.cudagraphs=true needs device=cuda (CUDA graphs capture GPU work)."
         )
-    if cfg.compile.mode not in (
-        None,
-        "default",
-        "reduce-overhead",
-        "max-autotune",
-        "max-autotune-no-cudagraphs",
-    ):
-        raise ConfigError(f"compile.mode={cfg.compile.mode!r} is not a torch.compile mode.")
     if cfg.checkpoint.resume and cfg.logger.run_dir is None:
         raise ConfigError(
             "checkpoint.resume=true needs logger.run_dir: the run directory to continue."

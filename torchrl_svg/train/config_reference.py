@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from torchrl_svg.train.config_schema import _CHOICES, KEY_OWNERS, Config
+from torchrl_svg.train.config_schema import CHOICES, KEY_OWNERS, Config
 from torchrl_svg.train.presets import OWN_ENVS, PRESETS
 
 __all__ = ["config_help", "describe_config"]
@@ -101,12 +101,17 @@ def describe_config() -> list[dict[str, Any]]:
                 default = f.default
             else:
                 default = f.default_factory()  # type: ignore[misc]
+            choices = CHOICES.get(path)
+            kind = str(f.type)
+            if choices is not None:  # a Literal: the type of its values
+                kind = " | ".join(dict.fromkeys(type(c).__name__ for c in choices))
+                kind = kind.replace("NoneType", "None")
             rows.append(
                 {
                     "key": ".".join(path),
-                    "type": str(f.type),
+                    "type": kind,
                     "default": default,
-                    "choices": _CHOICES.get(path),
+                    "choices": choices,
                     "algorithms": KEY_OWNERS.get(path),
                     "description": docs.get(f.name, ""),
                 }

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 __all__ = [
     "CheckpointConfig",
@@ -29,6 +29,23 @@ __all__ = [
     "ReplayBufferConfig",
     "SVGConfig",
 ]
+
+
+#: The values a key that takes one of a few may have (OmegaConf checks them on every merge).
+Algorithm = Literal["s2vg", "svg0", "svg1", "svg1_er", "svgk", "svginf", "sac"]
+Precision = Literal["fp32", "bf16"]
+Activation = Literal["relu", "tanh", "elu", "silu"]
+ModelSigma = Literal["state", "constant"]
+EnsembleReduction = Literal["sample", "mean", "average"]
+Termination = Literal["known", "learned", "none"]
+RewardSource = Literal["learned", "known"]
+Noise = Literal["inferred", "sampled"]
+CriticLoss = Literal["l2", "smooth_l1", "l1"]
+EnsembleMembers = Literal["step", "rollout"]
+LoggerBackend = Literal["wandb", "csv", "tensorboard", "none"]
+WandbMode = Literal["offline", "online", "disabled"]
+CollectorBackend = Literal["single", "multi_sync", "multi_async", "ray"]
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 
 
 @dataclass
@@ -71,7 +88,7 @@ class CollectorConfig:
     total_frames: int = 10_000
     frames_per_batch: int = 10
     init_random_frames: int = 1_000
-    backend: str = "single"
+    backend: CollectorBackend = "single"
     num_workers: int = 2
     ray_address: str | None = None
 
@@ -107,7 +124,7 @@ class NetworkConfig:
     actor_hidden_sizes: list[int] = field(default_factory=lambda: [256, 256])
     critic_hidden_sizes: list[int] = field(default_factory=lambda: [256, 256])
     critic_layer_norm: bool = False
-    activation: str = "relu"
+    activation: Activation = "relu"
     scale_lb: float = 1e-4
 
 
@@ -137,18 +154,18 @@ class ModelConfig:
     """
 
     hidden_sizes: list[int] = field(default_factory=lambda: [200, 200])
-    activation: str = "relu"
-    sigma: str = "state"
+    activation: Activation = "relu"
+    sigma: ModelSigma = "state"
     per_dimension: bool = False
     ensemble_size: int = 1
-    ensemble_reduction: str = "sample"
+    ensemble_reduction: EnsembleReduction = "sample"
     min_log_std: float = -5.0
     max_log_std: float = 0.5
-    termination: str = "known"
+    termination: Termination = "known"
     updates_per_step: int = 1
     pretrain_updates: int = 500
     batch_size: int = 256
-    reward: str = "learned"
+    reward: RewardSource = "learned"
 
 
 @dataclass
@@ -187,10 +204,10 @@ class LossConfig:
     tau: float = 0.005
     updates_per_step: int = 5
     expansion_entropy: bool = True
-    loss_function: str = "l2"
+    loss_function: CriticLoss = "l2"
     actor_horizon: int = 1
     disagreement_bound: float | None = None
-    ensemble_members: str = "step"
+    ensemble_members: EnsembleMembers = "step"
     expansion_ensemble_mean: bool = False
     actor_max_grad_norm: float | None = None
 
@@ -221,7 +238,7 @@ class SVGConfig:
     value_target_interval: int = 50
     critic_updates_per_step: int = 1
     policy_updates_per_step: int = 1
-    noise: str = "inferred"
+    noise: Noise = "inferred"
     actor_max_grad_norm: float | None = 10.0
     episodes_per_batch: int = 8
     model_updates_per_batch: int = 100
@@ -267,7 +284,7 @@ class CompileConfig:
     """
 
     compile: bool = False
-    mode: str | None = None
+    mode: CompileMode | None = None
     cudagraphs: bool = False
     fast_update: bool = True
 
@@ -350,9 +367,9 @@ class LoggerConfig:
 
     """
 
-    backend: str = "wandb"
+    backend: LoggerBackend = "wandb"
     project: str = "torchrl_svg"
-    mode: str | None = None
+    mode: WandbMode | None = None
     run_dir: str | None = None
     exp_name: str | None = None
     log_interval: int = 1_000
@@ -376,10 +393,10 @@ class Config:
 
     """
 
-    algorithm: str = "s2vg"
+    algorithm: Algorithm = "s2vg"
     device: str = "cpu"
     num_threads: int | None = None
-    precision: str = "fp32"
+    precision: Precision = "fp32"
     use_preset: bool = True
     env: EnvConfig = field(default_factory=EnvConfig)
     collector: CollectorConfig = field(default_factory=CollectorConfig)
@@ -428,23 +445,30 @@ KEY_OWNERS: dict[tuple[str, str], tuple[str, ...]] = {
 }
 
 
-#: The allowed values of the keys that take one of a few.
-_CHOICES: dict[tuple[str, ...], tuple[str, ...]] = {
-    ("algorithm",): ("s2vg", "svg0", "svg1", "svg1_er", "svgk", "svginf", "sac"),
-    ("precision",): ("fp32", "bf16"),
-    ("network", "activation"): ("relu", "tanh", "elu", "silu"),
-    ("model", "activation"): ("relu", "tanh", "elu", "silu"),
-    ("model", "sigma"): ("state", "constant"),
-    ("model", "ensemble_reduction"): ("sample", "mean", "average"),
-    ("model", "termination"): ("known", "learned", "none"),
-    ("model", "reward"): ("learned", "known"),
-    ("svg", "noise"): ("inferred", "sampled"),
-    ("loss", "loss_function"): ("l2", "smooth_l1", "l1"),
-    ("loss", "ensemble_members"): ("step", "rollout"),
-    ("logger", "backend"): ("wandb", "csv", "tensorboard", "none"),
-    ("logger", "mode"): ("offline", "online", "disabled", None),
-    ("collector", "backend"): ("single", "multi_sync", "multi_async", "ray"),
-}
+def _literal_values(hint: Any) -> tuple[Any, ...] | None:
+    """The values a ``Literal`` (or ``Literal | None``) annotation allows; ``None`` for others."""
+    if get_origin(hint) is Literal:
+        return get_args(hint)
+    if get_origin(hint) in (Union, type(int | None)):
+        parts = [_literal_values(arg) for arg in get_args(hint) if arg is not type(None)]
+        if len(parts) == 1 and parts[0] is not None:
+            return (*parts[0], None)
+    return None
+
+
+def _choices(cls: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], tuple[Any, ...]]:
+    hints = get_type_hints(cls)
+    out: dict[tuple[str, ...], tuple[Any, ...]] = {}
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(f.default_factory):  # type: ignore[arg-type]
+            out.update(_choices(f.default_factory, (*prefix, f.name)))
+        elif (values := _literal_values(hints[f.name])) is not None:
+            out[(*prefix, f.name)] = values
+    return out
+
+
+#: The allowed values of the keys that take one of a few, read from their ``Literal`` types.
+CHOICES: dict[tuple[str, ...], tuple[Any, ...]] = _choices(Config)
 
 
 def _field_type(path: Sequence[str]) -> str | None:
