@@ -1,4 +1,4 @@
-"""Algorithm bundles of the training recipe: one agent per ``algorithm``."""
+"""Algorithm bundles of the training recipe: one agent, in one module, per ``algorithm``."""
 
 from __future__ import annotations
 
@@ -15,14 +15,12 @@ from torchrl_svg.train.agents.base import (
 )
 from torchrl_svg.train.agents.s2vg import S2VGAgent
 from torchrl_svg.train.agents.sac import SACAgent
-from torchrl_svg.train.agents.svg import (
-    SVG0Agent,
-    SVG1Agent,
-    SVG1ERAgent,
-    SVGAgent,
-    SVGInfAgent,
-    SVGkAgent,
-)
+from torchrl_svg.train.agents.svg import SVGAgent
+from torchrl_svg.train.agents.svg0 import SVG0Agent
+from torchrl_svg.train.agents.svg1 import SVG1Agent
+from torchrl_svg.train.agents.svg1_er import SVG1ERAgent
+from torchrl_svg.train.agents.svginf import SVGInfAgent
+from torchrl_svg.train.agents.svgk import SVGkAgent
 from torchrl_svg.train.config import Config
 
 __all__ = [

@@ -1,8 +1,12 @@
-"""Agents of the SVG family: SVG(0), SVG(1), SVG(1)-ER, SVG(k) and SVG(inf)."""
+"""What the SVG family's agents share: the policy's optimiser and step, and SVGAgent.
+
+:class:`SVGAgent` is SVG(1), SVG(1)-ER and SVG(k) with a learned model and a V critic; each
+algorithm is a subclass in its own module (``svg1.py``, ``svg1_er.py``, ``svgk.py``), beside
+``svg0.py`` and ``svginf.py``.
+"""
 
 from __future__ import annotations
 
-import logging
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
@@ -12,13 +16,11 @@ from torchrl.data import ReplayBuffer, TensorSpec
 from torchrl.envs import EnvBase
 from torchrl.objectives import LossModule
 
-from torchrl_svg.objectives import HardUpdate, SVG0Loss, SVGInfLoss, SVGLoss
+from torchrl_svg.objectives import HardUpdate, SVGLoss
 from torchrl_svg.train.agents.base import (
     Agent,
     GuardedUpdate,
-    ModelFreeAgent,
     WorldModel,
-    make_actor_and_qvalue,
     make_adam,
     make_policy,
     make_state_value,
@@ -27,37 +29,25 @@ from torchrl_svg.train.agents.base import (
 )
 from torchrl_svg.train.agents.updates import _transitions
 from torchrl_svg.train.config import Config
-from torchrl_svg.train.fast_svginf import FastSVGInfUpdate, fast_svginf_supported
 
-log = logging.getLogger("torchrl_svg")
+__all__ = ["SVGAgent"]
 
-__all__ = ["SVG0Agent", "SVG1Agent", "SVG1ERAgent", "SVGAgent", "SVGInfAgent", "SVGkAgent"]
+#: the agents that lived in this module before each algorithm had its own (still importable)
+_MOVED = {
+    "SVG0Agent": "svg0",
+    "SVG1Agent": "svg1",
+    "SVG1ERAgent": "svg1_er",
+    "SVGkAgent": "svgk",
+    "SVGInfAgent": "svginf",
+}
 
 
-class SVG0Agent(ModelFreeAgent):
-    """SVG(0) with replay (Algorithm 3): a Q critic by TD with a Polyak target, no model.
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        import importlib
 
-    Per collected environment step: ``svg.policy_updates_per_step`` updates of
-    the actor and the critic, each on a fresh replay batch.
-    """
-
-    name = "svg0"
-
-    def build(
-        self, observation_spec: TensorSpec, action_spec: TensorSpec, env: EnvBase | None
-    ) -> None:
-        """The actor, the Q network and :class:`~torchrl_svg.objectives.SVG0Loss` (no alpha)."""
-        cfg = self.cfg
-        self.policy, qvalue = make_actor_and_qvalue(cfg, observation_spec, action_spec, self.device)
-        loss = SVG0Loss(
-            self.policy, qvalue, noise=cfg.svg.noise, loss_function=cfg.loss.loss_function
-        )
-        params = self._polyak_actor_critic(loss, trainable(loss.qvalue_network_params), alpha=False)
-        self.step = self._actor_critic_step(("loss_actor", "loss_qvalue"), params)
-
-    def updates_per_step(self) -> int:
-        """``svg.policy_updates_per_step`` actor and critic updates per environment step."""
-        return self.cfg.svg.policy_updates_per_step
+        return getattr(importlib.import_module(f"torchrl_svg.train.agents.{_MOVED[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class _PolicyGradientAgent(Agent):
@@ -129,7 +119,11 @@ class SVGAgent(_PolicyGradientAgent):
                 DeprecationWarning,
                 stacklevel=2,
             )
-            cls = _SVG_AGENTS[cfg.algorithm]
+            from torchrl_svg.train.agents import AGENTS
+
+            cls = AGENTS[cfg.algorithm]
+            if not issubclass(cls, SVGAgent):
+                raise ValueError(f"SVGAgent builds svg1, svg1_er or svgk, not {cfg.algorithm!r}.")
         return super().__new__(cls)
 
     def horizon(self) -> int:
@@ -223,105 +217,4 @@ class SVGAgent(_PolicyGradientAgent):
             "world_model": self.world_model,
             "actor_optimizer": self.actor_optimizer,
             "value_optimizer": self.value_optimizer,
-        }
-
-
-class SVG1Agent(SVGAgent):
-    """SVG(1) (Algorithm 2 without a database): one policy update per fresh transition.
-
-    Examples:
-        >>> from torchrl.data import Bounded
-        >>> from torchrl_svg.train import load_config
-        >>> cfg = load_config(["algorithm=svg1", "network.actor_hidden_sizes=[8]",
-        ...                    "network.critic_hidden_sizes=[8]", "model.hidden_sizes=[8]"])
-        >>> agent = SVG1Agent(cfg, Bounded(-1e9, 1e9, (3,)), Bounded(-2.0, 2.0, (1,)))
-        >>> agent.name, agent.replays_policy, agent.slice_len
-        ('svg1', False, None)
-    """
-
-    name = "svg1"
-    replays_policy = False
-
-
-class SVG1ERAgent(SVGAgent):
-    """SVG(1)-ER (Algorithm 2 with experience replay): importance-weighted policy replay."""
-
-    name = "svg1_er"
-    replays_policy = True
-
-
-class SVGkAgent(SVGAgent):
-    """SVG(k): policy replay on real sub-trajectories of ``svg.horizon`` steps."""
-
-    name = "svgk"
-    replays_policy = True
-
-    def horizon(self) -> int:
-        """``svg.horizon``."""
-        return self.cfg.svg.horizon
-
-
-_SVG_AGENTS: dict[str, type[SVGAgent]] = {
-    agent.name: agent for agent in (SVG1Agent, SVG1ERAgent, SVGkAgent)
-}
-
-
-class SVGInfAgent(_PolicyGradientAgent):
-    """SVG(inf) (Algorithm 1): on-policy, episode by episode, no critic.
-
-    Each collected batch holds ``svg.episodes_per_batch`` complete real
-    episodes (``[N, T]``). The model is fitted for ``svg.model_updates_per_batch``
-    steps on all data seen, then one policy-gradient step (clipped to
-    ``svg.actor_max_grad_norm``) back-propagates through the episodes with
-    inferred noise (``svg.noise="sampled"``: the planner of the paper's Fig. 2).
-    """
-
-    name = "svginf"
-    episodic = True
-
-    def build(
-        self, observation_spec: TensorSpec, action_spec: TensorSpec, env: EnvBase | None
-    ) -> None:
-        """The actor, the world model and :class:`~torchrl_svg.objectives.SVGInfLoss`."""
-        cfg, device = self.cfg, self.device
-        self.policy = make_policy(cfg, observation_spec, action_spec, device)
-        self.world_model = WorldModel(
-            cfg, observation_spec, action_spec, device, env=env, termination=False
-        )
-        self._policy_optimizer(
-            SVGInfLoss(
-                self.policy, self.world_model.dynamics, self.world_model.reward, noise=cfg.svg.noise
-            )
-        )
-        reason = fast_svginf_supported(self.loss) if cfg.compile.fast_update else None
-        if cfg.compile.fast_update and reason is None:
-            # the gradient by Algorithm 1's recursion over batched Jacobians (not compiled)
-            self.policy_step = FastSVGInfUpdate(
-                self.loss,
-                self.actor_optimizer,
-                self._actor_params,
-                max_grad_norm=cfg.svg.actor_max_grad_norm,
-                precision=cfg.precision,
-            )
-        else:
-            if reason is not None:
-                log.info("SVG(inf)'s policy step runs through SVGInfLoss: %s", reason)
-            # the unroll is as long as an episode: it is neither compiled nor captured
-            self.policy_step = self._policy_step(self.loss, ("loss_actor",), eager=True)
-
-    def train_on_batch(self, fresh: TensorDictBase, replay: ReplayBuffer):
-        """Fit the model on all data, then one policy step on the fresh episodes."""
-        cfg = self.cfg
-        self.world_model.fit(
-            lambda k: self.sample(replay, k), cfg.svg.model_updates_per_batch, cfg.model.batch_size
-        )
-        out = self.policy_step(fresh)
-        return out, 1, cfg.svg.model_updates_per_batch
-
-    def _state_parts(self) -> dict[str, Any]:
-        """Parameters, statistics and optimiser states."""
-        return {
-            "loss": self.loss,
-            "world_model": self.world_model,
-            "actor_optimizer": self.actor_optimizer,
         }
