@@ -445,3 +445,14 @@ def test_each_svg_algorithm_has_its_own_agent_class_and_the_shared_one_is_deprec
         with pytest.warns(DeprecationWarning, match="SVGAgent"):
             old = SVGAgent(cfg, *specs)
         assert type(old) is cls and old.slice_len == slice_len
+    # each agent has its module; the old imports from agents/svg.py still resolve
+    import importlib
+
+    moved = importlib.import_module("torchrl_svg.train.agents.svg")
+    for name in ("SVG0Agent", "SVG1Agent", "SVG1ERAgent", "SVGkAgent", "SVGInfAgent"):
+        cls = getattr(importlib.import_module("torchrl_svg.train.agents"), name)
+        assert (
+            getattr(moved, name) is cls and cls.__module__ == f"torchrl_svg.train.agents.{cls.name}"
+        )
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="not 'sac'"):
+        SVGAgent(load_config(["algorithm=sac"]), *specs)
