@@ -170,3 +170,31 @@ def test_overrides_still_pass_as_wandb_sweeps_write_them(tmp_path):
     proc = _cli("--print-config", "--svg.horizon=3", "--algorithm=svgk", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "horizon: 3" in proc.stdout and "algorithm: svgk" in proc.stdout
+
+
+def test_defaults_file_sits_below_the_task_preset_and_overrides_win(tmp_path, capsys):
+    import yaml
+
+    from torchrl_svg.train.__main__ import main
+
+    defaults = tmp_path / "svgk.yaml"
+    defaults.write_text(
+        "algorithm: svgk\nenv:\n  name: InvertedPendulum-v5\nsvg:\n  horizon: 3\n"
+        "collector:\n  total_frames: 1234\n"
+    )
+    assert main(["--defaults", str(defaults), "--print-config", "svg.horizon=5"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert (cfg["algorithm"], cfg["env"]["name"], cfg["svg"]["horizon"]) == (
+        "svgk",
+        "InvertedPendulum-v5",
+        5,
+    )
+    assert cfg["collector"]["total_frames"] == 1234  # the preset leaves it open
+    # HalfCheetah's SVG(k) preset sets the network sizes: the preset wins over the file
+    defaults.write_text("algorithm: svgk\nnetwork:\n  actor_hidden_sizes: [7]\n")
+    assert main(["--defaults", str(defaults), "--print-config", "env.name=HalfCheetah-v5"]) == 0
+    preset = load_config(["algorithm=svgk", "env.name=HalfCheetah-v5"])
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["network"]["actor_hidden_sizes"] == list(preset.network.actor_hidden_sizes)
+    assert main(["--defaults", str(tmp_path / "missing.yaml"), "--print-config"]) == 2
+    assert "missing.yaml' does not exist" in capsys.readouterr().err

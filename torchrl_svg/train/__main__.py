@@ -1,4 +1,4 @@
-"""``python -m torchrl_svg.train [--config FILE] [--print-config] [group.key=value ...]``.
+"""``python -m torchrl_svg.train [--defaults FILE] [--config FILE] [--print-config] [group.key=value ...]``.
 
 Only the configuration schema is imported before the command line is parsed: ``--help``
 and ``--version`` answer without importing torch; training imports the rest.
@@ -21,6 +21,7 @@ examples:
   python -m torchrl_svg.train algorithm=svg1_er env.name=InvertedPendulum-v5
   python -m torchrl_svg.train 'network.actor_hidden_sizes=[64,64]' logger.backend=csv
   python -m torchrl_svg.train --config my.yaml env.seed=3       # YAML file, then overrides
+  python -m torchrl_svg.train --defaults examples/configs/svgk.yaml svg.horizon=5
   python -m torchrl_svg.evaluate runs/<run> --episodes 10       # score a finished run
 """
 
@@ -95,6 +96,14 @@ def main(
     )
     parser.add_argument("--config", default=None, help="YAML file with configuration values")
     parser.add_argument(
+        "--defaults",
+        default=default_config,
+        metavar="FILE",
+        help="YAML file of defaults that sits below the per-task preset (the examples' "
+        "examples/configs/<algorithm>.yaml): it may choose the algorithm and the task, and the "
+        "chosen task's preset still wins over it",
+    )
+    parser.add_argument(
         "--print-config", action="store_true", help="print the resolved configuration and exit"
     )
     parser.add_argument("--version", action="version", version=_version())
@@ -106,7 +115,7 @@ def main(
             parser.error(error)
     try:
         cfg = load_config(
-            [*args.overrides, *unknown], config_file=args.config, defaults_file=default_config
+            [*args.overrides, *unknown], config_file=args.config, defaults_file=args.defaults
         )
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
