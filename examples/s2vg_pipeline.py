@@ -1,6 +1,6 @@
 """S2VG as a plain TorchRL pipeline: factories, one ``update()``, a short loop.
 
-The training recipe (``python -m torchrl_svg.train``, ``examples/s2vg.py``) adds presets,
+The training recipe (``python -m torchrl_svg.train``, ``examples/configs/s2vg.yaml``) adds presets,
 checkpoints, logging and fault handling around the same parts. This script is what is left
 without them, in the manner of TorchRL's sota-implementations: a collector fills a replay
 buffer; each environment step is followed by ``--utd`` world-model updates

@@ -90,13 +90,16 @@ def test_sweep_parameters_reach_the_script():
     params = _sweep()["parameters"]
     # the last candidate of each parameter, in the agent's --key=value form
     chosen = {k: _candidates(v)[-1] for k, v in params.items()}
+    # the sweep's own command, with its macros filled in as ``wandb agent`` fills them
+    fill = {
+        "${env}": [],
+        "${interpreter}": [sys.executable],
+        "${program}": [_sweep()["program"]],
+        "${args}": [*(_wandb_arg(k, v) for k, v in chosen.items()), "--print-config"],
+    }
+    command = [part for item in _sweep()["command"] for part in fill.get(item, [item])]
     proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / _sweep()["program"]),
-            *(_wandb_arg(k, v) for k, v in chosen.items()),
-            "--print-config",
-        ],
+        command,
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -124,17 +127,20 @@ _EXTRA = {
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.slow
-def test_example_script_runs_on_mujoco_and_writes_its_files(algorithm, tmp_path):
-    """The CLI of every algorithm on a real MuJoCo task with W&B offline."""
-    script = EXAMPLES / f"{algorithm}.py"
-    config = yaml.safe_load((EXAMPLES / "configs" / f"{algorithm}.yaml").read_text())
+def test_example_config_runs_on_mujoco_and_writes_its_files(algorithm, tmp_path):
+    """The CLI with every algorithm's example file on a real MuJoCo task, W&B offline."""
+    example = EXAMPLES / "configs" / f"{algorithm}.yaml"
+    config = yaml.safe_load(example.read_text())
     assert config["algorithm"] == algorithm
     run_dir = tmp_path / "run"
     env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true", OMP_NUM_THREADS="1")
     proc = subprocess.run(
         [
             sys.executable,
-            str(script),
+            "-m",
+            "torchrl_svg.train",
+            "--defaults",
+            str(example),
             *TINY,
             "env.name=InvertedPendulum-v5",
             "collector.total_frames=200",
@@ -166,11 +172,18 @@ def test_example_script_runs_on_mujoco_and_writes_its_files(algorithm, tmp_path)
     assert _logged_wandb_keys(run_file, [metric, "no/such_key"]) == {metric}
 
 
-def test_every_algorithm_has_an_example_script_and_config():
+def test_every_algorithm_has_an_example_config_and_every_family_a_pipeline():
     for algorithm in ALGORITHMS:
-        assert (EXAMPLES / f"{algorithm}.py").is_file()
-        cfg = load_config([], config_file=EXAMPLES / "configs" / f"{algorithm}.yaml")
+        cfg = load_config([], defaults_file=EXAMPLES / "configs" / f"{algorithm}.yaml")
         assert cfg.algorithm == algorithm
+    for path in (EXAMPLES / "configs").glob("*.yaml"):  # s2vg_multistep.yaml too
+        assert load_config([], defaults_file=path).algorithm in ALGORITHMS, path.name
+    for family in ("s2vg", "svg", "svginf"):
+        assert (EXAMPLES / f"{family}_pipeline.py").is_file()
+    # the recipe's command line is the one entry point: no per-algorithm CLI copies
+    assert not [
+        p.name for p in EXAMPLES.glob("*.py") if "torchrl_svg.train.__main__" in p.read_text()
+    ]
 
 
 # ---------------------------------------------------------------- README snippet
@@ -239,10 +252,18 @@ def test_example_configs_keep_every_task_preset(algorithm):
 
 
 @pytest.mark.slow
-def test_example_script_resolves_the_task_preset_and_the_users_own_values_win(tmp_path):
+def test_example_config_resolves_the_task_preset_and_the_users_own_values_win(tmp_path):
     def resolved(*args: str) -> dict:
         proc = subprocess.run(
-            [sys.executable, str(EXAMPLES / "s2vg.py"), "--print-config", *args],
+            [
+                sys.executable,
+                "-m",
+                "torchrl_svg.train",
+                "--defaults",
+                str(EXAMPLES / "configs" / "s2vg.yaml"),
+                "--print-config",
+                *args,
+            ],
             capture_output=True,
             text=True,
             cwd=tmp_path,
@@ -289,3 +310,74 @@ def test_the_s2vg_pipeline_example_trains_with_torchrl_parts(capsys):
     assert all(1.0 <= ret <= 50.0 for _, ret in curve)  # +1 per step until it falls
     printed = capsys.readouterr().out
     assert "200 steps" in printed and "Q loss" in printed
+
+
+def _load_example(name: str):
+    """An example script as a module (its ``main`` not run)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    "variant", [[], ["--no-replay"], ["--horizon", "3"]], ids=["svg1_er", "svg1", "svgk"]
+)
+@pytest.mark.slow
+def test_the_svg_pipeline_example_trains_with_torchrl_parts(variant, capsys):
+    code = (EXAMPLES / "svg_pipeline.py").read_text()
+    for name in (
+        "Collector(",
+        "TensorDictReplayBuffer(",
+        "RandomActionLogProb(",
+        "SVGLoss(",
+        "GaussianWorldModelLoss(",
+        "HardUpdate(",
+        "clip_grad_norm_(",
+    ):
+        assert name in code
+    # the library without the recipe
+    assert not re.search(r"^\s*(from|import) torchrl_svg\.train", code, re.M)
+    module = _load_example("svg_pipeline")
+    torch.manual_seed(0)
+    # InvertedPendulum-v5: float64 observations and episodes that end
+    args = ["--frames", "200", "--warmup", "100", "--model-pretrain", "20", *variant]
+    curve = module.main([*args, "--eval-every", "100", "--eval-steps", "50"])
+    assert [frames for frames, _ in curve] == [100, 200]
+    assert all(1.0 <= ret <= 50.0 for _, ret in curve)  # +1 per step until it falls
+    printed = capsys.readouterr().out
+    assert "200 steps" in printed and "loss_value" in printed and "importance_weight" in printed
+
+
+def test_the_svg_pipeline_refuses_svgk_without_replay(capsys):
+    module = _load_example("svg_pipeline")
+    with pytest.raises(SystemExit):
+        module.main(["--horizon", "3", "--no-replay"])
+    assert "replay" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("noise", ["inferred", "sampled"])
+@pytest.mark.slow
+def test_the_svginf_pipeline_example_trains_with_torchrl_parts(noise, capsys):
+    code = (EXAMPLES / "svginf_pipeline.py").read_text()
+    for name in (
+        "Collector(",
+        "TensorDictReplayBuffer(",
+        "SVGInfLoss(",
+        "GaussianWorldModelLoss(",
+        "clip_grad_norm_(",
+    ):
+        assert name in code
+    assert not re.search(r"^\s*(from|import) torchrl_svg\.train", code, re.M)
+    module = _load_example("svginf_pipeline")
+    torch.manual_seed(0)
+    # Hand-v0: 2 whole episodes of 40 steps per batch, one policy step each
+    args = ["--batches", "2", "--episodes", "2", "--episode-steps", "40", "--model-updates", "5"]
+    curve = module.main([*args, "--noise", noise, "--eval-every", "1"])
+    assert [frames for frames, _ in curve] == [80, 160]
+    # a small control cost per step and the final distances to the targets, as minus a cost
+    assert all(-5.0 < ret < 0.0 for _, ret in curve)
+    printed = capsys.readouterr().out
+    assert "160 steps" in printed and "loss_dynamics" in printed
