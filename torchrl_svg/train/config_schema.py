@@ -223,8 +223,9 @@ class SVGConfig:
         value_target_interval: C of Algorithm 4 (hard copy of the target value every C updates).
         critic_updates_per_step: value (or Q) updates per environment step, from replay.
         policy_updates_per_step: policy updates per environment step; from replay for
-            ``svg0``, ``svg1_er`` and ``svgk``. ``svg1`` makes one on-policy update per
-            collected batch (no policy replay), as in the paper's comparison.
+            ``svg0``, ``svg1_er`` and ``svgk``. ``svg1`` makes one update per freshly
+            collected transition, in the order they came (no policy replay), as in the
+            paper's comparison.
         noise: ``"inferred"`` (gradients along real trajectories) or ``"sampled"``
             (re-sampled noise; for ``svginf`` this is the planner of the paper's Fig. 2).
         actor_max_grad_norm: policy-gradient norm clipping (App. D); ``None`` turns it off.
