@@ -187,7 +187,10 @@ def test_multistep_example_resolves_and_trains(tmp_path):
     subprocess.run(
         [
             sys.executable,
-            str(root / "examples" / "s2vg_multistep.py"),
+            "-m",
+            "torchrl_svg.train",
+            "--defaults",
+            str(config),
             "env.name=Pendulum-v1",
             "collector.total_frames=120",
             "collector.init_random_frames=100",
