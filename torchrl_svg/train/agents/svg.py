@@ -93,12 +93,9 @@ class SVGAgent(_PolicyGradientAgent):
     policy evaluation with truncated importance weights and a hard target copy
     every ``svg.value_target_interval`` updates), all from replay; then the policy:
 
-    * ``svg1``: one update per freshly observed transition, in order (no policy
-      replay, as Algorithm 2 run without a database; the weights are about 1);
-    * ``svg1_er`` / ``svgk``: ``n * svg.policy_updates_per_step`` updates on
-      replay batches (``svgk``: real sub-trajectories of ``svg.horizon`` steps),
-      importance-weighted, with the KL penalty against the policy at the start
-      of the round when ``svg.kl_coef > 0``.
+    one update per freshly observed transition (:class:`SVG1Agent`), or
+    ``n * svg.policy_updates_per_step`` importance-weighted updates on replay batches
+    (:class:`SVG1ERAgent`; :class:`SVGkAgent` on real sub-trajectories).
 
     The policy gradient is clipped to ``svg.actor_max_grad_norm`` (App. D).
 

@@ -18,13 +18,13 @@ class SVG0Agent(ModelFreeAgent):
     the actor and the critic, each on a fresh replay batch.
 
     Examples:
-        >>> from torchrl.data import Bounded
-        >>> from torchrl_svg.train import load_config
-        >>> cfg = load_config(["algorithm=svg0", "network.actor_hidden_sizes=[8]",
-        ...                    "network.critic_hidden_sizes=[8]", "model.hidden_sizes=[8]"])
-        >>> agent = SVG0Agent(cfg, Bounded(-1e9, 1e9, (3,)), Bounded(-2.0, 2.0, (1,)))
-        >>> agent.name, agent.updates_per_step()
-        ('svg0', 1)
+        >>> from torchrl_svg.train import load_config, make_agent
+        >>> from torchrl_svg.train.builders import make_env
+        >>> from torchrl_svg.modules import env_specs
+        >>> cfg = load_config(["algorithm=svg0", "env.name=Pendulum-v1"])
+        >>> agent = make_agent(cfg, *env_specs(make_env(cfg)))
+        >>> type(agent).__name__, agent.updates_per_step()
+        ('SVG0Agent', 1)
     """
 
     name = "svg0"

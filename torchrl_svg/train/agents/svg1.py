@@ -8,16 +8,15 @@ __all__ = ["SVG1Agent"]
 
 
 class SVG1Agent(SVGAgent):
-    """SVG(1) (Algorithm 2 without a database): one policy update per fresh transition.
+    """SVG(1): the policy learns from each fresh transition once, in the order they came.
+
+    No policy replay (Algorithm 2 run without a database), so the importance weights
+    ``pi / beta`` start at 1 and fall only as the policy moves within one collected batch.
+    The model and V still learn from replay (:class:`SVGAgent`).
 
     Examples:
-        >>> from torchrl.data import Bounded
-        >>> from torchrl_svg.train import load_config
-        >>> cfg = load_config(["algorithm=svg1", "network.actor_hidden_sizes=[8]",
-        ...                    "network.critic_hidden_sizes=[8]", "model.hidden_sizes=[8]"])
-        >>> agent = SVG1Agent(cfg, Bounded(-1e9, 1e9, (3,)), Bounded(-2.0, 2.0, (1,)))
-        >>> agent.name, agent.replays_policy, agent.slice_len
-        ('svg1', False, None)
+        >>> SVG1Agent.name, SVG1Agent.replays_policy
+        ('svg1', False)
     """
 
     name = "svg1"

@@ -8,16 +8,15 @@ __all__ = ["SVG1ERAgent"]
 
 
 class SVG1ERAgent(SVGAgent):
-    """SVG(1)-ER (Algorithm 2 with experience replay): importance-weighted policy replay.
+    """SVG(1)-ER: ``svg.policy_updates_per_step`` policy updates per step on replay batches.
+
+    Each replayed transition is weighted by ``pi / beta`` truncated at
+    ``svg.max_importance_weight``; with ``svg.kl_coef > 0`` the policy is held near the one
+    it was at the start of each round of updates (App. D's KL penalty).
 
     Examples:
-        >>> from torchrl.data import Bounded
-        >>> from torchrl_svg.train import load_config
-        >>> cfg = load_config(["algorithm=svg1_er", "network.actor_hidden_sizes=[8]",
-        ...                    "network.critic_hidden_sizes=[8]", "model.hidden_sizes=[8]"])
-        >>> agent = SVG1ERAgent(cfg, Bounded(-1e9, 1e9, (3,)), Bounded(-2.0, 2.0, (1,)))
-        >>> agent.name, agent.replays_policy, agent.slice_len
-        ('svg1_er', True, None)
+        >>> SVG1ERAgent.replays_policy, SVG1ERAgent.slice_len  # single transitions
+        (True, None)
     """
 
     name = "svg1_er"

@@ -29,13 +29,8 @@ class SVGInfAgent(_PolicyGradientAgent):
     inferred noise (``svg.noise="sampled"``: the planner of the paper's Fig. 2).
 
     Examples:
-        >>> from torchrl.data import Bounded
-        >>> from torchrl_svg.train import load_config
-        >>> cfg = load_config(["algorithm=svginf", "network.actor_hidden_sizes=[8]",
-        ...                    "network.critic_hidden_sizes=[8]", "model.hidden_sizes=[8]"])
-        >>> agent = SVGInfAgent(cfg, Bounded(-1e9, 1e9, (3,)), Bounded(-2.0, 2.0, (1,)))
-        >>> agent.name, agent.episodic
-        ('svginf', True)
+        >>> SVGInfAgent.episodic  # the collector gathers whole episodes
+        True
     """
 
     name = "svginf"

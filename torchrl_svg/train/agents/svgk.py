@@ -8,16 +8,20 @@ __all__ = ["SVGkAgent"]
 
 
 class SVGkAgent(SVGAgent):
-    """SVG(k): policy replay on real sub-trajectories of ``svg.horizon`` steps.
+    """SVG(k): SVG(1)-ER's replay on real sub-trajectories of ``svg.horizon`` steps.
+
+    The replay buffer samples slices of ``k`` consecutive steps; the policy gradient
+    back-propagates through the learned model along each slice (its noise inferred from the
+    real next states) and ends in V; the weight of a slice is the product of its steps'.
 
     Examples:
         >>> from torchrl.data import Bounded
         >>> from torchrl_svg.train import load_config
-        >>> cfg = load_config(["algorithm=svgk", "network.actor_hidden_sizes=[8]",
-        ...                    "network.critic_hidden_sizes=[8]", "model.hidden_sizes=[8]", "svg.horizon=3"])
+        >>> small = ["network.actor_hidden_sizes=[8]", "network.critic_hidden_sizes=[8]"]
+        >>> cfg = load_config(["algorithm=svgk", "svg.horizon=3", *small])
         >>> agent = SVGkAgent(cfg, Bounded(-1e9, 1e9, (3,)), Bounded(-2.0, 2.0, (1,)))
-        >>> agent.name, agent.horizon(), agent.slice_len
-        ('svgk', 3, 3)
+        >>> agent.horizon(), agent.slice_len, agent.loss.horizon
+        (3, 3, 3)
     """
 
     name = "svgk"
