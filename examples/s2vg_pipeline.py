@@ -12,6 +12,11 @@ Run ``python examples/s2vg_pipeline.py`` (Pendulum-v1, 6,000 steps; one run, see
 -1,242 at 1k steps, the end of the random warm-up, then -119 to -125 at 2k-6k)
 or e.g.
 ``python examples/s2vg_pipeline.py --env InvertedPendulum-v5 --alpha 0.1 --utd 1``.
+
+The multi-step actor (the recipe's ``examples/configs/s2vg_multistep.yaml``) is
+``--actor-horizon 3 --ensemble-size 5 --ensemble-members rollout --learn-alpha
+--actor-max-grad-norm 10``: the actor's soft return runs through 3 imagined steps of a
+5-member dynamics ensemble (one member per rollout) and ends in V.
 """
 
 from __future__ import annotations
@@ -50,7 +55,9 @@ def make_parts(args: argparse.Namespace):
     obs_spec, act_spec = env_specs(env)
     obs_dim, act_dim = obs_spec.shape[-1], act_spec.shape[-1]
     actor = make_actor(obs_spec, act_spec)
-    dynamics = GaussianDynamics(obs_dim, act_dim, hidden_sizes=tuple(args.model_sizes))
+    dynamics = GaussianDynamics(  # an ensemble with --ensemble-size K > 1
+        obs_dim, act_dim, hidden_sizes=tuple(args.model_sizes), ensemble_size=args.ensemble_size
+    )
     reward = RewardModel(obs_dim, act_dim, hidden_sizes=tuple(args.model_sizes))
     termination = termination_for_env(args.env)  # Gymnasium's own rule for the task
     loss = S2VGLoss(
@@ -61,8 +68,10 @@ def make_parts(args: argparse.Namespace):
         reward,
         termination_model=termination,
         alpha_init=args.alpha,
-        fixed_alpha=True,
+        fixed_alpha=not args.learn_alpha,  # learned: towards -|A|, as SAC learns it
         action_spec=act_spec,
+        actor_horizon=args.actor_horizon,  # H imagined steps in the actor's soft return
+        ensemble_members=args.ensemble_members,
     )
     loss.make_value_estimator(gamma=args.gamma)
     model_loss = GaussianWorldModelLoss(dynamics, reward, termination_model=termination)
@@ -74,8 +83,14 @@ def make_parts(args: argparse.Namespace):
     return env, actor, loss, model_loss, optim, model_optim, SoftUpdate(loss, tau=0.005)
 
 
-def update(loss, model_loss, optim, model_optim, target_updater, replay) -> dict[str, float]:
-    """One world-model step and one actor-critic step, each on its own replay batch."""
+def update(
+    loss, model_loss, optim, model_optim, target_updater, replay, max_grad_norm=None
+) -> dict[str, float]:
+    """One world-model step and one actor-critic step, each on its own replay batch.
+
+    ``max_grad_norm``: clip the actor's gradient (the multi-step actor's chain of H model
+    steps can give large ones).
+    """
     model_out = model_loss(replay.sample())
     model_optim.zero_grad()
     sum(model_out[key] for key in model_out.keys() if key.startswith("loss_")).backward()
@@ -83,7 +98,9 @@ def update(loss, model_loss, optim, model_optim, target_updater, replay) -> dict
 
     out = loss(replay.sample())
     optim.zero_grad()
-    (out["loss_actor"] + out["loss_qvalue"] + out["loss_value"]).backward()
+    sum(out[key] for key in out.keys() if key.startswith("loss_")).backward()  # + loss_alpha
+    if max_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(loss.parameter_groups()["actor"], max_grad_norm)
     optim.step()
     target_updater.step()
     return {key: float(out[key].detach()) for key in ("loss_actor", "loss_qvalue", "loss_value")}
@@ -96,21 +113,31 @@ def evaluate(env, actor, max_steps: int) -> float:
         return float(env.rollout(max_steps, actor)["next", "reward"].sum())
 
 
-def main(argv: list[str] | None = None) -> list[tuple[int, float]]:
-    """Train, printing and returning ``(environment steps, evaluation return)`` pairs."""
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="Pendulum-v1")
     parser.add_argument("--frames", type=int, default=6_000)
     parser.add_argument("--warmup", type=int, default=1_000, help="uniformly random steps")
     parser.add_argument("--utd", type=int, default=5, help="updates per environment step")
-    parser.add_argument("--alpha", type=float, default=0.2, help="the fixed temperature")
+    parser.add_argument("--alpha", type=float, default=0.2, help="the (initial) temperature")
+    parser.add_argument("--learn-alpha", action="store_true", help="learn alpha towards -|A|")
+    parser.add_argument("--actor-horizon", type=int, default=1, help="1: eq 11, one model step")
+    parser.add_argument("--ensemble-size", type=int, default=1, help="dynamics ensemble members")
+    parser.add_argument("--ensemble-members", choices=("step", "rollout"), default="step")
+    parser.add_argument("--actor-max-grad-norm", type=float, default=None)
     parser.add_argument("--gamma", type=float, default=0.99)
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--model-sizes", type=int, nargs="+", default=[200, 200])
     parser.add_argument("--eval-every", type=int, default=1_000)
     parser.add_argument("--eval-steps", type=int, default=1_000)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> list[tuple[int, float]]:
+    """Train, printing and returning ``(environment steps, evaluation return)`` pairs."""
+    args = parse_args(argv)
     torch.manual_seed(args.seed)
     env, actor, loss, model_loss, optim, model_optim, target_updater = make_parts(args)
     collector = Collector(
@@ -131,7 +158,15 @@ def main(argv: list[str] | None = None) -> list[tuple[int, float]]:
         replay.extend(batch)
         if frames > args.warmup:
             for _ in range(args.utd * batch.numel()):
-                losses = update(loss, model_loss, optim, model_optim, target_updater, replay)
+                losses = update(
+                    loss,
+                    model_loss,
+                    optim,
+                    model_optim,
+                    target_updater,
+                    replay,
+                    args.actor_max_grad_norm,
+                )
         if frames % args.eval_every == 0:
             curve.append((frames, evaluate(eval_env, actor, args.eval_steps)))
             shown = "" if frames <= args.warmup else f"  Q loss {losses['loss_qvalue']:.3g}"

@@ -291,8 +291,22 @@ def test_the_sweep_searches_hyper_parameters_not_seeds():
         assert seed is None or set(seed) == {"value"}, "a model-based search over env.seed"
 
 
+_MULTISTEP = [
+    "--actor-horizon",
+    "3",
+    "--ensemble-size",
+    "3",
+    "--ensemble-members",
+    "rollout",
+    "--learn-alpha",
+    "--actor-max-grad-norm",
+    "10",
+]
+
+
 @pytest.mark.slow
-def test_the_s2vg_pipeline_example_trains_with_torchrl_parts(capsys):
+@pytest.mark.parametrize("extra", [[], _MULTISTEP], ids=["eq11", "multistep"])
+def test_the_s2vg_pipeline_example_trains_with_torchrl_parts(capsys, extra):
     import importlib.util
 
     path = EXAMPLES / "s2vg_pipeline.py"
@@ -305,11 +319,18 @@ def test_the_s2vg_pipeline_example_trains_with_torchrl_parts(capsys):
     torch.manual_seed(0)
     # InvertedPendulum-v5: float64 observations and a known termination rule
     args = ["--env", "InvertedPendulum-v5", "--frames", "200", "--warmup", "100"]
-    curve = module.main([*args, "--utd", "1", "--eval-every", "100", "--eval-steps", "50"])
+    curve = module.main([*args, "--utd", "1", "--eval-every", "100", "--eval-steps", "50", *extra])
     assert [frames for frames, _ in curve] == [100, 200]
     assert all(1.0 <= ret <= 50.0 for _, ret in curve)  # +1 per step until it falls
     printed = capsys.readouterr().out
     assert "200 steps" in printed and "Q loss" in printed
+    # the flags reach the loss and the model
+    _, _, loss, model_loss, *_ = module.make_parts(module.parse_args([*args, *extra]))
+    multistep = bool(extra)
+    assert loss.actor_horizon == (3 if multistep else 1)
+    assert loss.ensemble_members == ("rollout" if multistep else "step")
+    assert loss.fixed_alpha is not multistep
+    assert model_loss.dynamics_model.ensemble_size == (3 if multistep else 1)
 
 
 def _load_example(name: str):
