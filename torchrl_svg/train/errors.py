@@ -8,7 +8,7 @@ torch; so they live here (:mod:`torchrl_svg.train.config` re-exports ``ConfigErr
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "ConfigError", "StorageError"]
+__all__ = ["CheckpointError", "ConfigError", "EnvironmentFailure", "StorageError"]
 
 
 class ConfigError(ValueError):
@@ -25,3 +25,7 @@ class StorageError(CheckpointError):
     The message names the file and the error, and says what was kept: the file
     is either whole or as it was before, never cut short.
     """
+
+
+class EnvironmentFailure(RuntimeError):
+    """The environment raised during collection; a resumable checkpoint was written first."""

@@ -10,15 +10,13 @@ import random
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 from omegaconf import OmegaConf
 from tensordict import TensorDict, TensorDictBase
-from torchrl.envs import EnvBase
-from torchrl.envs.utils import ExplorationType, set_exploration_type
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -40,9 +38,10 @@ from torchrl_svg.train.builders import (
 )
 from torchrl_svg.train.checkpoint import CheckpointError, StorageError, write_atomically
 from torchrl_svg.train.config import Config, to_dict
+from torchrl_svg.train.errors import EnvironmentFailure
 from torchrl_svg.train.interrupts import StopSignals, TrainingInterrupted, signal_name
 from torchrl_svg.train.loggers import ResumableWandbLogger, make_logger
-from torchrl_svg.train.records import EvalRecord, EvalRecords
+from torchrl_svg.train.records import EvalRecord, EvalRecords, TrainResult, evaluate
 from torchrl_svg.train.run_state import (
     NonFiniteStateError,
     RunState,
@@ -64,38 +63,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("torchrl_svg")
-
-
-class EnvironmentFailure(RuntimeError):
-    """The environment raised during collection; a resumable checkpoint was written first."""
-
-
-@dataclass
-class TrainResult:
-    """What a finished run leaves behind."""
-
-    run_dir: Path
-    frames: int
-    updates: int
-    records: list[EvalRecord] = field(default_factory=list)
-
-    @property
-    def final_return(self) -> float:
-        """Mean return of the last evaluation."""
-        return self.records[-1].mean
-
-
-@torch.no_grad()
-def evaluate(env: EnvBase, policy: torch.nn.Module, episodes: int, max_steps: int) -> list[float]:
-    """Returns of ``episodes`` episodes of the deterministic policy (mean action)."""
-    returns = []
-    with set_exploration_type(ExplorationType.DETERMINISTIC):
-        for _ in range(episodes):
-            rollout = env.rollout(
-                max_steps, policy, break_when_any_done=True, auto_cast_to_device=True
-            )
-            returns.append(float(rollout.get(("next", "reward")).sum()))
-    return returns
 
 
 class Trainer(RunState):
@@ -431,71 +398,15 @@ class Trainer(RunState):
         stop = StopSignals().install()  # signals stop the run at a whole state (see interrupts)
         try:
             while self.frames < cfg.collector.total_frames:
-                try:
-                    with stop.interruptible():  # waiting for data: a signal abandons the batch
-                        data = next(iterator)
-                except StopIteration:
+                data = self._next_batch(iterator, stop, start)
+                if data is None:
                     break
-                except Exception as err:
-                    self._elapsed = time.perf_counter() - start
-                    raise self._environment_failure(err, self.save()) from err
-                fresh = data.select(*REPLAY_KEYS, strict=False)
-                self._continue_trajectories(fresh)
-                if self.frames < self.warm_up:
-                    # warm-up actions come from a uniform policy: store its log-density as behaviour
-                    fresh.set("action_log_prob", torch.full(fresh.shape, self.uniform_log_prob))
-                collected = data.numel()
-                transitions = self._clean(fresh.reshape(-1))
-                if fresh.ndim > 1 and transitions.numel() != collected:
-                    fresh = None  # whole episodes with a bad step: no on-policy update on them
-                elif fresh.ndim == 1:
-                    fresh = transitions
-                self.agent.observe(transitions)
-                self.replay.extend(transitions.to(self.device))
-                self.frames += collected
-                if self.frames > self.warm_up and fresh is not None and transitions.numel():
-                    try:
-                        out = self._train(fresh)
-                        last = out if out is not None else last
-                    except NonFiniteLossError as err:
-                        if not self.checkpoint_path.exists():
-                            # no earlier checkpoint: the current state has no non-finite update in it
-                            self.save()
-                        raise self._fault(err) from err
-                    self._push_weights()
+                last = self._step(data, last)
                 self._elapsed = time.perf_counter() - start
                 if stop.requested:  # the batch's updates are applied and counted: save and stop
                     raise KeyboardInterrupt
-                if self.updates >= self.next_log and last is not None:
-                    self.next_log = self.updates + cfg.logger.log_interval
-                    values = {
-                        f"train/{k}": float(v)
-                        for k, v in last.items()
-                        if not (k == "loss_alpha" and cfg.loss.fixed_alpha)  # nothing is learned
-                    }
-                    values["train/skipped_updates"] = float(self.agent.guard.skipped)
-                    self._log(values)
-                pbar.update(collected)
-                if self.frames >= self.next_eval:
-                    while self.next_eval <= self.frames:
-                        self.next_eval += cfg.eval.interval
-                    record = self._evaluate_or_stop(stop, start)
-                    total = self.elapsed_before + self._elapsed
-                    pbar.set_postfix(
-                        eval_return=f"{record.mean:.1f}",
-                        env_steps_s=f"{self.frames / total:.0f}",
-                        updates_s=f"{self.updates / total:.0f}",
-                    )
-                if self.frames >= self.next_checkpoint:
-                    while self.next_checkpoint <= self.frames:
-                        self.next_checkpoint += cfg.checkpoint.interval
-                    self.save()
-            if not self.records.records or self.records.records[-1].frames != self.frames:
-                self._evaluate_or_stop(stop, start)
-            try:  # a kind of update that never applied once is a failed run, not a done one
-                self.agent.guard.check_progress()
-            except NonFiniteLossError as err:
-                raise self._fault(err) from err
+                self._log_evaluate_checkpoint(last, data.numel(), pbar, stop, start)
+            self._finish_training(stop, start)
             completed = True
         except KeyboardInterrupt:
             self._elapsed = time.perf_counter() - start
@@ -503,30 +414,122 @@ class Trainer(RunState):
         finally:
             pbar.close()
             redirect.__exit__(None, None, None)
-            self._shutdown_collector()
-            failure = None  # raised below once everything is closed (when nothing else is)
-            # the end of a run is checkpointed unless the last periodic checkpoint already holds
-            # it (a second copy would also replace checkpoint.prev.pt with the same state)
-            if completed and getattr(self, "_saved_progress", None) != self._progress():
-                try:
-                    self.save()
-                except (CheckpointError, NonFiniteStateError) as err:
-                    failure = err
-            try:
-                self._write_summary()
-            except StorageError as err:
-                failure = failure or err
-            if failure is not None and sys.exc_info()[0] is not None:
-                log.error("%s", failure)  # another error is on its way out: say this one too
-            if self.logger is not None and hasattr(
-                getattr(self.logger, "experiment", None), "finish"
-            ):
-                self.logger.experiment.finish()
-            self.close()
-            stop.restore()
+            failure = self._close_run(completed, stop)
         if failure is not None:
             raise failure
         return TrainResult(self.run_dir, self.frames, self.updates, self.records.records)
+
+    def _next_batch(
+        self, iterator: Iterator[TensorDictBase], stop: StopSignals, start: float
+    ) -> TensorDictBase | None:
+        """The collector's next batch (``None``: it is done); a failing environment is saved."""
+        try:
+            with stop.interruptible():  # waiting for data: a signal abandons the batch
+                return next(iterator)
+        except StopIteration:
+            return None
+        except Exception as err:
+            self._elapsed = time.perf_counter() - start
+            raise self._environment_failure(err, self.save()) from err
+
+    def _step(self, data: TensorDictBase, last: TensorDictBase | None) -> TensorDictBase | None:
+        """Store one collected batch and train on it; the last updates' outputs."""
+        fresh = data.select(*REPLAY_KEYS, strict=False)
+        self._continue_trajectories(fresh)
+        if self.frames < self.warm_up:
+            # warm-up actions come from a uniform policy: store its log-density as behaviour
+            fresh.set("action_log_prob", torch.full(fresh.shape, self.uniform_log_prob))
+        collected = data.numel()
+        transitions = self._clean(fresh.reshape(-1))
+        if fresh.ndim > 1 and transitions.numel() != collected:
+            fresh = None  # whole episodes with a bad step: no on-policy update on them
+        elif fresh.ndim == 1:
+            fresh = transitions
+        self.agent.observe(transitions)
+        self.replay.extend(transitions.to(self.device))
+        self.frames += collected
+        if self.frames > self.warm_up and fresh is not None and transitions.numel():
+            try:
+                out = self._train(fresh)
+                last = out if out is not None else last
+            except NonFiniteLossError as err:
+                if not self.checkpoint_path.exists():
+                    # no earlier checkpoint: the current state has no non-finite update in it
+                    self.save()
+                raise self._fault(err) from err
+            self._push_weights()
+        return last
+
+    def _log_evaluate_checkpoint(
+        self,
+        last: TensorDictBase | None,
+        collected: int,
+        pbar: tqdm,
+        stop: StopSignals,
+        start: float,
+    ) -> None:
+        """What falls due after a batch: the training log, an evaluation, a checkpoint."""
+        cfg = self.cfg
+        if self.updates >= self.next_log and last is not None:
+            self.next_log = self.updates + cfg.logger.log_interval
+            values = {
+                f"train/{k}": float(v)
+                for k, v in last.items()
+                if not (k == "loss_alpha" and cfg.loss.fixed_alpha)  # nothing is learned
+            }
+            values["train/skipped_updates"] = float(self.agent.guard.skipped)
+            self._log(values)
+        pbar.update(collected)
+        if self.frames >= self.next_eval:
+            while self.next_eval <= self.frames:
+                self.next_eval += cfg.eval.interval
+            record = self._evaluate_or_stop(stop, start)
+            total = self.elapsed_before + self._elapsed
+            pbar.set_postfix(
+                eval_return=f"{record.mean:.1f}",
+                env_steps_s=f"{self.frames / total:.0f}",
+                updates_s=f"{self.updates / total:.0f}",
+            )
+        if self.frames >= self.next_checkpoint:
+            while self.next_checkpoint <= self.frames:
+                self.next_checkpoint += cfg.checkpoint.interval
+            self.save()
+
+    def _finish_training(self, stop: StopSignals, start: float) -> None:
+        """The final evaluation (unless the last batch had one) and the guard's last word."""
+        if not self.records.records or self.records.records[-1].frames != self.frames:
+            self._evaluate_or_stop(stop, start)
+        try:  # a kind of update that never applied once is a failed run, not a done one
+            self.agent.guard.check_progress()
+        except NonFiniteLossError as err:
+            raise self._fault(err) from err
+
+    def _close_run(self, completed: bool, stop: StopSignals) -> Exception | None:
+        """Stop the collector, save the end, write the summary, close; the error to raise.
+
+        Runs however the run ended. An error here is returned, to be raised once everything
+        is closed (when no other error is already on its way out).
+        """
+        self._shutdown_collector()
+        failure: Exception | None = None
+        # the end of a run is checkpointed unless the last periodic checkpoint already holds
+        # it (a second copy would also replace checkpoint.prev.pt with the same state)
+        if completed and getattr(self, "_saved_progress", None) != self._progress():
+            try:
+                self.save()
+            except (CheckpointError, NonFiniteStateError) as err:
+                failure = err
+        try:
+            self._write_summary()
+        except StorageError as err:
+            failure = failure or err
+        if failure is not None and sys.exc_info()[0] is not None:
+            log.error("%s", failure)  # another error is on its way out: say this one too
+        if self.logger is not None and hasattr(getattr(self.logger, "experiment", None), "finish"):
+            self.logger.experiment.finish()
+        self.close()
+        stop.restore()
+        return failure
 
     def _evaluate_or_stop(self, stop: StopSignals, start: float) -> EvalRecord:
         """Evaluate; a stop signal abandons it, an environment that raises stops the run.

@@ -223,7 +223,7 @@ def evaluate_run(
     """
     from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-    from torchrl_svg.train.loop import evaluate
+    from torchrl_svg.train.records import evaluate
 
     cfg, state = load_run(run_dir, checkpoint=checkpoint)
     policy = load_policy(run_dir, deterministic=deterministic, device=device, checkpoint=checkpoint)

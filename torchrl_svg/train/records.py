@@ -1,4 +1,4 @@
-"""Evaluation records of a run: a CSV of returns and the learning-curve PNG."""
+"""Evaluation of a run: the deterministic episodes, their records (CSV, learning-curve PNG), the result."""
 
 from __future__ import annotations
 
@@ -9,9 +9,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+from torchrl.envs import EnvBase
+from torchrl.envs.utils import ExplorationType, set_exploration_type
+
 from torchrl_svg.train.checkpoint import StorageError, write_atomically
 
-__all__ = ["EvalRecord", "EvalRecords", "plot_curves"]
+__all__ = ["EvalRecord", "EvalRecords", "TrainResult", "evaluate", "plot_curves"]
 
 CSV_FIELDS = (
     "frames",
@@ -183,3 +187,31 @@ def plot_curves(
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+@torch.no_grad()
+def evaluate(env: EnvBase, policy: torch.nn.Module, episodes: int, max_steps: int) -> list[float]:
+    """Returns of ``episodes`` episodes of the deterministic policy (mean action)."""
+    returns = []
+    with set_exploration_type(ExplorationType.DETERMINISTIC):
+        for _ in range(episodes):
+            rollout = env.rollout(
+                max_steps, policy, break_when_any_done=True, auto_cast_to_device=True
+            )
+            returns.append(float(rollout.get(("next", "reward")).sum()))
+    return returns
+
+
+@dataclass
+class TrainResult:
+    """What a finished run leaves behind."""
+
+    run_dir: Path
+    frames: int
+    updates: int
+    records: list[EvalRecord] = field(default_factory=list)
+
+    @property
+    def final_return(self) -> float:
+        """Mean return of the last evaluation."""
+        return self.records[-1].mean
