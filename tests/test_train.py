@@ -456,3 +456,24 @@ def test_each_svg_algorithm_has_its_own_agent_class_and_the_shared_one_is_deprec
         )
     with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="not 'sac'"):
         SVGAgent(load_config(["algorithm=sac"]), *specs)
+
+
+@pytest.mark.parametrize("algorithm", ["svg1", "svg1_er", "svgk"])
+def test_the_svg_agents_steps_check_their_input_as_the_loss_forward_does(algorithm):
+    # the policy and value steps call SVGLoss's term methods: the loss's own input check
+    # runs on their first batch and names the missing entry
+    from tensordict import TensorDict
+    from torchrl.data import Bounded
+
+    from torchrl_svg.train import AGENTS
+
+    small = ["network.actor_hidden_sizes=[8]", "network.critic_hidden_sizes=[8]"]
+    cfg = load_config([f"algorithm={algorithm}", *small, "model.hidden_sizes=[8]"])
+    agent = AGENTS[algorithm](cfg, Bounded(-1e9, 1e9, (3,)), Bounded(-2.0, 2.0, (1,)))
+    shape = [4, agent.slice_len] if agent.slice_len else [4]
+    batch = TensorDict(
+        {"observation": torch.randn(*shape, 3), "action": torch.rand(*shape, 1)}, shape
+    )
+    for step in (agent.policy_step, agent.value_step):
+        with pytest.raises(KeyError, match=r"SVGLoss needs the entry \('next', 'observation'\)"):
+            step(batch)

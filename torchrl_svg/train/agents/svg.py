@@ -73,12 +73,18 @@ class _PolicyGradientAgent(Agent):
         keys: Sequence[str],
         *,
         eager: bool = False,
+        validate: Callable[[TensorDictBase], None] | None = None,
     ) -> GuardedUpdate:
         """The guarded step of ``actor_optimizer``, clipped to ``svg.actor_max_grad_norm`` (App. D).
 
         ``eager=True``: neither compiled nor captured, whatever ``cfg.compile`` says.
+        ``validate``: the loss's input check, for a ``loss_fn`` of its term methods.
         """
-        step_kwargs = {"max_grad_norm": self.cfg.svg.actor_max_grad_norm, "kind": "policy"}
+        step_kwargs = {
+            "max_grad_norm": self.cfg.svg.actor_max_grad_norm,
+            "kind": "policy",
+            "validate": validate,
+        }
         params = self._actor_params
         if eager:
             return GuardedUpdate(loss_fn, keys, self.actor_optimizer, params, **step_kwargs)
@@ -158,7 +164,10 @@ class SVGAgent(_PolicyGradientAgent):
         self._value_params = trainable(self.loss.value_network_params)
         self.value_optimizer = make_adam(self._value_params, cfg, device, lr=cfg.optim.critic_lr)
         actor_keys = ("loss_actor", "loss_kl") if self.loss.kl_coef > 0 else ("loss_actor",)
-        self.policy_step = self._policy_step(self._policy_losses, actor_keys)
+        # the steps call the loss's term methods: its input check runs on their first batch
+        self.policy_step = self._policy_step(
+            self._policy_losses, actor_keys, validate=self.loss.validate_input
+        )
         self.value_step = make_update(
             cfg,
             self._value_losses,
@@ -167,6 +176,7 @@ class SVGAgent(_PolicyGradientAgent):
             self._value_params,
             after_step=self.target_updater.step,
             kind="value",
+            validate=self.loss.validate_input,
         )
 
     def _policy_losses(self, batch: TensorDictBase) -> TensorDictBase:

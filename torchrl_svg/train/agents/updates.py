@@ -111,6 +111,7 @@ def make_update(
     after_step=None,
     kind: str = "update",
     clip_groups=(),
+    validate=None,
 ):
     """A :class:`GuardedUpdate` configured by ``cfg.compile`` (and ``cfg.optim.max_grad_norm``)."""
     return GuardedUpdate(
@@ -122,6 +123,7 @@ def make_update(
         after_step=after_step,
         kind=kind,
         clip_groups=clip_groups,
+        validate=validate,
         compile=cfg.compile.compile,
         compile_mode=cfg.compile.mode,
         cudagraphs=cfg.compile.cudagraphs,
@@ -230,6 +232,9 @@ class GuardedUpdate:
         cudagraphs: capture the step in a CUDA graph.
         kind: the kind of update, for the guard's per-kind streaks.
         clip_groups: ``(parameters, max_norm)`` pairs clipped on their own first.
+        validate: the loss's input check (``loss.validate_input``), run on the first batch,
+            for a ``loss_fn`` that calls a loss's term methods rather than its ``forward``
+            (which checks its input itself).
     """
 
     def __init__(
@@ -246,8 +251,10 @@ class GuardedUpdate:
         cudagraphs: bool = False,
         kind: str = "update",
         clip_groups: Sequence[tuple[Sequence[torch.Tensor], float]] = (),
+        validate: Callable[[TensorDictBase], None] | None = None,
     ):
         self.kind = kind
+        self.validate = validate
         self.clip_groups = [(list(group), float(bound)) for group, bound in clip_groups]
         self.loss_fn = torch.compile(loss_fn, mode=compile_mode) if compile else loss_fn
         self.keys = tuple(keys)
@@ -264,6 +271,9 @@ class GuardedUpdate:
 
     def __call__(self, batch: TensorDictBase) -> TensorDictBase:
         """Run one step on ``batch``; returns the detached losses."""
+        if self.validate is not None:  # once: the recipe's batches all come the same way
+            self.validate(batch)
+            self.validate = None
         if self._graph is not None:
             out = self._graph(batch)
             finite = bool(out.get("_finite"))
