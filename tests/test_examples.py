@@ -304,18 +304,31 @@ _MULTISTEP = [
 ]
 
 
+def _load_example(name: str, *parts: str):
+    """An example script as a module (its ``main`` not run), checked to build on ``parts``.
+
+    A pipeline example shows the library without the recipe: it names the TorchRL and
+    torchrl_svg parts it composes and imports nothing from ``torchrl_svg.train``.
+    """
+    import importlib.util
+
+    path = EXAMPLES / f"{name}.py"
+    code = path.read_text()
+    for part in parts:
+        assert part in code, f"{name}.py does not use {part}"
+    assert not re.search(r"^\s*(from|import) torchrl_svg\.train", code, re.M)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("extra", [[], _MULTISTEP], ids=["eq11", "multistep"])
 def test_the_s2vg_pipeline_example_trains_with_torchrl_parts(capsys, extra):
-    import importlib.util
-
-    path = EXAMPLES / "s2vg_pipeline.py"
-    code = path.read_text()
-    for name in ("Collector(", "TensorDictReplayBuffer(", "S2VGLoss(", "SoftUpdate("):
-        assert name in code
-    spec = importlib.util.spec_from_file_location("s2vg_pipeline", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _load_example(
+        "s2vg_pipeline", "Collector(", "TensorDictReplayBuffer(", "S2VGLoss(", "SoftUpdate("
+    )
     torch.manual_seed(0)
     # InvertedPendulum-v5: float64 observations and a known termination rule
     args = ["--env", "InvertedPendulum-v5", "--frames", "200", "--warmup", "100"]
@@ -333,23 +346,13 @@ def test_the_s2vg_pipeline_example_trains_with_torchrl_parts(capsys, extra):
     assert model_loss.dynamics_model.ensemble_size == (3 if multistep else 1)
 
 
-def _load_example(name: str):
-    """An example script as a module (its ``main`` not run)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize(
     "variant", [[], ["--no-replay"], ["--horizon", "3"]], ids=["svg1_er", "svg1", "svgk"]
 )
 @pytest.mark.slow
 def test_the_svg_pipeline_example_trains_with_torchrl_parts(variant, capsys):
-    code = (EXAMPLES / "svg_pipeline.py").read_text()
-    for name in (
+    module = _load_example(
+        "svg_pipeline",
         "Collector(",
         "TensorDictReplayBuffer(",
         "RandomActionLogProb(",
@@ -357,11 +360,7 @@ def test_the_svg_pipeline_example_trains_with_torchrl_parts(variant, capsys):
         "GaussianWorldModelLoss(",
         "HardUpdate(",
         "clip_grad_norm_(",
-    ):
-        assert name in code
-    # the library without the recipe
-    assert not re.search(r"^\s*(from|import) torchrl_svg\.train", code, re.M)
-    module = _load_example("svg_pipeline")
+    )
     torch.manual_seed(0)
     # InvertedPendulum-v5: float64 observations and episodes that end
     args = ["--frames", "200", "--warmup", "100", "--model-pretrain", "20", *variant]
@@ -382,17 +381,14 @@ def test_the_svg_pipeline_refuses_svgk_without_replay(capsys):
 @pytest.mark.parametrize("noise", ["inferred", "sampled"])
 @pytest.mark.slow
 def test_the_svginf_pipeline_example_trains_with_torchrl_parts(noise, capsys):
-    code = (EXAMPLES / "svginf_pipeline.py").read_text()
-    for name in (
+    module = _load_example(
+        "svginf_pipeline",
         "Collector(",
         "TensorDictReplayBuffer(",
         "SVGInfLoss(",
         "GaussianWorldModelLoss(",
         "clip_grad_norm_(",
-    ):
-        assert name in code
-    assert not re.search(r"^\s*(from|import) torchrl_svg\.train", code, re.M)
-    module = _load_example("svginf_pipeline")
+    )
     torch.manual_seed(0)
     # Hand-v0: 2 whole episodes of 40 steps per batch, one policy step each
     args = ["--batches", "2", "--episodes", "2", "--episode-steps", "40", "--model-updates", "5"]
