@@ -70,9 +70,9 @@ def main(
     Args:
         argv: the arguments (default: ``sys.argv[1:]``). Overrides are
             ``group.key=value`` or ``--group.key=value`` (as W&B sweeps pass them).
-        default_config: a YAML file of defaults below the per-task preset (the
-            example scripts pass their own); ``--config`` and overrides win over
-            both.
+        default_config: the default of ``--defaults``, a YAML file of defaults below
+            the per-task preset (for a script that wraps this command line);
+            ``--config`` and overrides win over both.
         prog: the program name shown in ``--help``.
 
     Returns:

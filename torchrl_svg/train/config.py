@@ -6,7 +6,7 @@ message that names the key. Values are resolved in this order, later ones
 winning:
 
 1. the dataclass defaults (:mod:`~torchrl_svg.train.config_schema`);
-2. an example script's own YAML file (``examples/configs/*.yaml``; ``defaults_file``);
+2. a file of defaults (``--defaults``; the examples' ``examples/configs/*.yaml``; ``defaults_file``);
 3. the per-task preset of the chosen algorithm (e.g. the S2VG paper's Table 2;
    :mod:`~torchrl_svg.train.presets`);
 4. a YAML config file (``--config path.yaml``);
@@ -371,7 +371,7 @@ def load_config(
         overrides: ``group.key=value`` strings (a leading ``--`` is accepted).
         config_file: an optional YAML file with (a subset of) the same tree.
         defaults_file: an optional YAML file of defaults that sits *below* the
-            per-task preset (the example scripts' own files): it may choose the
+            per-task preset (``--defaults``, e.g. ``examples/configs/*.yaml``): it may choose the
             algorithm and the task, and set what the preset leaves open, but the
             preset of the task finally chosen wins over it.
 
