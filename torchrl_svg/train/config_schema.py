@@ -14,20 +14,36 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 __all__ = [
+    "CHOICES",
+    "KEY_OWNERS",
+    "Activation",
+    "Algorithm",
     "CheckpointConfig",
+    "CollectorBackend",
     "CollectorConfig",
     "CompileConfig",
+    "CompileMode",
     "Config",
+    "CriticLoss",
+    "EnsembleMembers",
+    "EnsembleReduction",
     "EnvConfig",
     "EvalConfig",
     "GuardConfig",
+    "LoggerBackend",
     "LoggerConfig",
     "LossConfig",
     "ModelConfig",
+    "ModelSigma",
     "NetworkConfig",
+    "Noise",
     "OptimConfig",
+    "Precision",
     "ReplayBufferConfig",
+    "RewardSource",
     "SVGConfig",
+    "Termination",
+    "WandbMode",
 ]
 
 
