@@ -27,7 +27,7 @@ the manner of TorchRL's sota-implementations and LeanRL:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -85,6 +85,22 @@ def transition_tensors(batch: TensorDictBase) -> tuple[Tensor, ...]:
         batch.get(_NEXT_OBS).reshape(n, -1),
         terminated.reshape(n).to(obs.dtype),
     )
+
+
+def validate_once_per_layout(
+    batch: TensorDictBase, validate: Callable[[TensorDictBase], None], seen: set
+) -> None:
+    """Run ``validate`` (a loss's input check) once per batch layout.
+
+    A layout is the batch's keys, shapes and dtypes; ``seen`` holds those that passed.
+    """
+    layout = tuple(
+        (key, tuple(value.shape), value.dtype)
+        for key, value in batch.items(include_nested=True, leaves_only=True)
+    )
+    if layout not in seen:
+        validate(batch)
+        seen.add(layout)
 
 
 class FastUpdate:
@@ -174,13 +190,7 @@ class FastUpdate:
     # ------------------------------------------------------------------ step
     def check_layout(self, batch: TensorDictBase) -> None:
         """Validate ``batch`` with the public loss's check, once per layout (keys, shapes, dtypes)."""
-        layout = tuple(
-            (key, tuple(value.shape), value.dtype)
-            for key, value in batch.items(include_nested=True, leaves_only=True)
-        )
-        if layout not in self._layouts:
-            self._validate(batch)
-            self._layouts.add(layout)
+        validate_once_per_layout(batch, self._validate, self._layouts)
 
     def _step(self, *tensors: Tensor) -> tuple[Tensor, ...]:
         """Forward, backward, clip, guarded fused Adam step and target update; no host sync."""

@@ -15,7 +15,7 @@ from torch import nn
 
 from torchrl_svg._utils import NonFiniteLossError
 from torchrl_svg.train.config import Config
-from torchrl_svg.train.fast import FastUpdate, transition_tensors
+from torchrl_svg.train.fast import FastUpdate, transition_tensors, validate_once_per_layout
 from torchrl_svg.train.guard import NonFiniteGuard
 
 __all__ = [
@@ -232,9 +232,9 @@ class GuardedUpdate:
         cudagraphs: capture the step in a CUDA graph.
         kind: the kind of update, for the guard's per-kind streaks.
         clip_groups: ``(parameters, max_norm)`` pairs clipped on their own first.
-        validate: the loss's input check (``loss.validate_input``), run on the first batch,
-            for a ``loss_fn`` that calls a loss's term methods rather than its ``forward``
-            (which checks its input itself).
+        validate: the loss's input check (``loss.validate_input``), run once per batch layout
+            (as the fast steps run it), for a ``loss_fn`` that calls a loss's term methods
+            rather than its ``forward`` (which checks its input itself).
     """
 
     def __init__(
@@ -255,6 +255,7 @@ class GuardedUpdate:
     ):
         self.kind = kind
         self.validate = validate
+        self._layouts: set = set()
         self.clip_groups = [(list(group), float(bound)) for group, bound in clip_groups]
         self.loss_fn = torch.compile(loss_fn, mode=compile_mode) if compile else loss_fn
         self.keys = tuple(keys)
@@ -271,9 +272,8 @@ class GuardedUpdate:
 
     def __call__(self, batch: TensorDictBase) -> TensorDictBase:
         """Run one step on ``batch``; returns the detached losses."""
-        if self.validate is not None:  # once: the recipe's batches all come the same way
-            self.validate(batch)
-            self.validate = None
+        if self.validate is not None:
+            validate_once_per_layout(batch, self.validate, self._layouts)
         if self._graph is not None:
             out = self._graph(batch)
             finite = bool(out.get("_finite"))
