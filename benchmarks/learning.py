@@ -3,7 +3,8 @@
 Each seed runs ``python -m torchrl_svg.train`` in its own process (``--jobs`` at a time,
 one torch thread each). The per-seed evaluation CSVs, a summary JSON (with the exact
 command, the git commit and the machine) and a plot of mean +- std over seeds are written
-to ``--out`` (by default ``benchmarks/results/<algorithm>_<env>/``).
+to ``--out`` (by default ``benchmarks/results/<algorithm>_<env>/``). ``--kept-seeds`` adds
+seeds finished earlier whose run directories are gone, from the CSVs already in ``--out``.
 
 Example (S2VG on Pendulum-v1, three seeds)::
 
@@ -153,8 +154,19 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="reuse finished seeds and continue interrupted ones from their checkpoints",
     )
+    parser.add_argument(
+        "--kept-seeds",
+        type=int,
+        nargs="+",
+        default=[],
+        help="seeds finished in an earlier run whose run directories are gone: their curves are "
+        "read from the seed<N>.csv files already in --out (wall time from the last row)",
+    )
     parser.add_argument("overrides", nargs="*", help="group.key=value training overrides")
     args = parser.parse_args(argv)
+    kept = sorted(set(args.kept_seeds))
+    if not set(kept) <= set(args.seeds):
+        parser.error(f"--kept-seeds {kept} must be among --seeds {args.seeds}")
 
     name = args.name or f"{args.algorithm}_{args.env}"
     out = args.out or ROOT / "benchmarks" / "results" / name
@@ -181,16 +193,24 @@ def main(argv: list[str] | None = None) -> int:
                 run_seed, args.algorithm, args.env, seed, args.overrides, run_root, args.resume
             )
             for seed in args.seeds
+            if seed not in kept
         }
         run_dirs = {seed: f.result() for seed, f in futures.items()}
     wall = time.time() - start
 
+    for seed in kept:
+        if not (out / f"seed{seed}.csv").exists():
+            raise FileNotFoundError(f"--kept-seeds {seed}: no {out / f'seed{seed}.csv'} to keep")
     curves, per_seed = {}, {}
-    for seed, run_dir in run_dirs.items():
-        shutil.copy(run_dir / "eval.csv", out / f"seed{seed}.csv")
-        rows = _read_curve(run_dir / "eval.csv")
+    for seed in sorted(args.seeds):
+        if seed in kept:
+            rows = _read_curve(out / f"seed{seed}.csv")
+            summary = {"wall_time_s": rows[-1]["wall_time_s"]}
+        else:
+            shutil.copy(run_dirs[seed] / "eval.csv", out / f"seed{seed}.csv")
+            rows = _read_curve(run_dirs[seed] / "eval.csv")
+            summary = json.loads((run_dirs[seed] / "summary.json").read_text())
         curves[seed] = rows
-        summary = json.loads((run_dir / "summary.json").read_text())
         first_hit = None
         if args.target is not None:
             hits = [r["frames"] for r in rows if r["return_mean"] >= args.target]
@@ -201,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             "frames": int(rows[-1]["frames"]),
             "wall_time_s": summary["wall_time_s"],
             "first_frames_at_target": first_hit,
+            "kept_from_csv": seed in kept,
         }
 
     # mean +- std over seeds at the common evaluation points
