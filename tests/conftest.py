@@ -30,6 +30,23 @@ torch.set_num_threads(1)
 OBS_DIM, ACT_DIM = 4, 2
 
 
+# The smallest training run of the recipe (16-unit networks, a short evaluation, CSV logs,
+# one thread): the fault, run-directory and signal tests add their own keys to it.
+TINY_RUN = (
+    "network.actor_hidden_sizes=[16]",
+    "network.critic_hidden_sizes=[16]",
+    "model.hidden_sizes=[16]",
+    "model.pretrain_updates=5",
+    "loss.updates_per_step=1",
+    "eval.episodes=1",
+    "eval.max_steps=20",
+    "logger.progress=false",
+    "logger.backend=csv",
+    "num_threads=1",
+    "collector.init_random_frames=50",
+)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_RUN
 from tensordict import TensorDict
 from tensordict._reductions import _make_td
 
@@ -31,17 +32,7 @@ from torchrl_svg.train.checkpoint import (
 )
 
 TINY = [
-    "network.actor_hidden_sizes=[16]",
-    "network.critic_hidden_sizes=[16]",
-    "model.hidden_sizes=[16]",
-    "model.pretrain_updates=5",
-    "loss.updates_per_step=1",
-    "eval.episodes=1",
-    "eval.max_steps=20",
-    "logger.progress=false",
-    "logger.backend=csv",
-    "num_threads=1",
-    "collector.init_random_frames=50",
+    *TINY_RUN,
     "collector.total_frames=100",
     "eval.interval=100",
 ]

@@ -14,6 +14,7 @@ import textwrap
 import faulty_envs  # noqa: F401  (registers the misbehaving tasks)
 import pytest
 import torch
+from conftest import TINY_RUN
 
 from torchrl_svg.train import (
     EnvironmentFailure,
@@ -26,19 +27,7 @@ from torchrl_svg.train import (
 # trainings with faulty data, environments and disks: the slow tier
 pytestmark = pytest.mark.slow
 
-TINY = [
-    "network.actor_hidden_sizes=[16]",
-    "network.critic_hidden_sizes=[16]",
-    "model.hidden_sizes=[16]",
-    "model.pretrain_updates=5",
-    "loss.updates_per_step=1",
-    "eval.episodes=1",
-    "eval.max_steps=20",
-    "logger.progress=false",
-    "logger.backend=csv",
-    "num_threads=1",
-    "collector.init_random_frames=50",
-]
+TINY = TINY_RUN
 
 
 def _strict_json(text: str):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_RUN
 from omegaconf import OmegaConf
 
 from torchrl_svg.train import ConfigError, Trainer, load_checkpoint, load_config, train
@@ -24,19 +25,7 @@ from torchrl_svg.train.runlock import RunDirectoryInUse
 # end-to-end trainings in run directories: the slow tier
 pytestmark = pytest.mark.slow
 
-TINY = [
-    "network.actor_hidden_sizes=[16]",
-    "network.critic_hidden_sizes=[16]",
-    "model.hidden_sizes=[16]",
-    "model.pretrain_updates=5",
-    "loss.updates_per_step=1",
-    "eval.episodes=1",
-    "eval.max_steps=20",
-    "logger.progress=false",
-    "logger.backend=csv",
-    "num_threads=1",
-    "collector.init_random_frames=50",
-]
+TINY = TINY_RUN
 
 
 def _env() -> dict[str, str]:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_RUN
 
 from torchrl_svg.train import load_checkpoint
 
@@ -25,17 +26,7 @@ from torchrl_svg.train import load_checkpoint
 pytestmark = pytest.mark.slow
 
 TINY = [
-    "network.actor_hidden_sizes=[16]",
-    "network.critic_hidden_sizes=[16]",
-    "model.hidden_sizes=[16]",
-    "model.pretrain_updates=5",
-    "loss.updates_per_step=1",
-    "eval.episodes=1",
-    "eval.max_steps=20",
-    "logger.progress=false",
-    "logger.backend=csv",
-    "num_threads=1",
-    "collector.init_random_frames=50",
+    *TINY_RUN,
     "checkpoint.interval=1000000",  # no periodic checkpoint: only the stop writes one
 ]
 
