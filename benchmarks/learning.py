@@ -170,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
 
     name = args.name or f"{args.algorithm}_{args.env}"
     out = args.out or ROOT / "benchmarks" / "results" / name
+    missing = [seed for seed in kept if not (out / f"seed{seed}.csv").exists()]
+    if missing:  # before any seed trains, not after
+        parser.error(f"--kept-seeds {missing}: no seed<N>.csv for them in {out}")
     out.mkdir(parents=True, exist_ok=True)
     run_root = args.run_root / name
     command = "python benchmarks/learning.py " + shlex.join(
@@ -198,9 +201,6 @@ def main(argv: list[str] | None = None) -> int:
         run_dirs = {seed: f.result() for seed, f in futures.items()}
     wall = time.time() - start
 
-    for seed in kept:
-        if not (out / f"seed{seed}.csv").exists():
-            raise FileNotFoundError(f"--kept-seeds {seed}: no {out / f'seed{seed}.csv'} to keep")
     curves, per_seed = {}, {}
     for seed in sorted(args.seeds):
         if seed in kept:
