@@ -65,6 +65,24 @@ INSIDE_A_LOSS = SIGINT_DEFAULT + textwrap.dedent(
     """
 )
 
+# A signal delivered while the first evaluation's curve is drawn (its first plot imports
+# matplotlib: a KeyboardInterrupt inside an import surfaces as an unrelated RuntimeError).
+WHILE_RECORDING = SIGINT_DEFAULT + textwrap.dedent(
+    """
+    import os, sys
+    from torchrl_svg.train import Trainer, load_config, records
+    signum, overrides = int(sys.argv[1]), sys.argv[2:]
+    trainer = Trainer(load_config(overrides))
+    plot_curves = records.plot_curves
+    def deliver(*args, **kwargs):
+        print("signal while drawing the curve", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signum)
+        return plot_curves(*args, **kwargs)
+    records.plot_curves = deliver
+    trainer.run()
+    """
+)
+
 
 def _env() -> dict[str, str]:
     return dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
@@ -153,3 +171,36 @@ def test_ctrl_c_inside_a_loss_finishes_the_update_saves_and_counts_it(tmp_path: 
     assert state["counters"]["frames"] % 10 == 0
     _assert_counted(state)
     assert torch.isfinite(state["agent"]["loss"]["value_network_params.module.0.weight"]).all()
+
+
+def test_a_stop_signal_while_an_evaluation_is_recorded_lets_it_finish_then_stops(tmp_path: Path):
+    run_dir = tmp_path / "run"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            WHILE_RECORDING,
+            str(int(signal.SIGHUP)),
+            *TINY,
+            "collector.total_frames=100000",
+            "eval.interval=100",
+            f"logger.run_dir={run_dir}",
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert "signal while drawing the curve" in proc.stderr
+    assert proc.returncode == 128 + signal.SIGHUP, proc.stderr[-3000:]
+    assert "Stopped by SIGHUP at environment step 100 " in proc.stderr
+    assert "Traceback" not in proc.stderr
+    # the evaluation in progress was written whole: its row, its curve, no file left aside
+    rows = (run_dir / "eval.csv").read_text().splitlines()
+    assert len(rows) == 2 and rows[1].startswith("100,")
+    assert (run_dir / "learning_curve.png").stat().st_size > 0
+    assert not list(run_dir.glob(".learning_curve.tmp*"))
+    state = load_checkpoint(run_dir / "checkpoint.pt")
+    assert state["counters"]["frames"] == 100
+    _assert_counted(state)

@@ -222,9 +222,9 @@ class Trainer(RunState):
             for key, value in values.items():
                 self.logger.log_scalar(key, value, step=self.frames)
 
-    def _evaluate(self) -> EvalRecord:
+    def _record_evaluation(self, returns: list[float]) -> EvalRecord:
+        """Write an evaluation's returns to ``eval.csv``, the curve, the log (and a video)."""
         cfg = self.cfg
-        returns = evaluate(self.eval_env, self.agent.policy, cfg.eval.episodes, cfg.eval.max_steps)
         record = EvalRecord(self.frames, self.updates, self.elapsed_before + self._elapsed, returns)
         self.records.add(record)
         tqdm.write(  # one line per evaluation, with or without the progress bar
@@ -532,19 +532,32 @@ class Trainer(RunState):
         return failure
 
     def _evaluate_or_stop(self, stop: StopSignals, start: float) -> EvalRecord:
-        """Evaluate; a stop signal abandons it, an environment that raises stops the run.
+        """Evaluate; a stop signal abandons the episodes, an environment that raises stops the run.
+
+        Only the episodes are interruptible. A signal that arrives while their returns are
+        written (``eval.csv``, the curve, the logger; the first plot imports matplotlib) is
+        noted and acted on once they are: interrupting an import or a write there would turn
+        the stop into an error and could leave a file half-written.
 
         Raises:
             EnvironmentFailure: as for a failure while collecting, after writing the checkpoint.
+            KeyboardInterrupt: after recording, if a stop signal arrived meanwhile.
         """
+        cfg = self.cfg
         try:
             with stop.interruptible():
-                return self._evaluate()
+                returns = evaluate(
+                    self.eval_env, self.agent.policy, cfg.eval.episodes, cfg.eval.max_steps
+                )
+            record = self._record_evaluation(returns)
         except (CheckpointError, NonFiniteLossError):  # the run's own files or state: not the env
             raise
         except Exception as err:
             self._elapsed = time.perf_counter() - start
             raise self._environment_failure(err, self.save(), evaluating=True) from err
+        if stop.requested:
+            raise KeyboardInterrupt
+        return record
 
     def _continue_trajectories(self, data: TensorDictBase) -> None:
         """Number the batch's trajectories after those of the run so far (a resumed collector restarts at 0)."""
