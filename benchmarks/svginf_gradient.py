@@ -1,4 +1,4 @@
-"""What SVG(inf)'s policy gradient looks like on the Hand task, from a run's checkpoint.
+r"""What SVG(inf)'s policy gradient looks like on the Hand task, from a run's checkpoint.
 
 For a ``python -m torchrl_svg.train algorithm=svginf env.name=Hand-v0`` run directory the
 script rebuilds the agent from the run's ``config.yaml`` and ``checkpoint.pt``, collects

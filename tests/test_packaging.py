@@ -1,5 +1,6 @@
 """The package's core needs only torch, TorchRL and tensordict; the recipe's libraries are extras."""
 
+import ast
 import importlib.metadata
 import subprocess
 import sys
@@ -97,3 +98,17 @@ def test_the_recipe_without_the_train_extra_names_the_install_command():
     assert proc.returncode != 0
     assert "torchrl_svg.train needs omegaconf" in proc.stderr
     assert "pip install 'torchrl_svg[train]'" in proc.stderr
+
+
+def test_no_string_holds_a_control_character_from_an_unescaped_backslash():
+    r"""``:math:`\alpha``` in a docstring that is not raw becomes a bell character and ``lpha``."""
+    controls = {chr(7): r"\a", chr(8): r"\b", chr(11): r"\v", chr(12): r"\f"}
+    found = []
+    for folder in ("torchrl_svg", "benchmarks", "examples", "tests"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                    bad = sorted(escape for c, escape in controls.items() if c in node.value)
+                    if bad:
+                        found.append(f"{path.relative_to(ROOT)}:{node.lineno} {bad}")
+    assert not found, 'make these strings raw (r"..."): ' + "; ".join(found)
