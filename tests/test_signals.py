@@ -88,6 +88,18 @@ def _env() -> dict[str, str]:
     return dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 
 
+def _run_script(script: str, run_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run a child script that trains with ``args`` (its own first, then overrides) to the end."""
+    return subprocess.run(
+        [sys.executable, "-c", script, *args, f"logger.run_dir={run_dir}"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        cwd=run_dir.parent,
+        timeout=600,
+    )
+
+
 def _assert_counted(state: dict) -> None:
     """The counters say exactly how many optimiser steps the saved parameters have taken."""
     counters, agent = state["counters"], state["agent"]
@@ -142,24 +154,15 @@ def test_a_stop_signal_saves_a_checkpoint_and_exits_with_one_line(tmp_path: Path
 
 def test_ctrl_c_inside_a_loss_finishes_the_update_saves_and_counts_it(tmp_path: Path):
     run_dir = tmp_path / "run"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            INSIDE_A_LOSS,
-            str(int(signal.SIGINT)),
-            "25",
-            *TINY,
-            "compile.fast_update=false",  # the LossModule steps, with params.to_module(...)
-            "collector.total_frames=100000",
-            "eval.interval=100000",
-            f"logger.run_dir={run_dir}",
-        ],
-        capture_output=True,
-        text=True,
-        env=_env(),
-        cwd=tmp_path,
-        timeout=600,
+    proc = _run_script(
+        INSIDE_A_LOSS,
+        run_dir,
+        str(int(signal.SIGINT)),
+        "25",
+        *TINY,
+        "compile.fast_update=false",  # the LossModule steps, with params.to_module(...)
+        "collector.total_frames=100000",
+        "eval.interval=100000",
     )
     assert "signal at value-network call 25" in proc.stderr
     assert proc.returncode == 130, proc.stderr[-3000:]
@@ -175,22 +178,13 @@ def test_ctrl_c_inside_a_loss_finishes_the_update_saves_and_counts_it(tmp_path: 
 
 def test_a_stop_signal_while_an_evaluation_is_recorded_lets_it_finish_then_stops(tmp_path: Path):
     run_dir = tmp_path / "run"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            WHILE_RECORDING,
-            str(int(signal.SIGHUP)),
-            *TINY,
-            "collector.total_frames=100000",
-            "eval.interval=100",
-            f"logger.run_dir={run_dir}",
-        ],
-        capture_output=True,
-        text=True,
-        env=_env(),
-        cwd=tmp_path,
-        timeout=600,
+    proc = _run_script(
+        WHILE_RECORDING,
+        run_dir,
+        str(int(signal.SIGHUP)),
+        *TINY,
+        "collector.total_frames=100000",
+        "eval.interval=100",
     )
     assert "signal while drawing the curve" in proc.stderr
     assert proc.returncode == 128 + signal.SIGHUP, proc.stderr[-3000:]
