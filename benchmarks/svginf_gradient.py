@@ -15,6 +15,17 @@ run has it: inferred noise along real trajectories, or the planner's sampled noi
 * the two parts of the true-model gradient: that of the per-step control cost alone
   (:math:`\alpha_2 = 0`) and that of the final-step distance cost alone (:math:`\alpha_1 = 0`),
   their norms and the cosine of each with the whole.
+* the cosine between independent batches' true-model gradients (the part of the gradient
+  noise that is not the learned model's);
+* the learned model's open-loop error along the batches' real episodes: from each episode's
+  first state, the model's mean prediction under the episode's real actions, against the
+  real states after ``k`` steps (k = 1, 10, 100 and the whole episode), in units of the
+  states' standard deviation.
+
+For a planner run (``svg.noise=sampled``) it also computes, at the same checkpoint and on the
+same real episodes, the gradient SVG(∞) along real trajectories would take (inferred noise,
+the run's learned model): its norms, the cosine between its batches and its cosine with the
+planner's gradient.
 
 Writes ``<out>/<run>_gradient_at<frames>.json``::
 
@@ -114,15 +125,24 @@ def measure(run_dir: Path, batches: int, episodes: int) -> dict:
             noise=cfg.svg.noise,
         )
         parts[part].make_value_estimator(gamma=1.0)
+    real_loss = None
+    if cfg.svg.noise == "sampled":  # the planner: also the real-trajectory gradient, same data
+        real_loss = SVGInfLoss(
+            agent.policy, agent.world_model.dynamics, agent.world_model.reward, noise="inferred"
+        )
+        real_loss.make_value_estimator(gamma=1.0)
     part_norms = {part: [] for part in parts}
     part_cosines = {part: [] for part in parts}
-    norms, returns, learned, true = [], [], [], []
+    norms, returns, learned, true, real, errors = [], [], [], [], [], []
     for _ in range(batches):
         with set_exploration_type(ExplorationType.RANDOM), torch.no_grad():
             data = torch.stack([env.rollout(steps, agent.policy) for _ in range(episodes)], 0)
         returns.append(float(data["next", "reward"].sum(-2).mean()))
         learned.append(_flat_gradient(agent.loss, data))
         true.append(_flat_gradient(true_loss, data))
+        errors.append(open_loop_error(agent.world_model.dynamics, data))
+        if real_loss is not None:
+            real.append(_flat_gradient(real_loss, data))
         norms.append(float(learned[-1].norm()))
         for part, part_loss in parts.items():
             g = _flat_gradient(part_loss, data)
@@ -130,7 +150,7 @@ def measure(run_dir: Path, batches: int, episodes: int) -> dict:
             part_cosines[part].append(float(cosine_similarity(g, true[-1], 0)))
     env.close()
     pairs = [(i, j) for i in range(batches) for j in range(i + 1, batches)]
-    return {
+    result = {
         "run_dir": str(run_dir),
         "frames": state["counters"]["frames"],
         "policy_updates": state["counters"]["updates"],
@@ -149,7 +169,42 @@ def measure(run_dir: Path, batches: int, episodes: int) -> dict:
         "cosine_learned_vs_true_model": [
             float(cosine_similarity(a, b, 0)) for a, b in zip(learned, true, strict=True)
         ],
+        "cosine_between_batches_true_model": [
+            float(cosine_similarity(true[i], true[j], 0)) for i, j in pairs
+        ],
+        "open_loop_error_per_batch": errors,
     }
+    if real:
+        result["real_trajectory_gradient_norm_per_batch"] = [float(g.norm()) for g in real]
+        result["real_trajectory_cosine_between_batches"] = [
+            float(cosine_similarity(real[i], real[j], 0)) for i, j in pairs
+        ]
+        result["cosine_planner_vs_real_trajectory"] = [
+            float(cosine_similarity(a, b, 0)) for a, b in zip(learned, real, strict=True)
+        ]
+    return result
+
+
+@torch.no_grad()
+def open_loop_error(dynamics, episodes: TensorDict) -> dict[str, float]:
+    """The model's open-loop error along real episodes ``[B, T]``, in state standard deviations.
+
+    From each episode's first state the model's mean prediction is fed the episode's real
+    actions; the error after ``k`` steps is the root mean square over the episodes and the
+    state's dimensions of (prediction - real state) / (the states' standard deviation).
+    """
+    real = episodes["next", "observation"]
+    std = real.reshape(-1, real.shape[-1]).std(0).clamp_min(1e-6)
+    steps = real.shape[1]
+    marks = sorted({k for k in (1, 10, 100, steps) if k <= steps})
+    state, out = episodes["observation"][:, 0], {}
+    for t in range(steps):
+        td = TensorDict({"observation": state, "action": episodes["action"][:, t]}, [len(state)])
+        state = dynamics.get_dist(td).mean
+        if t + 1 in marks:
+            err = ((state - real[:, t]) / std).pow(2).mean().sqrt()
+            out[f"k{t + 1}"] = float(err)
+    return out
 
 
 ADAM_STEPS = (0, 0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100)
