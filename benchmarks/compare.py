@@ -1,4 +1,4 @@
-"""Overlay the mean +- std learning curves of several benchmark result folders.
+r"""Overlay the mean +- std learning curves of several benchmark result folders.
 
 Each folder is one written by ``benchmarks/learning.py`` (per-seed CSVs and a
 ``summary.json``). Writes a PNG and a JSON with, for each curve, the final mean

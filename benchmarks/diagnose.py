@@ -1,4 +1,4 @@
-"""What limits a trained run: model error, value bias, entropy, measured from its checkpoint.
+r"""What limits a trained run: model error, value bias, entropy, measured from its checkpoint.
 
 For each run directory (a ``python -m torchrl_svg.train`` run with a ``checkpoint.pt``) the
 script rebuilds the agent from the run's own ``config.yaml``, loads the checkpoint (networks,

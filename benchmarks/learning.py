@@ -1,4 +1,4 @@
-"""Learning-curve benchmark: train an algorithm on a task for several seeds and commit the curves.
+r"""Learning-curve benchmark: train an algorithm on a task for several seeds and commit the curves.
 
 Each seed runs ``python -m torchrl_svg.train`` in its own process (``--jobs`` at a time,
 one torch thread each). The per-seed evaluation CSVs, a summary JSON (with the exact

@@ -1,4 +1,4 @@
-"""MuJoCo evidence: S2VG against SAC at 100k environment steps, a task x algorithm x seed grid.
+r"""MuJoCo evidence: S2VG against SAC at 100k environment steps, a task x algorithm x seed grid.
 
 Every seed runs ``python -m torchrl_svg.train`` in its own process (one torch thread each,
 ``--jobs`` at a time), checkpointing into ``runs/mujoco/<algorithm>_<task>/seed<N>/`` every

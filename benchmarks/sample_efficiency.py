@@ -1,4 +1,4 @@
-"""Sample efficiency: S2VG and SVG(1)-ER against TorchRL's ``SACLoss`` in one harness.
+r"""Sample efficiency: S2VG and SVG(1)-ER against TorchRL's ``SACLoss`` in one harness.
 
 Every algorithm runs through the same recipe (``python -m torchrl_svg.train``, one process
 per seed, see ``benchmarks/learning.py``) with the same task, seeds, environment-step budget,

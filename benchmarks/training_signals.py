@@ -1,4 +1,4 @@
-"""Plot a run's training signals beside its evaluation return: where a run went wrong, and when.
+r"""Plot a run's training signals beside its evaluation return: where a run went wrong, and when.
 
 Reads the CSV logger's files of a run directory (``<run>/<exp>/scalars/train/*.csv``, written
 with ``logger.backend=csv``) and its ``eval.csv``, and draws the evaluation return, the critic

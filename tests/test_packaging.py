@@ -2,9 +2,11 @@
 
 import ast
 import importlib.metadata
+import re
 import subprocess
 import sys
 import textwrap
+import tokenize
 from pathlib import Path
 
 import pytest
@@ -100,15 +102,40 @@ def test_the_recipe_without_the_train_extra_names_the_install_command():
     assert "pip install 'torchrl_svg[train]'" in proc.stderr
 
 
+def _python_files():
+    for folder in ("torchrl_svg", "benchmarks", "examples", "tests"):
+        yield from sorted((ROOT / folder).rglob("*.py"))
+
+
 def test_no_string_holds_a_control_character_from_an_unescaped_backslash():
     r"""``:math:`\alpha``` in a docstring that is not raw becomes a bell character and ``lpha``."""
     controls = {chr(7): r"\a", chr(8): r"\b", chr(11): r"\v", chr(12): r"\f"}
     found = []
-    for folder in ("torchrl_svg", "benchmarks", "examples", "tests"):
-        for path in sorted((ROOT / folder).rglob("*.py")):
-            for node in ast.walk(ast.parse(path.read_text(), str(path))):
-                if isinstance(node, ast.Constant) and isinstance(node.value, str):
-                    bad = sorted(escape for c, escape in controls.items() if c in node.value)
-                    if bad:
-                        found.append(f"{path.relative_to(ROOT)}:{node.lineno} {bad}")
+    for path in _python_files():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                bad = sorted(escape for c, escape in controls.items() if c in node.value)
+                if bad:
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno} {bad}")
+    assert not found, 'make these strings raw (r"..."): ' + "; ".join(found)
+
+
+def test_no_plain_string_joins_lines_with_a_backslash():
+    r"""A shell example's ``\`` at a line's end, in a string that is not raw, joins the lines.
+
+    A backslash right after the opening quotes (it drops the first newline) is meant.
+    """
+    found = []
+    for path in _python_files():
+        with tokenize.open(path) as f:
+            for token in tokenize.generate_tokens(f.readline):
+                if token.type != tokenize.STRING:
+                    continue
+                prefix = re.match(r"[A-Za-z]*", token.string).group(0)
+                if "r" in prefix.lower():
+                    continue
+                body = token.string[len(prefix) :].lstrip("\"'")
+                body = body.removeprefix("\\\n")
+                if re.search(r"(?<!\\)(\\\\)*\\\n", body):  # an odd run of backslashes ends a line
+                    found.append(f"{path.relative_to(ROOT)}:{token.start[0]}")
     assert not found, 'make these strings raw (r"..."): ' + "; ".join(found)
