@@ -25,6 +25,10 @@ group) to ``--out``::
 
     python benchmarks/value_bias.py runs/bench/s2vg_H1_Pendulum-v1/seed0 ... \\
         --group H=1 H=1 H=1 H=2 ... --out benchmarks/results/s2vg_horizon_Pendulum-v1
+
+``--kept LABEL=CSV ...`` adds runs measured earlier from the per-run CSVs this script wrote
+(for runs whose directories are gone), into the group ``LABEL``; their ``states``,
+``rollouts`` and ``steps`` must be this call's.
 """
 
 from __future__ import annotations
@@ -201,11 +205,34 @@ def measure(
     return rows
 
 
+def read_rows(path: Path, states: int, rollouts: int, steps: int) -> list[dict[str, float]]:
+    """The rows of a per-run CSV this script wrote, measured with the same sizes.
+
+    Raises:
+        ValueError: a column is missing, or the CSV was measured with other sizes.
+    """
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise ValueError(f"{path} has no rows.")
+    missing = [k for k in FIELDS if k not in rows[0]]
+    if missing:
+        raise ValueError(f"{path} lacks the columns {missing}: not a value_bias.py CSV.")
+    out = [{k: float(r[k]) for k in FIELDS} for r in rows]
+    want = {"states": states, "rollouts": rollouts, "steps": steps}
+    for r in out:
+        got = {k: int(r[k]) for k in want}
+        if got != want:
+            raise ValueError(f"{path} was measured with {got}, this call with {want}.")
+        r["frames"] = int(r["frames"])
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("runs", nargs="*", type=Path)
     parser.add_argument("--group", nargs="+", help="a label per run (default: its folder name)")
     parser.add_argument("--states", type=int, default=100)
     parser.add_argument("--rollouts", type=int, default=50)
@@ -217,10 +244,29 @@ def main(argv: list[str] | None = None) -> int:
         default=8,
         help="rollouts also stepped by Gymnasium's PendulumEnv at every step, as a check",
     )
+    parser.add_argument(
+        "--kept",
+        nargs="+",
+        default=[],
+        metavar="LABEL=CSV",
+        help="runs measured earlier: a per-run CSV this script wrote, in the group LABEL",
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
+    if not args.runs and not args.kept:
+        parser.error("give run directories to measure, or --kept LABEL=CSV, or both.")
     if args.group is not None and len(args.group) != len(args.runs):
         parser.error(f"--group needs one label per run ({len(args.runs)}), got {len(args.group)}.")
+    kept = []
+    for item in args.kept:
+        label, sep, path = item.rpartition("=")  # a label may hold "=" (H=1)
+        if not sep or not label or not path:
+            parser.error(f"--kept takes LABEL=CSV, got {item!r}.")
+        try:
+            rows = read_rows(Path(path), args.states, args.rollouts, args.steps)
+        except (OSError, ValueError) as err:
+            parser.error(f"--kept {item}: {err}")
+        kept.append((label, rows))
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -233,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
             writer.writeheader()
             writer.writerows(rows)
         label = args.group[i] if args.group else run.parent.name
+        groups.setdefault(label, []).append(rows)
+    for label, rows in kept:
         groups.setdefault(label, []).append(rows)
 
     series = {}
