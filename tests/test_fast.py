@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import make_batch
+from tensordict import TensorDict
 from torchrl.data import Bounded
 
 from torchrl_svg import NonFiniteLossError
@@ -73,6 +74,11 @@ def max_relative_difference(a: dict, b: dict) -> float:
         ),
         (["model.ensemble_size=3", "loss.actor_horizon=3", "loss.ensemble_members=rollout"], OBS),
         (["network.critic_layer_norm=true", "loss.fixed_alpha=false"], OBS),
+        (["loss.horizon=2"], OBS),
+        (["loss.horizon=5", "model.termination=learned", "loss.fixed_alpha=false"], OBS),
+        (["env.name=Hopper-v5", "loss.horizon=3", "loss.expansion_entropy=false"], 11),
+        (["model.ensemble_size=3", "loss.horizon=3", "loss.actor_horizon=2"], OBS),
+        (["model.ensemble_size=3", "loss.horizon=3", "loss.expansion_ensemble_mean=true"], OBS),
     ],
     ids=[
         "fixed-alpha",
@@ -85,6 +91,11 @@ def max_relative_difference(a: dict, b: dict) -> float:
         "actor-horizon-ensemble-bound-clip",
         "actor-horizon-member-per-rollout",
         "critic-layer-norm",
+        "critic-horizon-2",
+        "critic-horizon-5-learned-termination",
+        "critic-horizon-known-termination-no-entropy",
+        "critic-and-actor-horizon-ensemble",
+        "critic-horizon-ensemble-mean",
     ],
 )
 def test_fast_s2vg_step_equals_loss_and_optimizer(overrides, obs):
@@ -458,3 +469,12 @@ def test_plain_mlp_runs_layer_norm_critics_as_their_modules_do():
         PlainMLP.from_module(
             MLP(in_features=3, out_features=1, num_cells=[4]).insert(0, nn.LayerNorm(3))
         )
+
+
+def test_critic_horizon_step_refuses_stored_imagined_steps():
+    # a ModelRollout transform's imagined steps would be read by S2VGLoss, not by the fast step
+    _, fast, data = agent_pair(["loss.horizon=2"])
+    key = fast.loss.tensor_keys.imagined
+    data[key] = TensorDict({"observation": torch.randn(64, 1, OBS)}, [64, 1])
+    with pytest.raises(ValueError, match="imagined"):
+        fast.update(data)

@@ -308,11 +308,13 @@ class PlainGaussianModel:
         residual: Tensor | None = None,
         disagreement: bool = False,
         member: Tensor | None = None,
+        reduction: str | None = None,
     ) -> tuple[Tensor, ...]:
         """Location and scale of the predictive distribution over the raw target, ``[N, D]``.
 
-        Ensemble members are combined as the module's ``ensemble_reduction`` says
-        (``"sample"`` uses ``member`` ``[N]``, or draws one member per row). With
+        Ensemble members are combined as the module's ``ensemble_reduction`` says, or as
+        ``reduction`` overrides it for this call (``"sample"`` uses ``member`` ``[N]``, or
+        draws one member per row). With
         ``disagreement`` also the
         members' disagreement ``[N]``: the standard deviation of their normalised
         means across members, averaged over dimensions.
@@ -321,10 +323,11 @@ class PlainGaussianModel:
         spread = loc_n.detach().std(0, unbiased=False).mean(-1) if disagreement else None
         scale_n = log_std_n.exp()
         E = self.ensemble_size
+        reduction = self.reduction if reduction is None else reduction
         if E == 1:
             loc_n, scale_n = loc_n[0], scale_n[0]
-        elif self.reduction in ("mean", "average"):
-            loc_n, scale_n = reduce_members(loc_n, scale_n, self.reduction)
+        elif reduction in ("mean", "average"):
+            loc_n, scale_n = reduce_members(loc_n, scale_n, reduction)
         else:
             n = loc_n.shape[1]
             if member is None:

@@ -296,8 +296,7 @@ class CompileConfig:
         fast_update: run S2VG's actor-critic step and every world-model step through
             :mod:`torchrl_svg.train.fast` (the same losses and updates on plain tensors,
             no host synchronisation); ``false`` runs the LossModules themselves. Set-ups
-            the fast steps do not cover (``loss.horizon > 1``, a known reward) use the
-            LossModules either way.
+            the fast steps do not cover (a known reward) use the LossModules either way.
     """
 
     compile: bool = False

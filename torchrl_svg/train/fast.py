@@ -280,8 +280,6 @@ class FastUpdate:
 
 def fast_s2vg_supported(loss: S2VGLoss) -> str | None:
     """Why :class:`FastS2VGUpdate` cannot run ``loss`` (``None``: it can)."""
-    if loss.horizon != 1:
-        return f"horizon={loss.horizon} (the critic's value expansion runs through the LossModule)"
     if loss.reduction != "mean":
         return f"reduction={loss.reduction!r}"
     try:
@@ -297,15 +295,16 @@ def fast_s2vg_supported(loss: S2VGLoss) -> str | None:
 
 
 class FastS2VGUpdate(FastUpdate):
-    r"""One S2VG actor-critic update (eqs 7, 8, 11 and alpha; any ``actor_horizon``) on plain tensors.
+    r"""One S2VG actor-critic update (eqs 7, 8, 11 and alpha; any horizons) on plain tensors.
 
     The same losses, random draws and parameter update as ``loss(batch)``
     followed by one step of ``optimizer`` over the summed ``loss_*`` entries and
     a :class:`~torchrl.objectives.SoftUpdate` of the target value network.
 
     Args:
-        loss: the :class:`~torchrl_svg.objectives.S2VGLoss` (``horizon=1``, the
-            package's own networks; see :func:`fast_s2vg_supported`).
+        loss: the :class:`~torchrl_svg.objectives.S2VGLoss` (the package's own
+            networks; see :func:`fast_s2vg_supported`). With ``horizon > 1`` the
+            critic's imagined steps are drawn here, from the batch's next states.
         optimizer: a fused Adam over the actor, critic (and learned alpha) parameters.
         parameters: those parameters.
         tau: the Polyak rate of the target value network.
@@ -385,19 +384,72 @@ class FastS2VGUpdate(FastUpdate):
         self.targets = self.target_value.parameters()
         self.sources = [p.detach() for p in self.value.parameters()]
 
+    def check_layout(self, batch: TensorDictBase) -> None:
+        """The loss's input check, once per layout; refuses stored imagined steps.
+
+        Raises:
+            ValueError: the batch holds imagined steps (a ``ModelRollout`` transform's
+                output), which this step would not read: use the LossModule for them.
+        """
+        key = self.loss.tensor_keys.imagined
+        if self.loss.horizon > 1 and key in batch.keys(include_nested=True):
+            raise ValueError(
+                f"FastS2VGUpdate imagines the critic's steps itself; the batch holds stored "
+                f"imagined steps under {key!r}: train on it with the S2VGLoss instead."
+            )
+        super().check_layout(batch)
+
+    @torch.no_grad()
+    def _value_expansion(self, obs, action, reward, next_obs, terminated, alpha):
+        """States, actions, masks ``w_t`` and targets ``y_t`` of eq 7, ``[H, B(, D)]``.
+
+        Steps ``1..H-1`` are imagined from the real next states as
+        :meth:`~torchrl_svg.objectives.S2VGLoss.value_expansion` imagines them (the
+        same draws in the same order).
+        """
+        loss = self.loss
+        gamma = loss._gamma
+        states, actions = [obs], [action]
+        rewards, continuations, log_probs = [reward], [1.0 - terminated], []
+        reduction = "average" if loss.expansion_ensemble_mean else None
+        state = next_obs
+        for _ in range(loss.horizon - 1):
+            step_action, step_log_prob = self.actor.sample(state)
+            inputs = torch.cat([state, step_action], -1)
+            loc, scale = self.dynamics.loc_scale(inputs, residual=state, reduction=reduction)
+            next_state = loc + scale * torch.empty_like(loc).normal_()
+            states.append(state)
+            actions.append(step_action)
+            log_probs.append(step_log_prob)
+            rewards.append(self.reward.loc_scale(inputs)[0].squeeze(-1))
+            continuations.append(self.continuation(next_state))
+            state = next_state
+        future = self.target_value(state).squeeze(-1)  # G_H
+        targets = [None] * loss.horizon
+        for t in reversed(range(loss.horizon)):
+            targets[t] = td_target(rewards[t], continuations[t], future, gamma)
+            future = targets[t]
+            if t >= 1 and loss.expansion_entropy:
+                future = future - alpha * log_probs[t - 1]
+        # w_0 = 1, w_t = prod_{j<t} c_{j+1}
+        weights = torch.cumprod(torch.stack([torch.ones_like(reward), *continuations[:-1]]), 0)
+        return torch.stack(states), torch.stack(actions), weights, torch.stack(targets)
+
     def _losses(self, obs, action, reward, next_obs, terminated):
         loss = self.loss
         gamma, log_alpha = loss._gamma, loss.log_alpha
         if loss.min_log_alpha is not None or loss.max_log_alpha is not None:
             log_alpha.data.clamp_(loss.min_log_alpha, loss.max_log_alpha)
         alpha = log_alpha.detach().exp()
-        # eq 7 (H = 1): twin Q onto r + gamma (1 - d) V_target(s')
-        with torch.no_grad():
-            next_value = self.target_value(next_obs).squeeze(-1)
-            target = td_target(reward, 1.0 - terminated, next_value, gamma)
-        q = self.qvalue(torch.cat([obs, action], -1)).squeeze(-1)  # [N_q, B]
-        error = distance_loss(q, target.expand_as(q), loss_function=loss.loss_function)
-        loss_qvalue = error.sum(0).mean()
+        # eq 7: twin Q onto the H-step value expansion, step 0 the real transition
+        states, actions, weights, targets = self._value_expansion(
+            obs, action, reward, next_obs, terminated, alpha
+        )
+        # [H, B, D] flattened: a leading H equal to N_q would be read as one input per member
+        inputs = torch.cat([states, actions], -1).flatten(0, 1)
+        q = self.qvalue(inputs).view(-1, *targets.shape).squeeze(-1)  # [N_q, H, B]
+        error = distance_loss(q, targets.expand_as(q), loss_function=loss.loss_function)
+        loss_qvalue = (error * weights).mean(1).sum(0).mean()
         # eqs 10-11: H model steps from real states with fresh policy and model noise
         new_action, log_prob = self.actor.sample(obs)
         rewards, log_probs, continuations, values, trusted = [], [], [], [], []
