@@ -23,6 +23,8 @@ critics; S2VG's world model the Table 2 HalfCheetah model, 256x128):
   (``examples/configs/s2vg_multistep.yaml``: a 5-member dynamics ensemble, one member per
   imagined rollout, actor gradient clipped at 10) and ``loss.actor_horizon`` = 1, 3, 5:
   what H imagined steps in the actor cost per update;
+* ``s2vg_critic_h2`` / ``_h5``: S2VG with the critic's value expansion over ``loss.horizon``
+  = 2, 5 steps (eq 7), the fast step; ``..._lossmodule``: the same through ``S2VGLoss``;
 * ``svg1_fp32``: one SVG(1)-ER round (model, value and policy steps) with the SVG paper's
   App. D sizes on HalfCheetah shapes;
 * ``svginf_hand1000``: one SVG(inf) policy step through a batch of 8 real 1000-step
@@ -295,6 +297,12 @@ def main(argv: list[str] | None = None) -> int:
         variants[f"s2vg_multistep_h{horizon}"], _ = make_s2vg(
             obs_spec, act_spec, *multistep, f"loss.actor_horizon={horizon}"
         )
+    for horizon in (2, 5):  # the critic's value expansion (eq 7), fast step and LossModule
+        critic = f"loss.horizon={horizon}"
+        variants[f"s2vg_critic_h{horizon}"], _ = make_s2vg(obs_spec, act_spec, critic)
+        variants[f"s2vg_critic_h{horizon}_lossmodule"], _ = make_s2vg(
+            obs_spec, act_spec, critic, "compile.fast_update=false"
+        )
     variants["svg1_fp32"], _ = make_svg1(obs_spec, act_spec)
     info = {}
     if not args.no_svginf:
@@ -376,6 +384,10 @@ def main(argv: list[str] | None = None) -> int:
             "s2vg_multistep_h5 / s2vg_multistep_h1",
             "s2vg_multistep_h3 / sac_torchrl",
             "s2vg_multistep_h5 / sac_torchrl",
+            "s2vg_critic_h2 / s2vg_full_fp32",
+            "s2vg_critic_h5 / s2vg_full_fp32",
+            "s2vg_critic_h2_lossmodule / s2vg_critic_h2",
+            "s2vg_critic_h5_lossmodule / s2vg_critic_h5",
         )
     }
     ratios = {k: v for k, v in ratios.items() if v is not None}
