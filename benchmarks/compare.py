@@ -34,7 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("curves", nargs="+", help="LABEL=FOLDER")
+    parser.add_argument(
+        "curves", nargs="+", help="LABEL=FOLDER (split at the last '=': labels such as H=1 work)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--target", type=float, default=None)
     parser.add_argument("--title", default="")
@@ -47,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     loaded = {}
     for item in args.curves:
-        label, folder = item.split("=", 1)
+        label, sep, folder = item.rpartition("=")
+        if not sep or not label or not folder:
+            parser.error(f"{item!r}: each curve is LABEL=FOLDER")
         loaded[label] = (folder, _curve(Path(folder)))
     # every figure over the same range of environment steps
     limit = args.max_frames or min(points[-1][0] for _, points in loaded.values())
