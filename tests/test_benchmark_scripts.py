@@ -37,3 +37,24 @@ def test_compare_takes_labels_that_hold_an_equals_sign(tmp_path):
     assert report["curves"]["H=2"]["first_frames_mean_at_target"] == 2000
     with pytest.raises(SystemExit):
         compare.main([str(one), "--out", str(tmp_path / "bad")])
+
+
+def test_reference_sac_reads_cleanrl_episode_lines(tmp_path):
+    reference = _script("reference_sac")
+    log = tmp_path / "cleanrl.log"
+    log.write_text(
+        "SPS: 120\n"
+        "global_step=1225, episodic_return=[23.038494]\n"
+        "global_step=4000, episodic_return=[33.0]\n"
+        "/site-packages/gymnasium/warning: not an episode\n"
+        "global_step=6100, episodic_return=[-5.5e+01]\n"
+    )
+    episodes = reference.read_cleanrl_log(log)
+    assert episodes == [(1225, 23.038494), (4000, 33.0), (6100, -55.0)]
+    assert reference.windows(episodes, 5000) == [
+        (5000.0, 28.019247, 4.980753),
+        (10000.0, -55.0, 0.0),
+    ]
+    (tmp_path / "empty.log").write_text("SPS: 120\n")
+    with pytest.raises(ValueError, match="episodic_return"):
+        reference.read_cleanrl_log(tmp_path / "empty.log")
