@@ -447,7 +447,7 @@ class FastS2VGUpdate(FastUpdate):
         )
         # [H, B, D] flattened: a leading H equal to N_q would be read as one input per member
         inputs = torch.cat([states, actions], -1).flatten(0, 1)
-        q = self.qvalue(inputs).view(-1, *targets.shape).squeeze(-1)  # [N_q, H, B]
+        q = self.qvalue(inputs).view(-1, *targets.shape)  # [N_q, H, B]
         error = distance_loss(q, targets.expand_as(q), loss_function=loss.loss_function)
         loss_qvalue = (error * weights).mean(1).sum(0).mean()
         # eqs 10-11: H model steps from real states with fresh policy and model noise
