@@ -5,8 +5,9 @@ The LossModules of :mod:`torchrl_svg.objectives`, the replay transforms of
 of :mod:`torchrl_svg.train` compute their terms with these functions, so the paths cannot
 drift apart. Two kinds, neither with side effects:
 
-- equations on plain tensors (``[*B]`` per-sample values unless stated): the TD and eq 7
-  targets (:func:`td_target`, :func:`soft_model_return`), the soft state value target,
+- equations on plain tensors (``[*B]`` per-sample values unless stated): the TD target and
+  eq 7's value-expansion targets (:func:`td_target`, :func:`value_expansion_targets`), the
+  soft model return of eq 11 (:func:`soft_model_return`), the soft state value target,
   the temperature loss, truncated importance weights, episode masks, the SVG(∞)
   backward recursion;
 - the shared steps that run the networks, given a TorchRL module, its parameters (or
@@ -21,6 +22,8 @@ Notation (S2VG paper): real transition :math:`(s, a, r, s', d)`; continuation
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -58,6 +61,7 @@ __all__ = [
     "svg_backward_recursion",
     "td_target",
     "temperature_loss",
+    "value_expansion_targets",
 ]
 
 
@@ -70,6 +74,57 @@ def td_target(reward: Tensor, continuation: Tensor, next_value: Tensor, gamma: f
         tensor([1.])
     """
     return reward + gamma * continuation * next_value
+
+
+def value_expansion_targets(
+    rewards: Sequence[Tensor],
+    continuations: Sequence[Tensor],
+    log_probs: Sequence[Tensor],
+    final_value: Tensor,
+    alpha: Tensor | float,
+    gamma: float,
+    entropy: bool = True,
+) -> tuple[Tensor, Tensor]:
+    r"""The critic's targets and masks of S2VG eq 7 over ``H`` expansion steps, ``[H, *B]`` each.
+
+    .. math::
+
+        y_t = \hat r_t + \gamma\,c_{t+1}\,G_{t+1},\quad G_H = \bar V(\hat s_H),\quad
+        G_t = y_t - \alpha\log\pi(\hat a_t|\hat s_t)\ (t \ge 1),\quad
+        w_t = \prod_{j \le t} c_j
+
+    with :math:`c_0 = 1` (``entropy=False`` drops the entropy bonus, as eq 7 is written).
+
+    Args:
+        rewards: :math:`\hat r_t`, ``H`` tensors ``[*B]`` (or one ``[H, *B]`` tensor).
+        continuations: :math:`c_{t+1} = 1 - d_{t+1}`, the same layout.
+        log_probs: :math:`\log\pi(\hat a_t|\hat s_t)` of the imagined steps ``t = 1..H-1``.
+        final_value: :math:`\bar V(\hat s_H)`, ``[*B]``.
+        alpha: the temperature.
+        gamma: the discount.
+        entropy: include the entropy bonus of the imagined steps.
+
+    Examples:
+        >>> import torch
+        >>> one = torch.ones(1)
+        >>> rewards, continuations, log_probs = [one, one], [one, 0 * one], [0 * one]
+        >>> targets, weights = value_expansion_targets(rewards, continuations, log_probs, 2 * one, 0.1, 0.5)
+        >>> targets.squeeze(-1), weights.squeeze(-1)  # y_1 = 1 (terminal), y_0 = 1 + 0.5 * 1
+        (tensor([1.5000, 1.0000]), tensor([1., 1.]))
+    """
+    horizon = len(rewards)
+    targets: list[Tensor] = [None] * horizon  # type: ignore[list-item]
+    future = final_value
+    for t in reversed(range(horizon)):
+        targets[t] = td_target(rewards[t], continuations[t], future, gamma)
+        future = targets[t]
+        if t >= 1 and entropy:
+            future = future - alpha * log_probs[t - 1]
+    # w_0 = 1, w_t = prod_{j<t} c_{j+1}
+    weights = torch.cumprod(
+        torch.stack([torch.ones_like(continuations[0]), *continuations[:-1]]), 0
+    )
+    return torch.stack(targets), weights
 
 
 def truncated_importance_weight(

@@ -28,8 +28,8 @@ from torchrl_svg.objectives._s2vg_parts import ImaginedSteps, SoftTemperature, c
 from torchrl_svg.objectives.functional import (
     soft_model_return,
     soft_state_value_target,
-    td_target,
     temperature_loss,
+    value_expansion_targets,
 )
 
 __all__ = ["S2VGLoss"]
@@ -399,6 +399,7 @@ class S2VGLoss(ImaginedSteps, SoftTemperature, LossBase):
         rewards = tensordict.get(("next", keys.reward)).squeeze(-1).unsqueeze(0)
         continuations = (1.0 - self._terminated(tensordict)).unsqueeze(0)
         final = tensordict.get(("next", keys.observation))
+        log_probs = ()
         if self.horizon > 1:  # steps 1..H-1: imagined, [*B, H-1] moved to [H-1, *B]
             imagined = self._imagined(tensordict)
             states = torch.cat([states, imagined.get(keys.observation).movedim(-2, 0)])
@@ -408,21 +409,14 @@ class S2VGLoss(ImaginedSteps, SoftTemperature, LossBase):
             log_probs = imagined.get("log_prob").movedim(-1, 0)
             final = imagined.get(("next", keys.observation))[..., -1, :]
         future = self._state_value(final, self.target_value_network_params)  # G_H
-        targets: list[Tensor] = [None] * self.horizon  # type: ignore[list-item]
-        for t in reversed(range(self.horizon)):
-            targets[t] = td_target(rewards[t], continuations[t], future, gamma)
-            future = targets[t]
-            if t >= 1 and self.expansion_entropy:
-                future = future - alpha * log_probs[t - 1]
-        # w_0 = 1, w_t = prod_{j<t} c_{j+1}
-        weights = torch.cumprod(
-            torch.cat([torch.ones_like(continuations[:1]), continuations[:-1]]), 0
+        targets, weights = value_expansion_targets(
+            rewards, continuations, log_probs, future, alpha, gamma, self.expansion_entropy
         )
         return TensorDict(
             {
                 keys.observation: states,
                 keys.action: actions,
-                "value_target": torch.stack(targets),
+                "value_target": targets,
                 "weight": weights,
             },
             [self.horizon, *tensordict.batch_size],

@@ -47,8 +47,8 @@ from torchrl_svg.objectives import GaussianWorldModelLoss, S2VGLoss
 from torchrl_svg.objectives.functional import (
     soft_model_return,
     soft_state_value_target,
-    td_target,
     temperature_loss,
+    value_expansion_targets,
 )
 from torchrl_svg.train.fused_adam import FusedAdamStep
 from torchrl_svg.train.guard import NonFiniteGuard
@@ -408,7 +408,6 @@ class FastS2VGUpdate(FastUpdate):
         same draws in the same order).
         """
         loss = self.loss
-        gamma = loss._gamma
         states, actions = [obs], [action]
         rewards, continuations, log_probs = [reward], [1.0 - terminated], []
         reduction = "average" if loss.expansion_ensemble_mean else None
@@ -424,16 +423,16 @@ class FastS2VGUpdate(FastUpdate):
             rewards.append(self.reward.loc_scale(inputs)[0].squeeze(-1))
             continuations.append(self.continuation(next_state))
             state = next_state
-        future = self.target_value(state).squeeze(-1)  # G_H
-        targets = [None] * loss.horizon
-        for t in reversed(range(loss.horizon)):
-            targets[t] = td_target(rewards[t], continuations[t], future, gamma)
-            future = targets[t]
-            if t >= 1 and loss.expansion_entropy:
-                future = future - alpha * log_probs[t - 1]
-        # w_0 = 1, w_t = prod_{j<t} c_{j+1}
-        weights = torch.cumprod(torch.stack([torch.ones_like(reward), *continuations[:-1]]), 0)
-        return torch.stack(states), torch.stack(actions), weights, torch.stack(targets)
+        targets, weights = value_expansion_targets(
+            rewards,
+            continuations,
+            log_probs,
+            self.target_value(state).squeeze(-1),  # G_H
+            alpha,
+            loss._gamma,
+            loss.expansion_entropy,
+        )
+        return torch.stack(states), torch.stack(actions), weights, targets
 
     def _losses(self, obs, action, reward, next_obs, terminated):
         loss = self.loss
