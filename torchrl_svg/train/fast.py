@@ -359,7 +359,7 @@ class FastS2VGUpdate(FastUpdate):
         self.loss = loss
         self.n_trained = 3 if loss.fixed_alpha else 4
         loss._has_update_associated["value_network"] = True  # this step moves the target
-        super().__init__(loss.validate_input, optimizer, parameters, tau=tau, **kwargs)
+        super().__init__(self._validate_batch, optimizer, parameters, tau=tau, **kwargs)
 
     def _build(self) -> None:
         loss = self.loss
@@ -384,8 +384,8 @@ class FastS2VGUpdate(FastUpdate):
         self.targets = self.target_value.parameters()
         self.sources = [p.detach() for p in self.value.parameters()]
 
-    def check_layout(self, batch: TensorDictBase) -> None:
-        """The loss's input check, once per layout; refuses stored imagined steps.
+    def _validate_batch(self, batch: TensorDictBase) -> None:
+        """The loss's input check (run once per layout); refuses stored imagined steps.
 
         Raises:
             ValueError: the batch holds imagined steps (a ``ModelRollout`` transform's
@@ -397,7 +397,7 @@ class FastS2VGUpdate(FastUpdate):
                 f"FastS2VGUpdate imagines the critic's steps itself; the batch holds stored "
                 f"imagined steps under {key!r}: train on it with the S2VGLoss instead."
             )
-        super().check_layout(batch)
+        self.loss.validate_input(batch)
 
     @torch.no_grad()
     def _value_expansion(self, obs, action, reward, next_obs, terminated, alpha):
