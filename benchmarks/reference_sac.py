@@ -29,6 +29,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from learning import _read_curve  # noqa: E402
 
 from torchrl_svg.train.records import plot_curves  # noqa: E402
 
@@ -58,15 +61,6 @@ def windows(episodes: list[tuple[int, float]], window: int) -> list[tuple[float,
     return out
 
 
-def read_eval(path: Path) -> list[tuple[float, float, float]]:
-    """``(frames, return_mean, return_std)`` rows of an evaluation CSV."""
-    with path.open() as f:
-        return [
-            (float(r["frames"]), float(r["return_mean"]), float(r["return_std"]))
-            for r in csv.DictReader(f)
-        ]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -80,7 +74,12 @@ def main(argv: list[str] | None = None) -> int:
 
     episodes = read_cleanrl_log(args.cleanrl_log)
     reference = windows(episodes, args.window)
-    ours = {f"ours: {path.stem}": read_eval(path) for path in args.ours}
+    ours = {
+        f"ours: {path.stem}": [
+            (r["frames"], r["return_mean"], r["return_std"]) for r in _read_curve(path)
+        ]
+        for path in args.ours
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     with (args.out / "cleanrl_training_episodes.csv").open("w", newline="") as f:
         writer = csv.writer(f)
