@@ -22,7 +22,9 @@ critics; S2VG's world model the Table 2 HalfCheetah model, 256x128):
 * ``s2vg_multistep_h1`` / ``_h3`` / ``_h5``: S2VG with the multi-step actor's settings
   (``examples/configs/s2vg_multistep.yaml``: a 5-member dynamics ensemble, one member per
   imagined rollout, actor gradient clipped at 10) and ``loss.actor_horizon`` = 1, 3, 5:
-  what H imagined steps in the actor cost per update;
+  what H imagined steps in the actor cost per update; ``..._all_members``: the same with
+  every member evaluated on every sample and one kept (the ensemble's prediction before it
+  ran each sample through its own member only);
 * ``s2vg_critic_h2`` / ``_h5``: S2VG with the critic's value expansion over ``loss.horizon``
   = 2, 5 steps (eq 7), the fast step; ``..._lossmodule``: the same through ``S2VGLoss``;
 * ``svg1_fp32``: one SVG(1)-ER round (model, value and policy steps) with the SVG paper's
@@ -48,6 +50,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from unittest import mock
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -59,7 +62,7 @@ from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 from torchrl.envs import GymEnv  # noqa: E402
 from torchrl.envs.utils import ExplorationType, set_exploration_type  # noqa: E402
 
-from torchrl_svg.modules import env_specs  # noqa: E402
+from torchrl_svg.modules import env_specs, functional, gaussian  # noqa: E402
 from torchrl_svg.train import load_config, make_agent  # noqa: E402
 from torchrl_svg.train.builders import make_env  # noqa: E402
 
@@ -253,6 +256,23 @@ def make_svginf_hand(
     return policy, model, info
 
 
+def _never(*args) -> bool:
+    return False
+
+
+def all_members(step: Callable) -> Callable:
+    """``step`` with the ensemble evaluating every member for every sample (and keeping one)."""
+
+    def wrapped(batch):
+        with (
+            mock.patch.object(gaussian, "routes_members", _never),
+            mock.patch.object(functional, "routes_members", _never),
+        ):
+            step(batch)
+
+    return wrapped
+
+
 def _time(step: Callable, batches: list, iters: int) -> float:
     t0 = time.perf_counter()
     for i in range(iters):
@@ -297,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         variants[f"s2vg_multistep_h{horizon}"], _ = make_s2vg(
             obs_spec, act_spec, *multistep, f"loss.actor_horizon={horizon}"
         )
+        step, _ = make_s2vg(obs_spec, act_spec, *multistep, f"loss.actor_horizon={horizon}")
+        variants[f"s2vg_multistep_h{horizon}_all_members"] = all_members(step)
     for horizon in (2, 5):  # the critic's value expansion (eq 7), fast step and LossModule
         critic = f"loss.horizon={horizon}"
         variants[f"s2vg_critic_h{horizon}"], _ = make_s2vg(obs_spec, act_spec, critic)
@@ -384,6 +406,9 @@ def main(argv: list[str] | None = None) -> int:
             "s2vg_multistep_h5 / s2vg_multistep_h1",
             "s2vg_multistep_h3 / sac_torchrl",
             "s2vg_multistep_h5 / sac_torchrl",
+            "s2vg_multistep_h1_all_members / s2vg_multistep_h1",
+            "s2vg_multistep_h3_all_members / s2vg_multistep_h3",
+            "s2vg_multistep_h5_all_members / s2vg_multistep_h5",
             "s2vg_critic_h2 / s2vg_full_fp32",
             "s2vg_critic_h5 / s2vg_full_fp32",
             "s2vg_critic_h2_lossmodule / s2vg_critic_h2",

@@ -114,6 +114,88 @@ def test_ensemble_reduction_sample_and_mean():
     torch.testing.assert_close(dist.base_dist.scale / std, mixture_var.sqrt())
 
 
+def _full_ensemble(monkeypatch):
+    """Turn off the per-member routing: every member evaluated on every sample, one kept."""
+    from torchrl_svg.modules import functional, gaussian
+
+    monkeypatch.setattr(gaussian, "routes_members", lambda *args: False)
+    monkeypatch.setattr(functional, "routes_members", lambda *args: False)
+
+
+@pytest.mark.parametrize("sigma", ["state", "constant"])
+@pytest.mark.parametrize("given", [False, True])
+def test_sampling_ensemble_evaluates_only_the_drawn_members(monkeypatch, sigma, given):
+    """A sampling ensemble runs each sample through its own member only, with the same draws,
+    values and input gradients as evaluating every member and keeping one."""
+    from torchrl_svg.modules.functional import PlainGaussianModel
+
+    model = GaussianDynamics(4, 2, hidden_sizes=(16, 8), ensemble_size=5, sigma=sigma)
+    data = make_batch((7, 9))
+    model.update_normalizer(data)
+    if given:
+        data.set(model.member_key, model.draw_members(data.batch_size))
+    plain = PlainGaussianModel.from_module(model)
+    inputs = torch.cat([data["observation"], data["action"]], -1).reshape(63, 6)
+    obs = data["observation"].reshape(63, 4)
+    member = data.get(model.member_key).reshape(63) if given else None
+
+    def outputs():
+        x = data["observation"].clone().requires_grad_(True)
+        torch.manual_seed(3)
+        dist = model.get_dist(data.clone().set("observation", x))
+        (dist.mean.sum() + dist.stddev.sum()).backward()
+        torch.manual_seed(3)
+        loc, scale = plain.loc_scale(inputs, residual=obs, member=member)
+        return dist.mean, dist.stddev, x.grad, loc, scale, torch.randn(3)
+
+    routed = outputs()
+    calls = []
+    forward = type(model.net).forward
+    monkeypatch.setattr(type(model.net), "forward", lambda *a: calls.append(1) or forward(*a))
+    with monkeypatch.context() as m:
+        _full_ensemble(m)
+        full = outputs()
+    assert calls, "the reference evaluates every member"
+    for a, b in zip(routed, full, strict=True):
+        torch.testing.assert_close(a, b)  # the last pair: the generator is left where it was
+    torch.testing.assert_close(routed[0].reshape(63, 4), routed[3])
+    calls.clear()
+    outputs()
+    assert not calls, "the routed prediction never evaluates the full ensemble"
+
+
+def test_member_routing_keeps_to_the_cpu_and_whole_networks():
+    model = GaussianDynamics(4, 2, hidden_sizes=(8,), ensemble_size=3)
+    x = torch.zeros(2, 6)
+    assert model.routes_members(x)
+    assert not GaussianDynamics(4, 2, hidden_sizes=(8,)).routes_members(x), "one member"
+    per_dim = GaussianDynamics(4, 2, hidden_sizes=(8,), ensemble_size=3, per_dimension=True)
+    assert not per_dim.routes_members(x), "sub-networks per dimension: every member evaluated"
+    assert not model.routes_members(x.to("meta")), "accelerators: one batched kernel"
+
+
+def test_route_rows_and_forward_members_match_the_full_stack():
+    from torchrl_svg.modules._mlp import StackedMLP, route_rows
+    from torchrl_svg.modules.functional import PlainMLP
+
+    mlp = StackedMLP(4, in_features=3, out_features=2, hidden_sizes=(8, 8))
+    x, member = torch.randn(50, 3), torch.randint(4, (50,))
+    rows = torch.arange(50)
+    torch.testing.assert_close(mlp.forward_members(x, member), mlp(x)[member, rows])
+    norms = [(torch.randn(4, 8), torch.randn(4, 8), 1e-5)] * 2
+    plain = PlainMLP(list(mlp.weights), list(mlp.biases), torch.relu, norms=norms)
+    torch.testing.assert_close(plain.forward_members(x, member), plain(x)[member, rows])
+    one_member = torch.zeros(50, dtype=torch.long)  # the other groups are empty
+    torch.testing.assert_close(mlp.forward_members(x, one_member), mlp(x)[0])
+    assert mlp.forward_members(x[:0], member[:0]).shape == (0, 2)
+    with pytest.raises(IndexError, match=r"member indices must lie in \[0, 4\)"):
+        mlp.forward_members(x, member + 4)
+    with pytest.raises(ValueError, match="49 members for 50 rows"):
+        route_rows(x, member[:49], 4, lambda j, r: r)
+    with pytest.raises(ValueError, match="needs stacked networks"):
+        PlainMLP.from_stacked(StackedMLP(1, 3, 2, (8,))).forward_members(x, member)
+
+
 def test_dynamics_state_dict_round_trip_keeps_normalizer_statistics():
     model = GaussianDynamics(4, 2, hidden_sizes=(8,), ensemble_size=2)
     data = make_batch((64,))

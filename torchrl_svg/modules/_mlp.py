@@ -8,7 +8,44 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-__all__ = ["StackedMLP"]
+__all__ = ["StackedMLP", "route_rows"]
+
+
+def route_rows(
+    x: torch.Tensor,
+    member: torch.Tensor,
+    num_members: int,
+    forward_member: Callable[[int, torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """Each row of ``x`` ``[N, in]`` through its own member only: ``[N, out]``.
+
+    Row ``i`` goes through member ``member[i]``; the rows are grouped by member
+    (a stable sort), each group runs through ``forward_member(j, rows)`` in one
+    call, and the outputs are put back in the rows' order. Only the chosen
+    members' rows are computed: ``1/K`` of the work of evaluating every member on
+    every row and keeping one. The group sizes are read on the host, so the
+    shapes depend on the data (no CUDA-graph capture, no ``torch.compile``
+    without graph breaks): callers use it on the CPU.
+
+    Examples:
+        >>> x, member = torch.arange(4.0).unsqueeze(-1), torch.tensor([1, 0, 1, 0])
+        >>> route_rows(x, member, 2, lambda j, rows: rows + 10 * j).squeeze(-1)
+        tensor([10.,  1., 12.,  3.])
+    """
+    member = member.reshape(-1)
+    if member.numel() != x.shape[0]:
+        raise ValueError(
+            f"route_rows: {member.numel()} members for {x.shape[0]} rows; need one per row."
+        )
+    order = torch.argsort(member, stable=True)
+    counts = torch.bincount(member, minlength=num_members).tolist()  # refuses negatives
+    if len(counts) > num_members:
+        raise IndexError(f"route_rows: member indices must lie in [0, {num_members}).")
+    groups = x.index_select(0, order).split(counts)
+    outs = [forward_member(j, rows) for j, rows in enumerate(groups) if rows.shape[0]]
+    if not outs:  # no rows
+        return forward_member(0, x)
+    return torch.cat(outs).index_select(0, torch.argsort(order))
 
 
 def _member_forward(
@@ -108,6 +145,26 @@ class StackedMLP(nn.Module):
             f"StackedMLP expects an input of shape [N, {self.in_features}] or "
             f"[{self.num_members}, N, {self.in_features}], got {tuple(x.shape)}."
         )
+
+    def forward_members(self, x: torch.Tensor, member: torch.Tensor) -> torch.Tensor:
+        """Each row of ``x`` ``[N, in]`` through its own member ``member`` ``[N]``: ``[N, out]``.
+
+        Equals ``self(x)[member, arange(N)]`` while computing only the chosen
+        members' rows (see :func:`route_rows`).
+
+        Examples:
+            >>> mlp = StackedMLP(3, in_features=4, out_features=2, hidden_sizes=(8,))
+            >>> x, member = torch.randn(5, 4), torch.tensor([2, 0, 0, 1, 2])
+            >>> torch.allclose(mlp.forward_members(x, member), mlp(x)[member, torch.arange(5)])
+            True
+        """
+        weights, biases = tuple(self.weights), tuple(self.biases)
+
+        def one(j: int, rows: torch.Tensor) -> torch.Tensor:
+            w = tuple(w[j] for w in weights)
+            return self._forward_one(rows, w, tuple(b[j] for b in biases))
+
+        return route_rows(x, member, self.num_members, one)
 
     def extra_repr(self) -> str:
         return (

@@ -14,6 +14,8 @@ from tensordict.nn import TensorDictModule
 from torch import Tensor, nn
 from torchrl.modules import MLP, ValueOperator
 
+from torchrl_svg.modules._mlp import route_rows
+
 __all__ = ["PlainMLP", "activation_function"]
 
 _ACTIVATIONS: dict[type[nn.Module], Callable[[Tensor], Tensor]] = {
@@ -209,6 +211,28 @@ class PlainMLP:
             if i < len(self.norms) and self.norms[i] is not None:
                 out += list(self.norms[i][:2])
         return out
+
+    def forward_members(self, x: Tensor, member: Tensor) -> Tensor:
+        """Stacked: each row of ``x`` ``[N, in]`` through its own network ``member`` ``[N]``.
+
+        Equals ``self(x)[member, arange(N)]`` (``[N, out]``) while computing only
+        the chosen networks' rows (:func:`~torchrl_svg.modules._mlp.route_rows`).
+        """
+        if not self.stacked:
+            raise ValueError("PlainMLP.forward_members needs stacked networks.")
+        last = len(self.weights) - 1
+
+        def one(j: int, h: Tensor) -> Tensor:
+            for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+                h = torch.addmm(b[j], h, w[j] if self.input_major else w[j].mT)
+                if i < last:
+                    norm = self.norms[i]
+                    if norm is not None:
+                        h = F.layer_norm(h, h.shape[-1:], norm[0][j], norm[1][j], norm[2])
+                    h = self.activation(h)
+            return h.to(self.dtype)
+
+        return route_rows(x, member, self.weights[0].shape[0], one)
 
     def _norm(self, i: int, x: Tensor) -> Tensor:
         """Hidden layer ``i``'s layer norm (if any) of its affine output ``x``."""

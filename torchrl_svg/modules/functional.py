@@ -31,7 +31,12 @@ from torch import Tensor, nn
 from torchrl.modules import MLP, NormalParamExtractor, TanhNormal
 
 from torchrl_svg.modules._plain_mlp import PlainMLP, activation_function
-from torchrl_svg.modules.gaussian import GaussianMLPModel, reduce_members, soft_clamp
+from torchrl_svg.modules.gaussian import (
+    GaussianMLPModel,
+    reduce_members,
+    routes_members,
+    soft_clamp,
+)
 from torchrl_svg.modules.normalizer import RunningNormalizer
 from torchrl_svg.modules.termination import KnownTermination, LearnedTermination, Termination
 
@@ -319,11 +324,27 @@ class PlainGaussianModel:
         members' disagreement ``[N]``: the standard deviation of their normalised
         means across members, averaged over dimensions.
         """
+        E = self.ensemble_size
+        reduction = self.reduction if reduction is None else reduction
+        if (
+            E > 1
+            and reduction == "sample"
+            and not disagreement
+            and routes_members(self.per_dimension, inputs)
+        ):
+            # only each row's own member is evaluated (same values and draws as below)
+            n = inputs.shape[0]
+            if member is None:
+                member = torch.randint(E, (n,), device=inputs.device)
+            x = self.input_normalizer.normalize(inputs)
+            out = self.net.forward_members(x, member).view(n, self.heads, self.target_dim)
+            raw = out[:, 1] if self.log_std is None else self.log_std[member]
+            loc_n = out[:, 0]
+            scale_n = soft_clamp(raw, self.min_log_std, self.max_log_std).exp()
+            return self._raw(loc_n, scale_n, residual)
         loc_n, log_std_n = self.normalized_params(inputs)
         spread = loc_n.detach().std(0, unbiased=False).mean(-1) if disagreement else None
         scale_n = log_std_n.exp()
-        E = self.ensemble_size
-        reduction = self.reduction if reduction is None else reduction
         if E == 1:
             loc_n, scale_n = loc_n[0], scale_n[0]
         elif reduction in ("mean", "average"):
@@ -334,12 +355,19 @@ class PlainGaussianModel:
                 member = torch.randint(E, (n,), device=loc_n.device)
             rows = torch.arange(n, device=loc_n.device)
             loc_n, scale_n = loc_n[member, rows], scale_n[member, rows]
+        loc, scale = self._raw(loc_n, scale_n, residual)
+        if disagreement:
+            return loc, scale, spread
+        return loc, scale
+
+    def _raw(
+        self, loc_n: Tensor, scale_n: Tensor, residual: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """Normalised ``[N, D]`` location and scale to the raw target's units (plus ``residual``)."""
         std = self.target_normalizer.std
         loc = self.target_normalizer.mean + std * loc_n
         if residual is not None:
             loc = residual + loc
-        if disagreement:
-            return loc, std * scale_n, spread
         return loc, std * scale_n
 
 

@@ -39,7 +39,9 @@ class GaussianModelOptions(TypedDict, total=False):
             ``"constant"`` for one learned value per target dimension (as in the
             SVG paper, App. C). Default ``"state"``.
         ensemble_size: number of independent members ``E``, evaluated with
-            :func:`torch.vmap`. Default ``1``.
+            :func:`torch.vmap` (in ``"sample"`` mode on the CPU, each sample
+            through its own member only: :meth:`~GaussianMLPModel.routes_members`).
+            Default ``1``.
         ensemble_reduction: how :meth:`~GaussianMLPModel.get_dist` combines
             members: ``"sample"`` uses one member per sample (read from the
             model's ``member_key`` entry when the input has it, else drawn
@@ -115,6 +117,15 @@ def reduce_members(
     if reduction == "mean":
         var = var + loc.var(0, unbiased=False)
     return loc.mean(0), var.sqrt()
+
+
+def routes_members(per_dimension: bool, inputs: torch.Tensor) -> bool:
+    """Whether an ensemble's one-member-per-sample prediction evaluates only the chosen members.
+
+    See :meth:`GaussianMLPModel.routes_members`; the rule shared by the module and
+    its plain-tensor form.
+    """
+    return not per_dimension and inputs.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
 class GaussianMLPModel(TensorDictModuleBase):
@@ -304,6 +315,48 @@ class GaussianMLPModel(TensorDictModuleBase):
         shape = (E, *batch_shape, Dt)
         return loc.reshape(shape), log_std.reshape(shape)
 
+    def routes_members(self, inputs: torch.Tensor) -> bool:
+        """Whether a one-member-per-sample prediction evaluates only the chosen members.
+
+        On the CPU (outside ``torch.compile``) an ensemble in ``"sample"`` mode
+        runs each sample through its own member only, ``1/E`` of evaluating all
+        ``E`` members and keeping one (same values, same draws). On accelerators,
+        where the full evaluation is one batched kernel and static shapes keep
+        CUDA graphs possible, and with ``per_dimension`` sub-networks, every
+        member is evaluated.
+        """
+        return self.ensemble_size > 1 and routes_members(self.per_dimension, inputs)
+
+    def member_params(
+        self, tensordict: TensorDictBase, member: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Normalised mean and log-std of one member per sample, ``[*B, D]`` each.
+
+        ``member`` ``[*B]`` (drawn uniformly when ``None``, as :meth:`get_dist`
+        draws) selects the member of each sample; only those are evaluated when
+        :meth:`routes_members` holds. Returns ``(loc, log_std, member)``.
+        """
+        x = self._read_inputs(tensordict)
+        batch_shape = x.shape[:-1]
+        x = self.input_normalizer.normalize(x).reshape(-1, x.shape[-1])
+        n = x.shape[0]
+        if member is None:
+            member = torch.randint(self.ensemble_size, (n,), device=x.device)
+        member = member.to(device=x.device, dtype=torch.long).reshape(n)
+        if not self.routes_members(x):
+            loc, log_std = self.normalized_params(tensordict)
+            rows = torch.arange(n, device=x.device)
+            shape = (*batch_shape, self.target_dim)
+            loc = loc.reshape(self.ensemble_size, n, -1)[member, rows].reshape(shape)
+            log_std = log_std.reshape(self.ensemble_size, n, -1)[member, rows].reshape(shape)
+            return loc, log_std, member.reshape(batch_shape)
+        out = self.net.forward_members(x, member).view(n, self._heads, self.target_dim)
+        loc = out[:, 0]
+        raw_log_std = out[:, 1] if self.log_std is None else self.log_std[member]
+        log_std = soft_clamp(raw_log_std, self.min_log_std, self.max_log_std)
+        shape = (*batch_shape, self.target_dim)
+        return loc.reshape(shape), log_std.reshape(shape), member.reshape(batch_shape)
+
     def normalized_target(self, tensordict: TensorDictBase) -> torch.Tensor:
         """The target in normalised units, ``[*B, D]``."""
         return self.target_normalizer.normalize(self.target(tensordict))
@@ -334,32 +387,12 @@ class GaussianMLPModel(TensorDictModuleBase):
         return torch.randint(self.ensemble_size, tuple(batch_shape), device=device)
 
     def _reduce_members(
-        self,
-        loc: torch.Tensor,
-        scale: torch.Tensor,
-        member: torch.Tensor | None = None,
-        reduction: EnsembleReduction | None = None,
+        self, loc: torch.Tensor, scale: torch.Tensor, reduction: EnsembleReduction
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Combine ``[E, *B, D]`` member parameters into ``[*B, D]`` (``member``: ``[*B]`` or drawn)."""
-        reduction = self.ensemble_reduction if reduction is None else reduction
+        """Combine ``[E, *B, D]`` member parameters into ``[*B, D]`` (``"mean"``, ``"average"``)."""
         if self.ensemble_size == 1:
             return loc[0], scale[0]
-        if reduction in ("mean", "average"):
-            return reduce_members(loc, scale, reduction)
-        # One member per sample: the given one, or drawn uniformly.
-        batch_shape = loc.shape[1:-1]
-        flat_loc = loc.reshape(self.ensemble_size, -1, loc.shape[-1])
-        flat_scale = scale.reshape(self.ensemble_size, -1, loc.shape[-1])
-        n = flat_loc.shape[1]
-        if member is None:
-            member = torch.randint(self.ensemble_size, (n,), device=loc.device)
-        else:
-            member = member.to(device=loc.device, dtype=torch.long).reshape(n)
-        rows = torch.arange(n, device=loc.device)
-        return (
-            flat_loc[member, rows].reshape(*batch_shape, -1),
-            flat_scale[member, rows].reshape(*batch_shape, -1),
-        )
+        return reduce_members(loc, scale, reduction)
 
     def get_dist(
         self, tensordict: TensorDictBase, ensemble_reduction: EnsembleReduction | None = None
@@ -375,12 +408,14 @@ class GaussianMLPModel(TensorDictModuleBase):
         if ensemble_reduction is not None:
             _check_reduction(ensemble_reduction)
         reduction = self.ensemble_reduction if ensemble_reduction is None else ensemble_reduction
-        loc_n, log_std_n = self.normalized_params(tensordict)
         sampled = self.ensemble_size > 1 and reduction == "sample"
-        member = tensordict.get(self.member_key, None) if sampled else None
-        if member is not None and member.shape != loc_n.shape[1:-1]:
-            member = member.reshape(loc_n.shape[1:-1])  # [*B, 1] -> [*B]
-        loc_n, scale_n = self._reduce_members(loc_n, log_std_n.exp(), member, reduction)
+        if sampled:  # one member per sample: the given one, or drawn uniformly
+            member = tensordict.get(self.member_key, None)
+            loc_n, log_std_n, _ = self.member_params(tensordict, member)
+            scale_n = log_std_n.exp()
+        else:
+            loc_n, log_std_n = self.normalized_params(tensordict)
+            loc_n, scale_n = self._reduce_members(loc_n, log_std_n.exp(), reduction)
         std = self.target_normalizer.std
         loc = self.target_normalizer.mean + std * loc_n
         residual = self._residual(tensordict)
