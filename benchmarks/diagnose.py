@@ -149,6 +149,8 @@ def value_bias(cfg, agent, env, episodes: int) -> dict:
             g = float(soft[t]) + gamma * g
             values[t] = g
         keep = steps - TAIL if truncated else steps
+        episode_returns.append(float(reward.sum()))
+        log_probs.append(log_prob)
         if keep <= 0:
             continue
         obs = rollout["observation"][:keep]
@@ -160,14 +162,22 @@ def value_bias(cfg, agent, env, episodes: int) -> dict:
             estimate = q["state_action_value"].squeeze(-1).min(0).values - alpha * log_prob[:keep]
         estimates.append(estimate)
         returns.append(values[:keep])
-        episode_returns.append(float(reward.sum()))
-        log_probs.append(log_prob)
-    est, ret = torch.cat(estimates), torch.cat(returns)
-    return {
+    out = {
         "alpha": alpha,
         "stochastic_episode_return_mean": sum(episode_returns) / len(episode_returns),
         "stochastic_episode_lengths": lengths,
         "entropy_along_episodes": float(-torch.cat(log_probs).mean()),
+    }
+    if not estimates:  # e.g. Pendulum-v1: 200-step episodes, all cut by the time limit
+        out["value_bias_note"] = (
+            f"every episode ended by the time limit within {TAIL} steps "
+            f"(lengths {lengths}): no state's Monte-Carlo return is determined; "
+            "benchmarks/value_bias.py measures it with longer rollouts from replay states"
+        )
+        return out
+    est, ret = torch.cat(estimates), torch.cat(returns)
+    return {
+        **out,
         "value_estimate_mean": float(est.mean()),
         "monte_carlo_soft_return_mean": float(ret.mean()),
         "value_bias_mean": float((est - ret).mean()),
@@ -271,7 +281,10 @@ def main(argv: list[str] | None = None) -> int:
                 if v is None
                 else (f"{v:.3g}" if isinstance(v, float) and math.isfinite(v) else str(v))
             )
-        lines.append(f"| {r['algorithm']} {r['env']} s{r['seed']} | " + " | ".join(cells) + " |")
+        label = f"{r['algorithm']} {r['env']} s{r['seed']}"
+        if Path(r["run_dir"]).name != f"seed{r['seed']}":  # e.g. a folder holding one checkpoint
+            label += f" ({Path(r['run_dir']).name})"
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     (args.out / "diagnostics.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(json.dumps(OmegaConf.to_container(OmegaConf.create(results)), indent=1)[:2000])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,26 @@ def test_reference_sac_reads_cleanrl_episode_lines(tmp_path):
     (tmp_path / "empty.log").write_text("SPS: 120\n")
     with pytest.raises(ValueError, match="episodic_return"):
         reference.read_cleanrl_log(tmp_path / "empty.log")
+
+
+def test_diagnose_value_bias_reports_short_time_limited_episodes_instead_of_failing():
+    """Pendulum-v1's 200-step episodes all end by the time limit inside the Monte-Carlo tail:
+    no state's return is determined, which the report says (the episode statistics stay)."""
+    import torch
+
+    from torchrl_svg.modules import env_specs
+    from torchrl_svg.train import load_config, make_agent
+    from torchrl_svg.train.builders import make_env
+
+    diagnose = _script("diagnose")
+    cfg = load_config(["algorithm=s2vg", "env.name=Pendulum-v1", "logger.backend=none"])
+    env = make_env(cfg)
+    agent = make_agent(cfg, *env_specs(env), env=env)
+    torch.manual_seed(0)
+    out = diagnose.value_bias(cfg, agent, env, episodes=2)
+    env.close()
+    assert out["stochastic_episode_lengths"] == [200, 200]
+    assert "no state's Monte-Carlo return is determined" in out["value_bias_note"]
+    assert "value_bias_mean" not in out
+    assert math.isfinite(out["entropy_along_episodes"])
+    assert math.isfinite(out["stochastic_episode_return_mean"])
