@@ -192,6 +192,10 @@ def test_route_rows_and_forward_members_match_the_full_stack():
         mlp.forward_members(x, member + 4)
     with pytest.raises(ValueError, match="49 members for 50 rows"):
         route_rows(x, member[:49], 4, lambda j, r: r)
+    model = GaussianDynamics(3, 2, hidden_sizes=(8,), ensemble_size=4)
+    data = make_batch((6,), 3, 2).set(model.member_key, torch.zeros(6, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"'ensemble_member' have shape \(6, 2\), expected one"):
+        model.get_dist(data)
     with pytest.raises(ValueError, match="needs stacked networks"):
         PlainMLP.from_stacked(StackedMLP(1, 3, 2, (8,))).forward_members(x, member)
 

@@ -342,6 +342,12 @@ class GaussianMLPModel(TensorDictModuleBase):
         n = x.shape[0]
         if member is None:
             member = torch.randint(self.ensemble_size, (n,), device=x.device)
+        elif member.numel() != n:
+            raise ValueError(
+                f"{type(self).__name__}: the ensemble members {self.member_key!r} have shape "
+                f"{tuple(member.shape)}, expected one per sample of the batch "
+                f"{tuple(batch_shape)}."
+            )
         member = member.to(device=x.device, dtype=torch.long).reshape(n)
         if not self.routes_members(x):
             loc, log_std = self.normalized_params(tensordict)
