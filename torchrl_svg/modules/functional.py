@@ -33,6 +33,7 @@ from torchrl.modules import MLP, NormalParamExtractor, TanhNormal
 from torchrl_svg.modules._plain_mlp import PlainMLP, activation_function
 from torchrl_svg.modules.gaussian import (
     GaussianMLPModel,
+    member_heads,
     reduce_members,
     routes_members,
     soft_clamp,
@@ -336,12 +337,11 @@ class PlainGaussianModel:
             n = inputs.shape[0]
             if member is None:
                 member = torch.randint(E, (n,), device=inputs.device)
-            x = self.input_normalizer.normalize(inputs)
-            out = self.net.forward_members(x, member).view(n, self.heads, self.target_dim)
-            raw = out[:, 1] if self.log_std is None else self.log_std[member]
-            loc_n = out[:, 0]
-            scale_n = soft_clamp(raw, self.min_log_std, self.max_log_std).exp()
-            return self._raw(loc_n, scale_n, residual)
+            out = self.net.forward_members(self.input_normalizer.normalize(inputs), member)
+            loc_n, log_std_n = member_heads(
+                out, self.target_dim, self.log_std, member, self.min_log_std, self.max_log_std
+            )
+            return self._raw(loc_n, log_std_n.exp(), residual)
         loc_n, log_std_n = self.normalized_params(inputs)
         spread = loc_n.detach().std(0, unbiased=False).mean(-1) if disagreement else None
         scale_n = log_std_n.exp()

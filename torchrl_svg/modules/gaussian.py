@@ -128,6 +128,25 @@ def routes_members(per_dimension: bool, inputs: torch.Tensor) -> bool:
     return not per_dimension and inputs.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
+def member_heads(
+    out: torch.Tensor,
+    target_dim: int,
+    log_std: torch.Tensor | None,
+    member: torch.Tensor,
+    min_log_std: torch.Tensor,
+    max_log_std: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised mean and soft-bounded log-std ``[N, D]`` of one member per sample.
+
+    ``out`` ``[N, heads * D]``: each sample's own member's output (the mean, then the
+    raw log-std when it is state-dependent); ``log_std`` ``[E, D]``: the constant
+    log-stds, or ``None``. The rule shared by the module and its plain-tensor form.
+    """
+    out = out.unflatten(-1, (-1, target_dim))  # [N, heads, D]
+    raw = out[:, 1] if log_std is None else log_std[member]
+    return out[:, 0], soft_clamp(raw, min_log_std, max_log_std)
+
+
 class GaussianMLPModel(TensorDictModuleBase):
     r"""A diagonal Gaussian over a target entry, predicted by an MLP from input entries.
 
@@ -296,9 +315,18 @@ class GaussianMLPModel(TensorDictModuleBase):
             ``(loc, log_std)``, each ``[E, *B, D]`` in normalised units.
 
         """
+        x, batch_shape = self._normalized_inputs(tensordict)
+        loc, log_std = self._stacked_params(x)
+        shape = (self.ensemble_size, *batch_shape, self.target_dim)
+        return loc.reshape(shape), log_std.reshape(shape)
+
+    def _normalized_inputs(self, tensordict: TensorDictBase) -> tuple[torch.Tensor, torch.Size]:
+        """The normalised inputs flattened to ``[N, in]``, and the batch shape ``[*B]``."""
         x = self._read_inputs(tensordict)
-        batch_shape = x.shape[:-1]
-        x = self.input_normalizer.normalize(x).reshape(-1, x.shape[-1])
+        return self.input_normalizer.normalize(x).reshape(-1, x.shape[-1]), x.shape[:-1]
+
+    def _stacked_params(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every member's normalised mean and log-std, ``[E, N, D]``, from ``x`` ``[N, in]``."""
         n = x.shape[0]
         out = self.net(x)  # [K, N, out]
         E, Dt, H = self.ensemble_size, self.target_dim, self._heads
@@ -311,9 +339,7 @@ class GaussianMLPModel(TensorDictModuleBase):
             raw_log_std = out[..., 1]
         else:
             raw_log_std = self.log_std.unsqueeze(1).expand(E, n, Dt)
-        log_std = soft_clamp(raw_log_std, self.min_log_std, self.max_log_std)
-        shape = (E, *batch_shape, Dt)
-        return loc.reshape(shape), log_std.reshape(shape)
+        return loc, soft_clamp(raw_log_std, self.min_log_std, self.max_log_std)
 
     def routes_members(self, inputs: torch.Tensor) -> bool:
         """Whether a one-member-per-sample prediction evaluates only the chosen members.
@@ -336,9 +362,7 @@ class GaussianMLPModel(TensorDictModuleBase):
         draws) selects the member of each sample; only those are evaluated when
         :meth:`routes_members` holds. Returns ``(loc, log_std, member)``.
         """
-        x = self._read_inputs(tensordict)
-        batch_shape = x.shape[:-1]
-        x = self.input_normalizer.normalize(x).reshape(-1, x.shape[-1])
+        x, batch_shape = self._normalized_inputs(tensordict)
         n = x.shape[0]
         if member is None:
             member = torch.randint(self.ensemble_size, (n,), device=x.device)
@@ -349,17 +373,15 @@ class GaussianMLPModel(TensorDictModuleBase):
                 f"{tuple(batch_shape)}."
             )
         member = member.to(device=x.device, dtype=torch.long).reshape(n)
-        if not self.routes_members(x):
-            loc, log_std = self.normalized_params(tensordict)
+        if self.routes_members(x):
+            out = self.net.forward_members(x, member)
+            loc, log_std = member_heads(
+                out, self.target_dim, self.log_std, member, self.min_log_std, self.max_log_std
+            )
+        else:  # every member evaluated, one kept per sample
+            loc, log_std = self._stacked_params(x)
             rows = torch.arange(n, device=x.device)
-            shape = (*batch_shape, self.target_dim)
-            loc = loc.reshape(self.ensemble_size, n, -1)[member, rows].reshape(shape)
-            log_std = log_std.reshape(self.ensemble_size, n, -1)[member, rows].reshape(shape)
-            return loc, log_std, member.reshape(batch_shape)
-        out = self.net.forward_members(x, member).view(n, self._heads, self.target_dim)
-        loc = out[:, 0]
-        raw_log_std = out[:, 1] if self.log_std is None else self.log_std[member]
-        log_std = soft_clamp(raw_log_std, self.min_log_std, self.max_log_std)
+            loc, log_std = loc[member, rows], log_std[member, rows]
         shape = (*batch_shape, self.target_dim)
         return loc.reshape(shape), log_std.reshape(shape), member.reshape(batch_shape)
 
