@@ -20,6 +20,7 @@ from conftest import TINY_RUN
 from omegaconf import OmegaConf
 
 from torchrl_svg.train import ConfigError, Trainer, load_checkpoint, load_config, train
+from torchrl_svg.train.builders import make_env
 from torchrl_svg.train.runlock import RunDirectoryInUse
 
 # end-to-end trainings in run directories: the slow tier
@@ -198,6 +199,13 @@ def test_trajectory_ids_continue_after_a_resume(tmp_path):
     data = trainer.replay.storage.get(torch.arange(len(trainer.replay)))
     ids = data["collector", "traj_ids"]
     assert ids[99] != ids[100]  # the resumed env started a new episode
+    # from the seed and the step reached (the README's promise), not the run's first start
+    env = make_env(trainer.cfg, seed_offset=100)
+    env.set_seed(trainer.cfg.env.seed + 100)
+    assert torch.equal(data["observation"][100], env.reset()["observation"])
+    env.set_seed(trainer.cfg.env.seed)
+    assert not torch.equal(data["observation"][100], env.reset()["observation"])
+    env.close()
     same = ids[1:] == ids[:-1]
     # consecutive rows of one trajectory are consecutive steps of one episode
     assert torch.equal(data["next", "observation"][:-1][same], data["observation"][1:][same])
