@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import imageio.v3 as iio
+import matplotlib
 import numpy as np
 import pytest
 
@@ -121,6 +122,29 @@ def test_a_one_point_learning_curve_is_visible(tmp_path):
     drawn = (np.abs(image - curve_colour).max(-1) < 40).sum()
     # the legend's sample line alone is about 50 pixels; the point and its error bar add more
     assert drawn > 300, drawn
+
+
+def test_a_long_legend_covers_no_curve(tmp_path):
+    path = tmp_path / "curves.png"
+    # eight flat curves spread over the whole axes leave the legend no empty corner
+    curves = {
+        f"a long label for run number {i}": [(x, 100.0 * i, 0.0) for x in range(0, 100_001, 5000)]
+        for i in range(8)
+    }
+    plot_curves(curves, path, title="eight runs")
+    image = iio.imread(path)[..., :3].astype(int)
+    colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"][:8]
+    longest = {}
+    for label, colour in zip(curves, colours, strict=True):
+        rgb = np.round(255 * np.array(matplotlib.colors.to_rgb(colour))).astype(int)
+        match = np.abs(image - rgb).max(-1) < 10  # the line's own colour
+        row = match.sum(1).argmax()  # the curve's row
+        drawn = np.concatenate([[0], match[row - 1 : row + 2].any(0).astype(int), [0]])
+        starts, ends = np.flatnonzero(np.diff(drawn) == 1), np.flatnonzero(np.diff(drawn) == -1)
+        longest[label] = int((ends - starts).max())  # its longest unbroken stretch
+    # a legend drawn over a curve breaks it: every curve is as long as the longest one
+    assert max(longest.values()) > 300, longest
+    assert min(longest.values()) > 0.97 * max(longest.values()), longest
 
 
 def test_svginf_says_that_frames_round_up_to_whole_episode_batches(tmp_path, caplog):

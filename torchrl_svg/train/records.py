@@ -134,6 +134,10 @@ class EvalRecords:
             ) from err
 
 
+#: The most legend entries :func:`plot_curves` puts inside the axes; more go below them.
+_LEGEND_INSIDE = 4
+
+
 def plot_curves(
     curves: dict[str, list[tuple[float, float, float]]],
     path: str | Path,
@@ -145,7 +149,8 @@ def plot_curves(
     """Plot ``{label: [(frames, mean, std), ...]}`` as lines with a +-std band.
 
     Curves of few evaluations get markers, and a curve of one evaluation its ±std as an
-    error bar, so that a run evaluated once still shows its point.
+    error bar, so that a run evaluated once still shows its point. Up to four legend
+    entries sit inside the axes; more go below them, where they cover no curve.
 
     Examples:
         >>> import tempfile
@@ -183,9 +188,15 @@ def plot_curves(
     if title:
         ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    entries = len(ax.get_legend_handles_labels()[1])
+    if entries > _LEGEND_INSIDE:  # more entries inside the axes would hide the curves
+        ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.16), fontsize="small", frameon=False)
+        fig.set_size_inches(6, 4 + 0.2 * entries)
+        fig.savefig(path, dpi=100, bbox_inches="tight")
+    else:
+        ax.legend(loc="best", fontsize="small")
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
