@@ -15,7 +15,9 @@ SAC is TorchRL's ``SACLoss`` as its users run it (``algorithm=sac``: learned alp
 and evaluation. S2VG runs its Table 2 preset. ``s2vg_h3`` and ``s2vg_h5`` are S2VG with the
 multi-step actor (``loss.actor_horizon`` = 3 or 5, see :data:`VARIANTS`), run in the same
 harness beside them, with the preset's fixed alpha or (``*_learned_alpha``) alpha learned
-towards the target entropy -|A|.
+towards the target entropy -|A|. ``report`` also chooses the multi-step horizon on seed 0
+(:func:`choose_horizon`) and sets the chosen variant beside S2VG's one-step actor and SAC, seed
+for seed at the steps its seeds reached (:func:`compare_at_matched_steps`).
 
 Example (the committed runs)::
 
@@ -24,9 +26,13 @@ Example (the committed runs)::
     python benchmarks/mujoco_grid.py run --algorithms s2vg_h3 --seeds 0 \
         --tasks HalfCheetah-v5 --jobs 1 --resume   # stopped at 30k
     python benchmarks/mujoco_grid.py run --algorithms s2vg_h3_learned_alpha \
-        s2vg_h5_learned_alpha --seeds 0 --tasks HalfCheetah-v5 --jobs 1 --resume
+        s2vg_h5_learned_alpha --seeds 0 --tasks HalfCheetah-v5 Walker2d-v5 --jobs 1 --resume
     python benchmarks/mujoco_grid.py run --algorithms s2vg_learned_alpha s2vg_critic_lr3e-4 \
         --seeds 0 --tasks HalfCheetah-v5 --jobs 1 --resume   # diagnostics of the collapses
+    python benchmarks/mujoco_grid.py run --algorithms s2vg_learned_alpha --seeds 0 1 \
+        --tasks Walker2d-v5 --jobs 1 --resume
+    python benchmarks/mujoco_grid.py run --algorithms s2vg_h5_learned_alpha --seeds 1 2 \
+        --tasks Walker2d-v5 HalfCheetah-v5 --jobs 1 --resume   # the chosen horizon's seeds
     python benchmarks/mujoco_grid.py report
 """
 
@@ -95,6 +101,16 @@ LABELS = {
     "s2vg_h5_learned_alpha": "S2VG, multi-step actor H=5, learned alpha",
 }
 BUDGET = 100_000
+#: The candidates of the multi-step actor's horizon choice, both with alpha learned (the
+#: fixed-alpha H = 3 run fell to 22 by 30k on HalfCheetah; H = 5 with a fixed alpha never
+#: ran). The choice is made on seed 0 only and then frozen for the other seeds.
+HORIZON_CANDIDATES = {"s2vg_h3_learned_alpha": 3, "s2vg_h5_learned_alpha": 5}
+CHOICE_SEED = 0
+#: What the chosen multi-step variant is compared with, seed for seed at the same steps: S2VG's
+#: one-step actor (eq 11) as the preset runs it and with alpha learned as the multi-step
+#: variants learn it, and SAC with a learned alpha.
+ONE_STEP = ("s2vg", "s2vg_learned_alpha")
+COMPARED = (*ONE_STEP, "sac")
 #: The settings every seed of the grid shares (on top of each algorithm's per-task preset).
 GRID_OVERRIDES = (
     f"collector.total_frames={BUDGET}",
@@ -177,6 +193,122 @@ def finished_elsewhere(run_root: Path, out: Path, algorithm: str, task: str, see
     return not (folder / "eval.csv").exists() and bool(rows) and rows[-1]["frames"] >= BUDGET
 
 
+def choose_horizon(runs: dict[str, dict[int, list[dict[str, float]]]]) -> dict:
+    """The multi-step horizon for one task, chosen on seed 0 alone.
+
+    Each candidate of :data:`HORIZON_CANDIDATES` is scored by its seed-0 mean evaluation
+    return over the evaluation steps that every candidate's seed 0 reached (the area under the
+    curves up to where the shorter one ends), and the higher score wins. The choice is
+    ``final`` once every candidate's seed 0 reached the budget, ``provisional`` before.
+
+    Args:
+        runs: ``{algorithm: {seed: evaluation rows}}`` of one task.
+
+    Returns:
+        The candidates' scores, the steps they are taken over, the chosen algorithm and its
+        horizon (``None`` while a candidate has no seed-0 evaluations) and the status.
+
+    Examples:
+        >>> rows = lambda *r: [{"frames": 5000.0 * (i + 1), "return_mean": v} for i, v in enumerate(r)]
+        >>> choice = choose_horizon({
+        ...     "s2vg_h3_learned_alpha": {0: rows(10.0, 300.0, 200.0)},
+        ...     "s2vg_h5_learned_alpha": {0: rows(10.0, 250.0)},
+        ... })
+        >>> choice["chosen"], choice["horizon"], choice["frames"], choice["status"]
+        ('s2vg_h3_learned_alpha', 3, [5000, 10000], 'provisional')
+    """
+    seed0 = {a: runs.get(a, {}).get(CHOICE_SEED, []) for a in HORIZON_CANDIDATES}
+    missing = sorted(a for a, rows in seed0.items() if not rows)
+    if missing:
+        return {
+            "chosen": None,
+            "horizon": None,
+            "status": f"waiting for seed {CHOICE_SEED} of {', '.join(missing)}",
+            "frames": [],
+            "scores": {},
+        }
+    common = sorted(
+        set.intersection(*({int(r["frames"]) for r in rows} for rows in seed0.values()))
+    )
+    scores = {
+        a: sum(r["return_mean"] for r in rows if int(r["frames"]) in common) / len(common)
+        for a, rows in seed0.items()
+    }
+    chosen = max(scores, key=scores.__getitem__)
+    return {
+        "chosen": chosen,
+        "horizon": HORIZON_CANDIDATES[chosen],
+        "status": "final" if common[-1] >= BUDGET else "provisional",
+        "frames": common,
+        "scores": scores,
+    }
+
+
+def compare_at_matched_steps(
+    runs: dict[str, dict[int, list[dict[str, float]]]], chosen: str
+) -> dict:
+    """The chosen multi-step variant beside :data:`COMPARED`, on its seeds at its steps.
+
+    The comparison is taken at the last evaluation step that every seed of ``chosen`` reached,
+    over the seeds of ``chosen`` that each compared algorithm also has there, as the mean
+    return at that step and the mean over every evaluation up to it. The verdict against the
+    one-step actor is given only at the budget with three seeds on both sides.
+
+    Args:
+        runs: ``{algorithm: {seed: evaluation rows}}`` of one task.
+        chosen: the multi-step algorithm (from :func:`choose_horizon`).
+
+    Returns:
+        ``{"frames", "seeds", "algorithms": {algorithm: {"seeds", "return", "mean_to_here"}},
+        "beats_one_step"}`` with ``beats_one_step`` ``None`` until it can be decided.
+
+    Examples:
+        >>> rows = lambda *r: [{"frames": 5000.0 * (i + 1), "return_mean": v} for i, v in enumerate(r)]
+        >>> c = compare_at_matched_steps(
+        ...     {"s2vg_h5_learned_alpha": {0: rows(0.0, 400.0)}, "s2vg": {0: rows(0.0, 300.0, 500.0)}},
+        ...     "s2vg_h5_learned_alpha",
+        ... )
+        >>> c["frames"], c["algorithms"]["s2vg"]["return"], c["beats_one_step"]
+        (10000, 300.0, None)
+    """
+    own = runs.get(chosen, {})
+    if not own:
+        return {"frames": None, "seeds": [], "algorithms": {}, "beats_one_step": None}
+    frames = min(int(rows[-1]["frames"]) for rows in own.values())
+    seeds = sorted(own)
+
+    def at(algorithm: str) -> dict | None:
+        have = {
+            s: rows
+            for s, rows in runs.get(algorithm, {}).items()
+            if s in seeds and any(int(r["frames"]) == frames for r in rows)
+        }
+        if not have:
+            return None
+        last = [
+            r["return_mean"] for rows in have.values() for r in rows if int(r["frames"]) == frames
+        ]
+        upto = [
+            sum(r["return_mean"] for r in rows if r["frames"] <= frames)
+            / sum(1 for r in rows if r["frames"] <= frames)
+            for rows in have.values()
+        ]
+        return {
+            "seeds": sorted(have),
+            "return": sum(last) / len(last),
+            "mean_to_here": sum(upto) / len(upto),
+        }
+
+    algorithms = {a: at(a) for a in (chosen, *COMPARED)}
+    algorithms = {a: v for a, v in algorithms.items() if v is not None}
+    verdict = None
+    if frames >= BUDGET and len(seeds) >= 3:
+        one_step = [algorithms[a] for a in ONE_STEP if a in algorithms]
+        if one_step and all(len(o["seeds"]) == len(seeds) for o in one_step):
+            verdict = algorithms[chosen]["return"] > max(o["return"] for o in one_step)
+    return {"frames": frames, "seeds": seeds, "algorithms": algorithms, "beats_one_step": verdict}
+
+
 def report(run_root: Path, out: Path, grid: list[tuple[str, str, int]] | None = None) -> dict:
     """Rewrite the results folder from the run directories; returns the summary."""
     out.mkdir(parents=True, exist_ok=True)
@@ -221,6 +353,7 @@ def report(run_root: Path, out: Path, grid: list[tuple[str, str, int]] | None = 
     for task in TASKS:
         per_algo = {}
         series = {}
+        curves_of_task = {a: curves[(a, t)] for a, t in curves if t == task}
         for algorithm in ALGORITHMS:
             runs = curves.get((algorithm, task), {})
             if not runs:
@@ -249,6 +382,11 @@ def report(run_root: Path, out: Path, grid: list[tuple[str, str, int]] | None = 
             }
             n = len(runs)
             label = f"{LABELS[algorithm]}, {n} seed{'s' if n > 1 else ''}"
+            shortest = min(int(rows[-1]["frames"]) for rows in runs.values())
+            beyond = sum(int(rows[-1]["frames"]) > shortest for rows in runs.values())
+            if n > 1 and beyond:
+                # the mean after the shortest seed ends is over fewer seeds: say so
+                label += f" ({beyond} after {shortest // 1000}k)"
             series[label] = [(p["frames"], p["mean"], p["std"]) for p in mean_curve]
         if series:
             plot_curves(
@@ -257,8 +395,19 @@ def report(run_root: Path, out: Path, grid: list[tuple[str, str, int]] | None = 
                 title=f"{task}: mean ± std over seeds",
                 target=TARGETS[task],
             )
+        choice = (
+            choose_horizon(curves_of_task)
+            if any(a in curves_of_task for a in HORIZON_CANDIDATES)
+            else None
+        )
         tasks[task] = {
             "algorithms": per_algo,
+            "multistep_horizon_choice": choice,
+            "multistep_comparison": (
+                compare_at_matched_steps(curves_of_task, choice["chosen"])
+                if choice and choice["chosen"]
+                else None
+            ),
             "s2vg_target_at_100k": TARGETS[task],
             "published": PUBLISHED[task],
         }
@@ -272,7 +421,13 @@ def report(run_root: Path, out: Path, grid: list[tuple[str, str, int]] | None = 
             "python benchmarks/mujoco_grid.py run --algorithms s2vg_h3 --seeds 0 "
             "--tasks HalfCheetah-v5 --jobs 1 --resume  (stopped at 30k)",
             "python benchmarks/mujoco_grid.py run --algorithms s2vg_h3_learned_alpha "
-            "s2vg_h5_learned_alpha --seeds 0 --tasks HalfCheetah-v5 --jobs 1 --resume",
+            "s2vg_h5_learned_alpha --seeds 0 --tasks HalfCheetah-v5 Walker2d-v5 --jobs 1 --resume",
+            "python benchmarks/mujoco_grid.py run --algorithms s2vg_learned_alpha "
+            "s2vg_critic_lr3e-4 --seeds 0 --tasks HalfCheetah-v5 --jobs 1 --resume",
+            "python benchmarks/mujoco_grid.py run --algorithms s2vg_learned_alpha --seeds 0 1 "
+            "--tasks Walker2d-v5 --jobs 1 --resume",
+            "python benchmarks/mujoco_grid.py run --algorithms s2vg_h5_learned_alpha --seeds 1 2 "
+            "--tasks Walker2d-v5 HalfCheetah-v5 --jobs 1 --resume",
             "python benchmarks/mujoco_grid.py report",
         ],
         "seeds": seeds,
@@ -320,6 +475,59 @@ def _write_table(summary: dict, path: Path) -> None:
                 + f" | {t['s2vg_target_at_100k'] if algorithm == 's2vg' else ''} | "
                 + ", ".join(f"{k} {v}" for k, v in t["published"].items())
                 + " |"
+            )
+    lines += [
+        "",
+        "## Multi-step actor",
+        "",
+        "The horizon is chosen on seed 0 only: each candidate's mean evaluation return over the "
+        "evaluation steps that both candidates' seed 0 reached; the higher wins (provisional "
+        "until both reach the budget). The chosen variant is then compared, seed for seed, at "
+        "the last step all its seeds reached: the return there and, in brackets, the mean of "
+        "every evaluation up to it.",
+        "",
+        "| task | candidates' seed-0 score | over steps | chosen | status |",
+        "|---|---|---|---|---|",
+    ]
+    compared = []
+    for task, t in summary["tasks"].items():
+        choice = t.get("multistep_horizon_choice")
+        if not choice:
+            continue
+        steps = (
+            f"{choice['frames'][0] // 1000}k-{choice['frames'][-1] // 1000}k "
+            f"({len(choice['frames'])} evaluations)"
+            if choice["frames"]
+            else ""
+        )
+        scores = ", ".join(f"{a} {v:.0f}" for a, v in choice["scores"].items())
+        lines.append(
+            f"| {task} | {scores} | {steps} | {choice['chosen'] or ''} | {choice['status']} |"
+        )
+        if t.get("multistep_comparison"):
+            compared.append((task, t["multistep_comparison"]))
+    if compared:
+        lines += [
+            "",
+            "| task | step | seeds | algorithm | seeds there | return (mean to here) |",
+            "|---|---:|---|---|---|---:|",
+        ]
+        for task, c in compared:
+            for algorithm, a in c["algorithms"].items():
+                lines.append(
+                    f"| {task} | {c['frames']} | {', '.join(map(str, c['seeds']))} | {algorithm} | "
+                    f"{', '.join(map(str, a['seeds']))} | {a['return']:.0f} "
+                    f"({a['mean_to_here']:.0f}) |"
+                )
+        lines.append("")
+        for task, c in compared:
+            verdict = {
+                None: "not decided yet: it needs 3 seeds at the budget on both sides",
+                True: "it does",
+                False: "it does not",
+            }[c["beats_one_step"]]
+            lines.append(
+                f"- {task}: does the chosen multi-step variant beat S2VG H = 1? {verdict}."
             )
     path.write_text("\n".join(lines) + "\n")
 

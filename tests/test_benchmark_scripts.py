@@ -82,3 +82,62 @@ def test_diagnose_value_bias_reports_short_time_limited_episodes_instead_of_fail
     assert "value_bias_mean" not in out
     assert math.isfinite(out["entropy_along_episodes"])
     assert math.isfinite(out["stochastic_episode_return_mean"])
+
+
+def _evals(*returns: float, start: int = 5000) -> list[dict[str, float]]:
+    return [{"frames": float(start * (i + 1)), "return_mean": v} for i, v in enumerate(returns)]
+
+
+def test_mujoco_grid_chooses_the_horizon_on_seed_0_over_common_steps():
+    grid = _script("mujoco_grid")
+    # H = 5 ends higher, but over the steps both reached H = 3 scores more; seed 1 of H = 5
+    # (far higher) must not count
+    runs = {
+        "s2vg_h3_learned_alpha": {0: _evals(100.0, 900.0, 800.0, 10.0)},
+        "s2vg_h5_learned_alpha": {0: _evals(100.0, 200.0, 300.0), 1: _evals(5000.0, 5000.0)},
+    }
+    choice = grid.choose_horizon(runs)
+    assert choice["chosen"] == "s2vg_h3_learned_alpha" and choice["horizon"] == 3
+    assert choice["frames"] == [5000, 10000, 15000]
+    assert choice["scores"]["s2vg_h3_learned_alpha"] == pytest.approx(600.0)
+    assert choice["scores"]["s2vg_h5_learned_alpha"] == pytest.approx(200.0)
+    assert choice["status"] == "provisional"
+    # both at the budget: final, and now the 20 steps of both count
+    full = {
+        a: {0: _evals(*([1.0] * 19 + [v]))}
+        for a, v in zip(grid.HORIZON_CANDIDATES, (0, 90), strict=True)
+    }
+    final = grid.choose_horizon(full)
+    assert final["status"] == "final" and final["horizon"] == 5
+    assert final["frames"][-1] == grid.BUDGET
+    waiting = grid.choose_horizon({"s2vg_h5_learned_alpha": {1: _evals(1.0)}})
+    assert waiting["chosen"] is None and "s2vg_h3_learned_alpha" in waiting["status"]
+
+
+def test_mujoco_grid_compares_the_chosen_variant_seed_for_seed():
+    grid = _script("mujoco_grid")
+    chosen = "s2vg_h5_learned_alpha"
+    runs = {
+        chosen: {0: _evals(0.0, 400.0, 600.0), 1: _evals(0.0, 200.0)},
+        "s2vg": {0: _evals(0.0, 300.0, 900.0), 2: _evals(0.0, 5000.0)},  # seed 2: not chosen's
+        "sac": {1: _evals(0.0, 100.0)},
+    }
+    c = grid.compare_at_matched_steps(runs, chosen)
+    assert c["frames"] == 10000 and c["seeds"] == [0, 1]  # where the shorter seed ends
+    assert c["algorithms"][chosen]["return"] == pytest.approx(300.0)
+    assert c["algorithms"][chosen]["mean_to_here"] == pytest.approx(150.0)
+    assert c["algorithms"]["s2vg"] == {"seeds": [0], "return": 300.0, "mean_to_here": 150.0}
+    assert c["algorithms"]["sac"]["seeds"] == [1]
+    assert "s2vg_learned_alpha" not in c["algorithms"]
+    assert c["beats_one_step"] is None  # short of the budget
+    # at the budget with three seeds on both sides the verdict is the higher mean return
+    n = grid.BUDGET // 5000
+    for multi, one, expected in ((500.0, 400.0, True), (300.0, 400.0, False)):
+        at_budget = {
+            chosen: {s: _evals(*([0.0] * (n - 1) + [multi])) for s in range(3)},
+            "s2vg": {s: _evals(*([0.0] * (n - 1) + [one])) for s in range(3)},
+        }
+        assert grid.compare_at_matched_steps(at_budget, chosen)["beats_one_step"] is expected
+    # a one-step variant with fewer seeds there leaves it undecided
+    at_budget["s2vg_learned_alpha"] = {0: _evals(*([0.0] * (n - 1) + [1.0]))}
+    assert grid.compare_at_matched_steps(at_budget, chosen)["beats_one_step"] is None
