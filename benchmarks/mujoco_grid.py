@@ -87,6 +87,17 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
         "s2vg",
         (*MULTISTEP, "loss.actor_horizon=5", "loss.fixed_alpha=false"),
     ),
+    # the same with the actor's imagined steps at the model's mean: the model noise made most
+    # of the H = 5 gradient's variance between batches on these runs' checkpoints
+    "s2vg_h5_model_mean_learned_alpha": (
+        "s2vg",
+        (
+            *MULTISTEP,
+            "loss.actor_horizon=5",
+            "loss.actor_model_noise=false",
+            "loss.fixed_alpha=false",
+        ),
+    ),
 }
 ALGORITHMS = tuple(VARIANTS)
 LABELS = {
@@ -99,6 +110,7 @@ LABELS = {
     "s2vg_h5": "S2VG, multi-step actor H=5 (5-member ensemble)",
     "s2vg_h3_learned_alpha": "S2VG, multi-step actor H=3, learned alpha",
     "s2vg_h5_learned_alpha": "S2VG, multi-step actor H=5, learned alpha",
+    "s2vg_h5_model_mean_learned_alpha": "S2VG, H=5 through the model's mean, learned alpha",
 }
 BUDGET = 100_000
 #: The candidates of the multi-step actor's horizon choice, both with alpha learned (the

@@ -18,6 +18,12 @@ size (each batch's gradient carries the noise of the batch and of the imagined s
   between the parts' mean gradients (consistent parts that point against each other leave a
   small, noisy sum).
 
+With ``--model-mean`` it measures the same gradients again with the imagined steps taken at the
+model's mean (``loss.actor_model_noise=false``: the policy's draws are the only noise along the
+rollout), under ``"horizons_model_mean"``: how much of the gradient's variance between batches
+is the model noise's, and (the cosine of the two mean gradients at the same ``H``) how far the
+noiseless objective turns the expected gradient.
+
 And, for the world model along the horizon: the disagreement of the ensemble members over the
 imagined steps of the current policy from replay states (the standard deviation of the members'
 predicted mean next state, in units of each state dimension's standard deviation in the
@@ -27,7 +33,7 @@ actions, k = 1, 3, 5; :func:`diagnose.model_error`).
 Writes ``<out>/<run>_multistep_gradient_at<frames>.json``::
 
     python benchmarks/multistep_gradient.py runs/mujoco/s2vg_h3_HalfCheetah-v5/seed0 \
-        --out benchmarks/results/mujoco_100k/diagnostics
+        --out benchmarks/results/mujoco_100k/diagnostics [--model-mean]
 """
 
 from __future__ import annotations
@@ -152,7 +158,31 @@ def ensemble_disagreement(agent, replay, steps: int, states: int = 1024) -> list
     return spread
 
 
-def measure(run_dir: Path, horizons: list[int], batches: int) -> dict:
+#: The actor gradient's parts (:func:`_actor_gradients`).
+PARTS = ("whole", "reward_part", "entropy_part", "value_part")
+
+
+def _batch_gradients(
+    run_dir: Path, samples: list, overrides: list[str]
+) -> tuple[dict[str, list[torch.Tensor]], list[float]]:
+    """Each replay batch's actor gradient (whole and parts) and soft model return.
+
+    The run's agent is rebuilt with ``overrides`` and its checkpoint loaded; batch ``i``
+    draws its noise from seed ``i``.
+    """
+    loss = load_run(run_dir, 60_000, overrides)[1].loss
+    parts: dict[str, list[torch.Tensor]] = {name: [] for name in PARTS}
+    returns = []
+    for index, batch in enumerate(samples):
+        torch.manual_seed(index)
+        grads, ret = _actor_gradients(loss, batch.clone())
+        for name, g in grads.items():
+            parts[name].append(g)
+        returns.append(ret)
+    return parts, returns
+
+
+def measure(run_dir: Path, horizons: list[int], batches: int, model_mean: bool = False) -> dict:
     """The gradient statistics of one run's checkpoint for every horizon."""
     cfg, agent, env, state = load_run(run_dir, seed_offset=60_000)
     env.close()
@@ -179,18 +209,10 @@ def measure(run_dir: Path, horizons: list[int], batches: int) -> dict:
         for _ in range(batches)
     ]
     means = {}
+    names = PARTS
     for horizon in horizons:
         # the same trained networks and models, with the actor's objective through H steps
-        loss = load_run(run_dir, 60_000, [f"loss.actor_horizon={horizon}"])[1].loss
-        names = ("whole", "reward_part", "entropy_part", "value_part")
-        parts: dict[str, list[torch.Tensor]] = {name: [] for name in names}
-        returns = []
-        for index, batch in enumerate(samples):
-            torch.manual_seed(index)
-            grads, ret = _actor_gradients(loss, batch.clone())
-            for name, g in grads.items():
-                parts[name].append(g)
-            returns.append(ret)
+        parts, returns = _batch_gradients(run_dir, samples, [f"loss.actor_horizon={horizon}"])
         whole = parts["whole"]
         norms = [float(g.norm()) for g in whole]
         means[horizon] = torch.stack(whole).mean(0)
@@ -212,6 +234,19 @@ def measure(run_dir: Path, horizons: list[int], batches: int) -> dict:
             result["horizons"][str(horizon)]["cosine_of_mean_with_one_step"] = float(
                 cosine_similarity(mean, means[1], 0)
             )
+    if model_mean:
+        result["horizons_model_mean"] = {}
+        for horizon in horizons:
+            overrides = [f"loss.actor_horizon={horizon}", "loss.actor_model_noise=false"]
+            whole = _batch_gradients(run_dir, samples, overrides)[0]["whole"]
+            norms = [float(g.norm()) for g in whole]
+            result["horizons_model_mean"][str(horizon)] = {
+                **_consistency(whole),
+                "share_over_clip": (sum(n > clip for n in norms) / len(norms)) if clip else None,
+                "cosine_of_mean_with_model_noise_mean": float(
+                    cosine_similarity(torch.stack(whole).mean(0), means[horizon], 0)
+                ),
+            }
     result["ensemble_disagreement_along_imagined_steps"] = ensemble_disagreement(
         agent, replay, max(horizons)
     )
@@ -227,11 +262,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--horizons", type=int, nargs="+", default=[1, 3, 5])
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--model-mean",
+        action="store_true",
+        help="also measure with the imagined steps at the model's mean (no model noise)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     for run in args.runs:
-        result = measure(run, args.horizons, args.batches)
+        result = measure(run, args.horizons, args.batches, args.model_mean)
         name = f"{run.parent.name}_{run.name}_multistep_gradient_at{result['frames']}.json"
         save_measurement(result, args.out / name, "multistep_gradient.py", argv)
     return 0

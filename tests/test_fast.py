@@ -73,6 +73,15 @@ def max_relative_difference(a: dict, b: dict) -> float:
             OBS,
         ),
         (["model.ensemble_size=3", "loss.actor_horizon=3", "loss.ensemble_members=rollout"], OBS),
+        (
+            [
+                "model.ensemble_size=3",
+                "loss.actor_horizon=3",
+                "loss.ensemble_members=rollout",
+                "loss.actor_model_noise=false",
+            ],
+            OBS,
+        ),
         (["network.critic_layer_norm=true", "loss.fixed_alpha=false"], OBS),
         (["loss.horizon=2"], OBS),
         (["loss.horizon=5", "model.termination=learned", "loss.fixed_alpha=false"], OBS),
@@ -90,6 +99,7 @@ def max_relative_difference(a: dict, b: dict) -> float:
         "actor-horizon",
         "actor-horizon-ensemble-bound-clip",
         "actor-horizon-member-per-rollout",
+        "actor-horizon-model-mean",
         "critic-layer-norm",
         "critic-horizon-2",
         "critic-horizon-5-learned-termination",
@@ -100,6 +110,8 @@ def max_relative_difference(a: dict, b: dict) -> float:
 )
 def test_fast_s2vg_step_equals_loss_and_optimizer(overrides, obs):
     public, fast, data = agent_pair(overrides, obs)
+    noise = "loss.actor_model_noise=false" not in overrides
+    assert public.loss.actor_model_noise is noise and fast.loss.actor_model_noise is noise
     if obs == 11:  # a Hopper state: upright (continuing) and fallen (terminated) rows
         data["next", "observation"][:, 0] = torch.where(torch.arange(64) % 2 == 0, 1.25, 0.5)
         for agent in (public, fast):

@@ -61,6 +61,7 @@ KEYWORDS = {
         "loss_function": "l2",
         "expansion_entropy": True,
         "actor_horizon": 1,
+        "actor_model_noise": True,
         "disagreement_bound": None,
         "ensemble_members": "step",
         "expansion_ensemble_mean": False,

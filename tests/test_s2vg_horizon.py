@@ -24,16 +24,19 @@ from torchrl_svg.objectives.functional import soft_model_return
 DTYPE = torch.float64
 
 
-def analytic_h_step_return(env, gain, log_std, starts, horizon, gamma, alpha, P, c):
+def analytic_h_step_return(
+    env, gain, log_std, starts, horizon, gamma, alpha, P, c, model_noise=True
+):
     """E[sum_{t<H} gamma^t (r_t + alpha H[pi]) + gamma^H V(s_H)], averaged over start states.
 
     The state stays Gaussian under the linear-Gaussian policy and the true model: mean
     m_{t+1} = (A + BK) m_t per start state, covariance S_{t+1} = A_K S_t A_K^T + B Sigma_a
-    B^T + Sigma_w from S_0 = 0; the policy's entropy does not depend on the state.
+    B^T + Sigma_w from S_0 = 0 (Sigma_w = 0 for steps that follow the model's mean); the
+    policy's entropy does not depend on the state.
     """
     A, B, Q, R = env.A, env.B, env.Q, env.R
     action_cov = torch.diag(torch.exp(2 * log_std))
-    noise_cov = torch.diag(env.noise_std**2)
+    noise_cov = torch.diag(env.noise_std**2) * float(model_noise)
     closed_loop = A + B @ gain
     entropy = (0.5 * math.log(2 * math.pi * math.e) + log_std).sum()
     mean = starts  # [N, n]
@@ -52,10 +55,13 @@ def analytic_h_step_return(env, gain, log_std, starts, horizon, gamma, alpha, P,
     return (total + gamma**horizon * final_value).mean()
 
 
-@pytest.mark.parametrize("horizon", [1, 2, 4])
-def test_h_step_soft_surrogate_gradient_is_the_analytic_gradient(horizon):
+@pytest.mark.parametrize(
+    "horizon, model_noise", [(1, True), (2, True), (4, True), (1, False), (4, False)]
+)
+def test_h_step_soft_surrogate_gradient_is_the_analytic_gradient(horizon, model_noise):
     # the LQG task with its true model, known reward and a fixed quadratic critic: the
-    # pathwise gradient of the H-step soft return is an unbiased estimate of the exact one
+    # pathwise gradient of the H-step soft return is an unbiased estimate of the exact one;
+    # with the model's mean next states, of the exact one without process noise
     torch.manual_seed(0)
     gamma, alpha = 0.9, 0.3
     env = LQGEnv(dtype=DTYPE)
@@ -70,6 +76,7 @@ def test_h_step_soft_surrogate_gradient_is_the_analytic_gradient(horizon):
         lqg_dynamics_model(env),
         lqg_reward_module(env),
         actor_horizon=horizon,
+        actor_model_noise=model_noise,
         alpha_init=alpha,
         fixed_alpha=True,
     )
@@ -83,18 +90,23 @@ def test_h_step_soft_surrogate_gradient_is_the_analytic_gradient(horizon):
     gain_ = gain.clone().requires_grad_()
     log_std_ = log_std.clone().requires_grad_()
     exact = torch.autograd.grad(
-        analytic_h_step_return(env, gain_, log_std_, starts, horizon, gamma, alpha, P, c),
+        analytic_h_step_return(
+            env, gain_, log_std_, starts, horizon, gamma, alpha, P, c, model_noise
+        ),
         [gain_, log_std_],
     )
     for e, x in zip(estimate, exact, strict=True):
         torch.testing.assert_close(e, x, rtol=0.02, atol=0.02 * float(x.abs().max()))
-    # and the objective itself
-    torch.testing.assert_close(
-        -loss_actor,
-        analytic_h_step_return(env, gain, log_std, starts, horizon, gamma, alpha, P, c),
-        rtol=0.01,
-        atol=0.0,
+    # and the objective itself, which the process noise changes (V of the spread-out states)
+    objective = analytic_h_step_return(
+        env, gain, log_std, starts, horizon, gamma, alpha, P, c, model_noise
     )
+    torch.testing.assert_close(-loss_actor, objective, rtol=0.01, atol=0.0)
+    other = analytic_h_step_return(
+        env, gain, log_std, starts, horizon, gamma, alpha, P, c, not model_noise
+    )
+    # ... and the estimate is far nearer its own objective than the other one
+    assert abs(float(-loss_actor.detach() - objective)) < 0.2 * abs(float(objective - other))
 
 
 def test_soft_model_return_with_a_distrusted_step_stops_with_the_value():
@@ -163,6 +175,55 @@ def test_one_ensemble_member_per_rollout():
             RewardModel(1, 1, hidden_sizes=(4,)),
             ensemble_members="rollout",
         )
+
+
+@pytest.mark.parametrize("model_noise", [True, False])
+def test_actor_steps_follow_the_model_mean_without_model_noise(model_noise):
+    # members that move the state by 1, 2 or 3 with unit noise: with actor_model_noise=False
+    # every imagined step moves by exactly its member's mean, with it the steps are spread
+    from torchrl.data import Bounded
+
+    from torchrl_svg.modules import GaussianDynamics, RewardModel, make_actor, make_value
+
+    torch.manual_seed(0)
+    dynamics = GaussianDynamics(1, 1, hidden_sizes=(4,), ensemble_size=3, sigma="constant")
+    with torch.no_grad():
+        for w in dynamics.net.weights:
+            w.zero_()
+        for b in dynamics.net.biases:
+            b.zero_()
+        dynamics.net.biases[-1][:, 0] = torch.tensor([1.0, 2.0, 3.0])
+        dynamics.log_std.fill_(0.0)
+    loss = S2VGLoss(
+        make_actor(1, Bounded(-1.0, 1.0, (1,)), hidden_sizes=(4,)),
+        make_qvalue(1, 1, hidden_sizes=(4,)),
+        make_value(1, hidden_sizes=(4,)),
+        dynamics,
+        RewardModel(1, 1, hidden_sizes=(4,)),
+        actor_horizon=3,
+        actor_model_noise=model_noise,
+    )
+    loss.make_value_estimator(gamma=0.9)
+    seen = []
+    original = loss._model_step
+
+    def record(state, action, *args):
+        reward, next_state = original(state, action, *args)
+        seen.append((next_state - state).squeeze(-1))
+        return reward, next_state
+
+    loss._model_step = record
+    loss_actor, _ = loss.actor_loss(TensorDict({"observation": torch.zeros(256, 1)}, [256]))
+    steps = torch.stack(seen)  # [H, B]
+    off_the_mean = (steps - steps.round()).abs().max()
+    if model_noise:
+        assert off_the_mean > 0.3 and steps.std() > 0.9
+    else:
+        assert off_the_mean < 1e-5 and set(steps.round().unique().tolist()) == {1.0, 2.0, 3.0}
+    loss_actor.backward()  # the chain stays differentiable for the actor
+    assert all(
+        p.grad is not None for p in loss.actor_network_params.values(True, True) if p.requires_grad
+    )
 
 
 @pytest.mark.slow

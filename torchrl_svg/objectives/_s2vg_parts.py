@@ -174,15 +174,17 @@ class ImaginedSteps:
     ) -> tuple[Tensor, Tensor]:
         """One step of the actor's return: ``(r_hat(s, a, s') [*B], s' [*B, obs_dim])``.
 
-        ``s'`` is drawn from the dynamics model with fresh noise; ``member`` is the
-        ensemble member of each sample (``None``: as the model draws it).
+        ``s'`` is drawn from the dynamics model with fresh noise (its mean with
+        ``actor_model_noise=False``); ``member`` is the ensemble member of each sample
+        (``None``: as the model draws it).
         """
         keys = self.tensor_keys
         step = transition(keys.observation, keys.action, observation, action)
         if member is not None:
             step.set(self.dynamics_model.member_key, member)
         dynamics_params = self._cached_detached_dynamics_params
-        next_observation = model_dist(self.dynamics_model, dynamics_params, step).rsample()
+        dist = model_dist(self.dynamics_model, dynamics_params, step)
+        next_observation = dist.rsample() if self.actor_model_noise else dist.mean
         if member is not None:
             step = step.exclude(self.dynamics_model.member_key)
         step.set(("next", keys.observation), next_observation)

@@ -66,7 +66,10 @@ class S2VGLoss(ImaginedSteps, SoftTemperature, LossBase):
 
       with :math:`\hat s_0 = s` and :math:`\tilde a_t = \pi_\theta(\hat s_t, \eta_t)`,
       :math:`\hat s_{t+1} = \hat f(\hat s_t, \tilde a_t, \zeta_t)`: back-propagation
-      through the whole chain (the soft SVG(k) of SAC-SVG(H) and MAAC).
+      through the whole chain (the soft SVG(k) of SAC-SVG(H) and MAAC). With
+      ``actor_model_noise=False`` the imagined steps follow the model's mean,
+      :math:`\hat s_{t+1} = \mathbb E[\hat f(\hat s_t, \tilde a_t, \zeta)]`
+      (:math:`\zeta_t = 0`), and the policy's draws are the rollout's only noise.
     * ``loss_qvalue`` (eq 7), twin Q by vmap, mean over the ``H`` expansion steps:
 
       .. math::
@@ -132,6 +135,12 @@ class S2VGLoss(ImaginedSteps, SoftTemperature, LossBase):
             the models with fresh noise and the return ends in :math:`V(\hat s_H)`
             (SVG(k) made soft, on imagined trajectories; see
             :func:`~torchrl_svg.objectives.functional.soft_model_return`).
+        actor_model_noise: draw the actor's imagined next states with fresh model noise
+            :math:`\zeta_t` (default ``True``, eq 11) or take the model's mean next state
+            (``False``): the model noise is then absent from the actor's gradient, whose
+            variance between batches it dominates through several imagined steps; the
+            objective leaves out the spread of the next state (:math:`V` of the mean instead
+            of the mean of :math:`V`). The critic's imagined steps are not affected.
         disagreement_bound: with an ensemble dynamics model, stop an imagined
             rollout (and bootstrap with :math:`V`) at the first state where the
             members' predicted means disagree by more than this (standard deviation
@@ -247,6 +256,7 @@ class S2VGLoss(ImaginedSteps, SoftTemperature, LossBase):
         max_alpha: float | None = None,
         expansion_entropy: bool = True,
         actor_horizon: int = 1,
+        actor_model_noise: bool = True,
         disagreement_bound: float | None = None,
         ensemble_members: str = "step",
         expansion_ensemble_mean: bool = False,
@@ -273,6 +283,7 @@ class S2VGLoss(ImaginedSteps, SoftTemperature, LossBase):
         self._check_networks(actor_network, models, options.get("action_spec"))
         self.horizon = int(horizon)
         self.actor_horizon = int(actor_horizon)
+        self.actor_model_noise = bool(actor_model_noise)
         self.disagreement_bound = disagreement_bound
         self.ensemble_members = ensemble_members
         self.expansion_ensemble_mean = bool(expansion_ensemble_mean)

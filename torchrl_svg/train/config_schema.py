@@ -200,6 +200,9 @@ class LossConfig:
         loss_function: critic distance, ``"l2"``, ``"smooth_l1"`` or ``"l1"``.
         actor_horizon: S2VG's actor: imagined steps of its soft return (1: the paper's eq 11;
             H > 1: back-propagation through H steps of the models, ending in V).
+        actor_model_noise: S2VG's actor: draw its imagined next states with fresh model
+            noise (the paper) or take the model's mean (``false``: only the policy's draws
+            are random along the rollout, a lower-variance gradient through H steps).
         disagreement_bound: with a model ensemble, stop the actor's imagined rollouts where
             the members disagree by more than this (normalised units; ``None``: never).
         ensemble_members: with a sampling model ensemble, the actor's imagined rollouts draw a
@@ -222,6 +225,7 @@ class LossConfig:
     expansion_entropy: bool = True
     loss_function: CriticLoss = "l2"
     actor_horizon: int = 1
+    actor_model_noise: bool = True
     disagreement_bound: float | None = None
     ensemble_members: EnsembleMembers = "step"
     expansion_ensemble_mean: bool = False
@@ -444,6 +448,7 @@ KEY_OWNERS: dict[tuple[str, str], tuple[str, ...]] = {
     ("loss", "expansion_entropy"): ("s2vg",),
     ("loss", "loss_function"): (*_SOFT, "svg0", *_SVG_CRITIC),
     ("loss", "actor_horizon"): ("s2vg",),
+    ("loss", "actor_model_noise"): ("s2vg",),
     ("loss", "disagreement_bound"): ("s2vg",),
     ("loss", "ensemble_members"): ("s2vg",),
     ("loss", "expansion_ensemble_mean"): ("s2vg",),

@@ -449,7 +449,8 @@ class FastS2VGUpdate(FastUpdate):
         q = self.qvalue(inputs).view(-1, *targets.shape)  # [N_q, H, B]
         error = distance_loss(q, targets.expand_as(q), loss_function=loss.loss_function)
         loss_qvalue = (error * weights).mean(1).sum(0).mean()
-        # eqs 10-11: H model steps from real states with fresh policy and model noise
+        # eqs 10-11: H model steps from real states with fresh policy and model noise (or
+        # the model's mean, actor_model_noise=False)
         new_action, log_prob = self.actor.sample(obs)
         rewards, log_probs, continuations, values, trusted = [], [], [], [], []
         state, step_action, step_log_prob = obs, new_action, log_prob
@@ -469,7 +470,10 @@ class FastS2VGUpdate(FastUpdate):
                 trusted.append((disagreement <= bound).to(state.dtype))
             else:
                 loc, scale = self.dynamics.loc_scale(inputs, residual=state, member=member)
-            next_state = loc + scale * torch.empty_like(loc).normal_()
+            if loss.actor_model_noise:
+                next_state = loc + scale * torch.empty_like(loc).normal_()
+            else:  # the model's mean next state: the policy's draws are the only noise
+                next_state = loc
             rewards.append(self.reward.loc_scale(inputs)[0].squeeze(-1))
             log_probs.append(step_log_prob)
             continuations.append(self.continuation(next_state))

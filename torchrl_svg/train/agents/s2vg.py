@@ -69,6 +69,7 @@ class S2VGAgent(Agent):
             loss_function=cfg.loss.loss_function,
             expansion_entropy=cfg.loss.expansion_entropy,
             actor_horizon=cfg.loss.actor_horizon,
+            actor_model_noise=cfg.loss.actor_model_noise,
             disagreement_bound=cfg.loss.disagreement_bound,
             ensemble_members=cfg.loss.ensemble_members,
             expansion_ensemble_mean=cfg.loss.expansion_ensemble_mean,
