@@ -257,18 +257,20 @@ def choose_horizon(runs: dict[str, dict[int, list[dict[str, float]]]]) -> dict:
 
 
 def compare_at_matched_steps(
-    runs: dict[str, dict[int, list[dict[str, float]]]], chosen: str
+    runs: dict[str, dict[int, list[dict[str, float]]]], chosen: str, frames: int | None = None
 ) -> dict:
     """The chosen multi-step variant beside :data:`COMPARED`, on its seeds at its steps.
 
-    The comparison is taken at the last evaluation step that every seed of ``chosen`` reached,
-    over the seeds of ``chosen`` that each compared algorithm also has there, as the mean
-    return at that step and the mean over every evaluation up to it. The verdict against the
-    one-step actor is given only at the budget with three seeds on both sides.
+    The comparison is taken at evaluation step ``frames`` (default: the last one every seed of
+    ``chosen`` reached), over the seeds of ``chosen`` that reached it and that each compared
+    algorithm also has there, as the mean return at that step and the mean over every
+    evaluation up to it. The verdict against the one-step actor is given only at the budget
+    with three seeds on both sides.
 
     Args:
         runs: ``{algorithm: {seed: evaluation rows}}`` of one task.
         chosen: the multi-step algorithm (from :func:`choose_horizon`).
+        frames: the evaluation step to compare at.
 
     Returns:
         ``{"frames", "seeds", "algorithms": {algorithm: {"seeds", "return", "mean_to_here"}},
@@ -284,10 +286,11 @@ def compare_at_matched_steps(
         (10000, 300.0, None)
     """
     own = runs.get(chosen, {})
-    if not own:
-        return {"frames": None, "seeds": [], "algorithms": {}, "beats_one_step": None}
-    frames = min(int(rows[-1]["frames"]) for rows in own.values())
-    seeds = sorted(own)
+    if frames is None and own:
+        frames = min(int(rows[-1]["frames"]) for rows in own.values())
+    seeds = sorted(s for s, rows in own.items() if any(int(r["frames"]) == frames for r in rows))
+    if not seeds:
+        return {"frames": frames, "seeds": [], "algorithms": {}, "beats_one_step": None}
 
     def at(algorithm: str) -> dict | None:
         have = {
@@ -319,6 +322,15 @@ def compare_at_matched_steps(
         if one_step and all(len(o["seeds"]) == len(seeds) for o in one_step):
             verdict = algorithms[chosen]["return"] > max(o["return"] for o in one_step)
     return {"frames": frames, "seeds": seeds, "algorithms": algorithms, "beats_one_step": verdict}
+
+
+def _comparisons(runs: dict, choice: dict | None) -> list[dict]:
+    """The chosen variant's comparisons: where all its seeds are, and at the budget if apart."""
+    if not choice or not choice["chosen"]:
+        return []
+    common = compare_at_matched_steps(runs, choice["chosen"])
+    at_budget = compare_at_matched_steps(runs, choice["chosen"], BUDGET)
+    return [common] + ([at_budget] if at_budget["seeds"] and common["frames"] < BUDGET else [])
 
 
 def report(run_root: Path, out: Path, grid: list[tuple[str, str, int]] | None = None) -> dict:
@@ -415,11 +427,7 @@ def report(run_root: Path, out: Path, grid: list[tuple[str, str, int]] | None = 
         tasks[task] = {
             "algorithms": per_algo,
             "multistep_horizon_choice": choice,
-            "multistep_comparison": (
-                compare_at_matched_steps(curves_of_task, choice["chosen"])
-                if choice and choice["chosen"]
-                else None
-            ),
+            "multistep_comparisons": _comparisons(curves_of_task, choice),
             "s2vg_target_at_100k": TARGETS[task],
             "published": PUBLISHED[task],
         }
@@ -516,8 +524,7 @@ def _write_table(summary: dict, path: Path) -> None:
         lines.append(
             f"| {task} | {scores} | {steps} | {choice['chosen'] or ''} | {choice['status']} |"
         )
-        if t.get("multistep_comparison"):
-            compared.append((task, t["multistep_comparison"]))
+        compared += [(task, c) for c in t.get("multistep_comparisons", [])]
     if compared:
         lines += [
             "",
@@ -532,7 +539,7 @@ def _write_table(summary: dict, path: Path) -> None:
                     f"({a['mean_to_here']:.0f}) |"
                 )
         lines.append("")
-        for task, c in compared:
+        for task, c in dict(compared).items():  # the task's last comparison: the budget's
             verdict = {
                 None: "not decided yet: it needs 3 seeds at the budget on both sides",
                 True: "it does",

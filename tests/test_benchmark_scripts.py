@@ -130,6 +130,11 @@ def test_mujoco_grid_compares_the_chosen_variant_seed_for_seed():
     assert c["algorithms"]["sac"]["seeds"] == [1]
     assert "s2vg_learned_alpha" not in c["algorithms"]
     assert c["beats_one_step"] is None  # short of the budget
+    # further on, over the chosen variant's seeds that got there
+    later = grid.compare_at_matched_steps(runs, chosen, 15000)
+    assert later["seeds"] == [0] and later["algorithms"]["s2vg"]["return"] == 900.0
+    assert "sac" not in later["algorithms"]
+    assert grid.compare_at_matched_steps(runs, chosen, 20000)["seeds"] == []
     # at the budget with three seeds on both sides the verdict is the higher mean return
     n = grid.BUDGET // 5000
     for multi, one, expected in ((500.0, 400.0, True), (300.0, 400.0, False)):
