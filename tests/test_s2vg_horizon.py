@@ -126,33 +126,35 @@ def test_soft_model_return_with_a_distrusted_step_stops_with_the_value():
     torch.testing.assert_close(got, one)
 
 
-def test_one_ensemble_member_per_rollout():
-    # the actor's imagined rollout keeps the member drawn for it: with members that predict
-    # different constant steps, every transition of a rollout moves by its member's step
+def constant_step_loss(log_std: float, **options) -> S2VGLoss:
+    """An H = 3 S2VG loss on a 1-d task whose 3 dynamics members move the state by 1, 2, 3."""
     from torchrl.data import Bounded
 
     from torchrl_svg.modules import GaussianDynamics, RewardModel, make_actor, make_value
 
-    spec = Bounded(-1.0, 1.0, (1,))
     dynamics = GaussianDynamics(1, 1, hidden_sizes=(4,), ensemble_size=3, sigma="constant")
     with torch.no_grad():
         for w in dynamics.net.weights:
             w.zero_()
-        last = dynamics.net.biases[-1]
         for b in dynamics.net.biases:
             b.zero_()
-        last[:, 0] = torch.tensor([1.0, 2.0, 3.0])  # member e moves the state by e + 1
-        dynamics.log_std.fill_(-20.0)  # (soft-clamped to exp(-5): noise below 0.05)
+        dynamics.net.biases[-1][:, 0] = torch.tensor([1.0, 2.0, 3.0])  # member e: e + 1
+        dynamics.log_std.fill_(log_std)
     loss = S2VGLoss(
-        make_actor(1, spec, hidden_sizes=(4,)),
+        make_actor(1, Bounded(-1.0, 1.0, (1,)), hidden_sizes=(4,)),
         make_qvalue(1, 1, hidden_sizes=(4,)),
         make_value(1, hidden_sizes=(4,)),
         dynamics,
         RewardModel(1, 1, hidden_sizes=(4,)),
         actor_horizon=3,
-        ensemble_members="rollout",
+        **options,
     )
     loss.make_value_estimator(gamma=0.9)
+    return loss
+
+
+def imagined_steps(loss: S2VGLoss, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The actor loss from zero states and each imagined step's move ``s' - s``, ``[H, B]``."""
     seen = []
     original = loss._model_step
 
@@ -162,8 +164,21 @@ def test_one_ensemble_member_per_rollout():
         return reward, next_state
 
     loss._model_step = record
-    loss.actor_loss(TensorDict({"observation": torch.zeros(64, 1)}, [64]))
-    steps = torch.stack(seen).round()  # [H, B]: the member of each step, plus one
+    loss_actor, _ = loss.actor_loss(TensorDict({"observation": torch.zeros(batch, 1)}, [batch]))
+    return loss_actor, torch.stack(seen)
+
+
+def test_one_ensemble_member_per_rollout():
+    # the actor's imagined rollout keeps the member drawn for it: with members that predict
+    # different constant steps, every transition of a rollout moves by its member's step
+    from torchrl.data import Bounded
+
+    from torchrl_svg.modules import GaussianDynamics, RewardModel, make_actor, make_value
+
+    spec = Bounded(-1.0, 1.0, (1,))
+    # log std soft-clamped to exp(-5): noise below 0.05
+    loss = constant_step_loss(-20.0, ensemble_members="rollout")
+    steps = imagined_steps(loss, 64)[1].round()  # [H, B]: the member of each step, plus one
     assert set(steps[0].tolist()) == {1.0, 2.0, 3.0}  # members differ across rollouts
     assert torch.equal(steps, steps[:1].expand_as(steps))  # ... not along one
     with pytest.raises(ValueError, match="rollout"):
@@ -181,40 +196,9 @@ def test_one_ensemble_member_per_rollout():
 def test_actor_steps_follow_the_model_mean_without_model_noise(model_noise):
     # members that move the state by 1, 2 or 3 with unit noise: with actor_model_noise=False
     # every imagined step moves by exactly its member's mean, with it the steps are spread
-    from torchrl.data import Bounded
-
-    from torchrl_svg.modules import GaussianDynamics, RewardModel, make_actor, make_value
-
     torch.manual_seed(0)
-    dynamics = GaussianDynamics(1, 1, hidden_sizes=(4,), ensemble_size=3, sigma="constant")
-    with torch.no_grad():
-        for w in dynamics.net.weights:
-            w.zero_()
-        for b in dynamics.net.biases:
-            b.zero_()
-        dynamics.net.biases[-1][:, 0] = torch.tensor([1.0, 2.0, 3.0])
-        dynamics.log_std.fill_(0.0)
-    loss = S2VGLoss(
-        make_actor(1, Bounded(-1.0, 1.0, (1,)), hidden_sizes=(4,)),
-        make_qvalue(1, 1, hidden_sizes=(4,)),
-        make_value(1, hidden_sizes=(4,)),
-        dynamics,
-        RewardModel(1, 1, hidden_sizes=(4,)),
-        actor_horizon=3,
-        actor_model_noise=model_noise,
-    )
-    loss.make_value_estimator(gamma=0.9)
-    seen = []
-    original = loss._model_step
-
-    def record(state, action, *args):
-        reward, next_state = original(state, action, *args)
-        seen.append((next_state - state).squeeze(-1))
-        return reward, next_state
-
-    loss._model_step = record
-    loss_actor, _ = loss.actor_loss(TensorDict({"observation": torch.zeros(256, 1)}, [256]))
-    steps = torch.stack(seen)  # [H, B]
+    loss = constant_step_loss(0.0, actor_model_noise=model_noise)
+    loss_actor, steps = imagined_steps(loss, 256)  # steps: [H, B]
     off_the_mean = (steps - steps.round()).abs().max()
     if model_noise:
         assert off_the_mean > 0.3 and steps.std() > 0.9
