@@ -288,15 +288,17 @@ def compare_at_matched_steps(
     own = runs.get(chosen, {})
     if frames is None and own:
         frames = min(int(rows[-1]["frames"]) for rows in own.values())
-    seeds = sorted(s for s, rows in own.items() if any(int(r["frames"]) == frames for r in rows))
+
+    def reached(rows: list[dict[str, float]]) -> bool:
+        return any(int(r["frames"]) == frames for r in rows)
+
+    seeds = sorted(s for s, rows in own.items() if reached(rows))
     if not seeds:
         return {"frames": frames, "seeds": [], "algorithms": {}, "beats_one_step": None}
 
     def at(algorithm: str) -> dict | None:
         have = {
-            s: rows
-            for s, rows in runs.get(algorithm, {}).items()
-            if s in seeds and any(int(r["frames"]) == frames for r in rows)
+            s: rows for s, rows in runs.get(algorithm, {}).items() if s in seeds and reached(rows)
         }
         if not have:
             return None
@@ -379,7 +381,7 @@ def report(run_root: Path, out: Path, grid: list[tuple[str, str, int]] | None = 
         series = {}
         curves_of_task = {a: curves[(a, t)] for a, t in curves if t == task}
         for algorithm in ALGORITHMS:
-            runs = curves.get((algorithm, task), {})
+            runs = curves_of_task.get(algorithm, {})
             if not runs:
                 continue
             # mean +- std over the seeds that reached each evaluation point

@@ -209,24 +209,23 @@ def measure(run_dir: Path, horizons: list[int], batches: int, model_mean: bool =
         for _ in range(batches)
     ]
     means = {}
-    names = PARTS
     for horizon in horizons:
         # the same trained networks and models, with the actor's objective through H steps
         parts, returns = _batch_gradients(run_dir, samples, [f"loss.actor_horizon={horizon}"])
         whole = parts["whole"]
         norms = [float(g.norm()) for g in whole]
         means[horizon] = torch.stack(whole).mean(0)
-        part_means = {name: torch.stack(parts[name]).mean(0) for name in names[1:]}
+        part_means = {name: torch.stack(parts[name]).mean(0) for name in PARTS[1:]}
         result["horizons"][str(horizon)] = {
             **_consistency(whole),
             "gradient_norm_per_batch": norms,
             "share_over_clip": (sum(n > clip for n in norms) / len(norms)) if clip else None,
             "model_return_mean": sum(returns) / len(returns),
-            **{name: _consistency(parts[name]) for name in names[1:]},
+            **{name: _consistency(parts[name]) for name in PARTS[1:]},
             "cosine_between_part_means": {
                 f"{a}_vs_{b}": float(cosine_similarity(part_means[a], part_means[b], 0))
-                for i, a in enumerate(names[1:])
-                for b in names[i + 2 :]
+                for i, a in enumerate(PARTS[1:])
+                for b in PARTS[i + 2 :]
             },
         }
     if 1 in means:
