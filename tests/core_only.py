@@ -53,6 +53,8 @@ def run_doctests() -> tuple[int, int]:
     import importlib
     import pkgutil
 
+    import torch
+
     finder = doctest.DocTestFinder()
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     attempted = set_aside = 0
@@ -67,6 +69,8 @@ def run_doctests() -> tuple[int, int]:
                 if any("GymEnv(" in example.source for example in test.examples):
                     set_aside += len(test.examples)
                     continue
+                # each example starts from the same random state, whatever ran before it
+                torch.manual_seed(0)
                 result = runner.run(test)
                 if result.failed:
                     raise SystemExit(f"{test.name}: {result.failed} docstring example(s) failed")
