@@ -98,6 +98,17 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
             "loss.fixed_alpha=false",
         ),
     ),
+    # the same with the imagined states clipped where Hopper and Walker2d clip their observed
+    # joint velocities (10): the model predicts past the clip, into states nothing was fit on
+    "s2vg_h5_bounded_learned_alpha": (
+        "s2vg",
+        (
+            *MULTISTEP,
+            "loss.actor_horizon=5",
+            "loss.observation_bounds=known",
+            "loss.fixed_alpha=false",
+        ),
+    ),
 }
 ALGORITHMS = tuple(VARIANTS)
 LABELS = {
@@ -111,6 +122,7 @@ LABELS = {
     "s2vg_h3_learned_alpha": "S2VG, multi-step actor H=3, learned alpha",
     "s2vg_h5_learned_alpha": "S2VG, multi-step actor H=5, learned alpha",
     "s2vg_h5_model_mean_learned_alpha": "S2VG, H=5 through the model's mean, learned alpha",
+    "s2vg_h5_bounded_learned_alpha": "S2VG, H=5, imagined states clipped as observed, learned alpha",
 }
 BUDGET = 100_000
 #: The candidates of the multi-step actor's horizon choice, both with alpha learned (the

@@ -22,7 +22,15 @@ With ``--model-mean`` it measures the same gradients again with the imagined ste
 model's mean (``loss.actor_model_noise=false``: the policy's draws are the only noise along the
 rollout), under ``"horizons_model_mean"``: how much of the gradient's variance between batches
 is the model noise's, and (the cosine of the two mean gradients at the same ``H``) how far the
-noiseless objective turns the expected gradient.
+noiseless objective turns the expected gradient. With ``--bounded`` it does the same with the
+imagined states clipped to the task's known observation bounds (``loss.observation_bounds=known``:
+Hopper's and Walker2d's joint velocities, which the environment observes clipped at 10), under
+``"horizons_bounded"``.
+
+Where the imagined states go: from replay states, the share of the current policy's imagined
+states (the run's own settings) outside the box of every state in the replay buffer (per
+dimension, its smallest and largest value), step by step, and the mean :math:`V` of the states
+inside and outside it: states no network was fitted on.
 
 And, for the world model along the horizon: the disagreement of the ensemble members over the
 imagined steps of the current policy from replay states (the standard deviation of the members'
@@ -40,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,8 +167,43 @@ def ensemble_disagreement(agent, replay, steps: int, states: int = 1024) -> list
     return spread
 
 
+@torch.no_grad()
+def outside_the_replay(loss: S2VGLoss, replay, steps: int, states: int = 2048) -> dict:
+    """Along the current policy's imagined steps: the share of states outside the replay's box.
+
+    From ``states`` replay states, ``steps`` imagined steps as the run's actor takes them (its
+    model noise, ensemble members and observation bounds); at each step, the share of states
+    with an entry below the smallest or above the largest value of that entry in the replay,
+    and the mean :math:`V` of the states inside and outside (``None`` where there are none).
+    """
+    obs = replay["observation"]
+    low, high = obs.min(0).values, obs.max(0).values
+    generator = torch.Generator().manual_seed(0)
+    state = obs[torch.randint(obs.shape[0], (states,), generator=generator)]
+    member = None
+    if loss.ensemble_members == "rollout":
+        member = loss.dynamics_model.draw_members(state.shape[:-1], state.device)
+    out: dict[str, list] = {"share": [], "value_inside": [], "value_outside": []}
+    key = loss.tensor_keys.observation
+    for _ in range(steps):
+        action, _ = loss._policy(TensorDict({key: state}, [states]))
+        state = loss._model_step(state, action, member)[1]
+        outside = ((state < low) | (state > high)).any(-1)
+        value = loss._state_value(state, loss.value_network_params)
+        out["share"].append(float(outside.float().mean()))
+        for name, rows in (("value_inside", ~outside), ("value_outside", outside)):
+            out[name].append(float(value[rows].mean()) if rows.any() else None)
+    return out
+
+
 #: The actor gradient's parts (:func:`_actor_gradients`).
 PARTS = ("whole", "reward_part", "entropy_part", "value_part")
+#: The settings ``--model-mean`` and ``--bounded`` measure the gradients again with: their
+#: overrides and the name of the cosine of their mean gradient with the run settings' one.
+ALTERNATIVES = {
+    "model_mean": (("loss.actor_model_noise=false",), "cosine_of_mean_with_model_noise_mean"),
+    "bounded": (("loss.observation_bounds=known",), "cosine_of_mean_with_unbounded_mean"),
+}
 
 
 def _batch_gradients(
@@ -182,8 +226,13 @@ def _batch_gradients(
     return parts, returns
 
 
-def measure(run_dir: Path, horizons: list[int], batches: int, model_mean: bool = False) -> dict:
-    """The gradient statistics of one run's checkpoint for every horizon."""
+def measure(
+    run_dir: Path, horizons: list[int], batches: int, alternatives: Sequence[str] = ()
+) -> dict:
+    """The gradient statistics of one run's checkpoint for every horizon.
+
+    ``alternatives``: names of :data:`ALTERNATIVES` to measure the gradients with as well.
+    """
     cfg, agent, env, state = load_run(run_dir, seed_offset=60_000)
     env.close()
     if cfg.algorithm != "s2vg":
@@ -233,19 +282,23 @@ def measure(run_dir: Path, horizons: list[int], batches: int, model_mean: bool =
             result["horizons"][str(horizon)]["cosine_of_mean_with_one_step"] = float(
                 cosine_similarity(mean, means[1], 0)
             )
-    if model_mean:
-        result["horizons_model_mean"] = {}
+    for name in alternatives:
+        settings, cosine_name = ALTERNATIVES[name]
+        result[f"horizons_{name}"] = {}
         for horizon in horizons:
-            overrides = [f"loss.actor_horizon={horizon}", "loss.actor_model_noise=false"]
+            overrides = [f"loss.actor_horizon={horizon}", *settings]
             whole = _batch_gradients(run_dir, samples, overrides)[0]["whole"]
             norms = [float(g.norm()) for g in whole]
-            result["horizons_model_mean"][str(horizon)] = {
+            result[f"horizons_{name}"][str(horizon)] = {
                 **_consistency(whole),
                 "share_over_clip": (sum(n > clip for n in norms) / len(norms)) if clip else None,
-                "cosine_of_mean_with_model_noise_mean": float(
+                cosine_name: float(
                     cosine_similarity(torch.stack(whole).mean(0), means[horizon], 0)
                 ),
             }
+    result["imagined_states_outside_the_replay"] = outside_the_replay(
+        agent.loss, replay, max(horizons)
+    )
     result["ensemble_disagreement_along_imagined_steps"] = ensemble_disagreement(
         agent, replay, max(horizons)
     )
@@ -266,11 +319,19 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also measure with the imagined steps at the model's mean (no model noise)",
     )
+    parser.add_argument(
+        "--bounded",
+        action="store_true",
+        help="also measure with the imagined states clipped to the task's known observation bounds",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     for run in args.runs:
-        result = measure(run, args.horizons, args.batches, args.model_mean)
+        alternatives = [
+            name for name, on in (("model_mean", args.model_mean), ("bounded", args.bounded)) if on
+        ]
+        result = measure(run, args.horizons, args.batches, alternatives)
         name = f"{run.parent.name}_{run.name}_multistep_gradient_at{result['frames']}.json"
         save_measurement(result, args.out / name, "multistep_gradient.py", argv)
     return 0

@@ -88,6 +88,15 @@ def max_relative_difference(a: dict, b: dict) -> float:
         (["env.name=Hopper-v5", "loss.horizon=3", "loss.expansion_entropy=false"], 11),
         (["model.ensemble_size=3", "loss.horizon=3", "loss.actor_horizon=2"], OBS),
         (["model.ensemble_size=3", "loss.horizon=3", "loss.expansion_ensemble_mean=true"], OBS),
+        (
+            [
+                "env.name=Hopper-v5",
+                "loss.observation_bounds=known",
+                "loss.horizon=3",
+                "loss.actor_horizon=3",
+            ],
+            11,
+        ),
     ],
     ids=[
         "fixed-alpha",
@@ -106,16 +115,31 @@ def max_relative_difference(a: dict, b: dict) -> float:
         "critic-horizon-known-termination-no-entropy",
         "critic-and-actor-horizon-ensemble",
         "critic-horizon-ensemble-mean",
+        "known-observation-bounds",
     ],
 )
 def test_fast_s2vg_step_equals_loss_and_optimizer(overrides, obs):
     public, fast, data = agent_pair(overrides, obs)
     noise = "loss.actor_model_noise=false" not in overrides
     assert public.loss.actor_model_noise is noise and fast.loss.actor_model_noise is noise
+    if "loss.observation_bounds=known" in overrides:  # velocities about the clip of 10
+        assert public.loss.observation_high[5:].eq(10).all()
+        for key in ("observation", ("next", "observation")):
+            data[key][:, 5:] *= 10.0
     if obs == 11:  # a Hopper state: upright (continuing) and fallen (terminated) rows
         data["next", "observation"][:, 0] = torch.where(torch.arange(64) % 2 == 0, 1.25, 0.5)
         for agent in (public, fast):
             agent.world_model.observe(data)
+    clipped = []
+    if "loss.observation_bounds=known" in overrides:  # record that the clip is reached
+        bounded = public.loss._bounded
+
+        def record(x):
+            out = bounded(x)
+            clipped.append(bool((out != x).any()))
+            return out
+
+        public.loss._bounded = record
     for i in range(3):
         torch.manual_seed(100 + i)
         expected = public.update(data.clone())
@@ -123,6 +147,7 @@ def test_fast_s2vg_step_equals_loss_and_optimizer(overrides, obs):
         got = fast.update(data.clone())
         for key in ("loss_actor", "loss_qvalue", "loss_value", "loss_alpha"):
             torch.testing.assert_close(got[key], expected[key], rtol=1e-5, atol=1e-6)
+    assert all(clipped) if clipped else "loss.observation_bounds=known" not in overrides
     state_public, state_fast = public.loss.state_dict(), fast.loss.state_dict()
     assert max_relative_difference(state_public, state_fast) < 1e-5
     # the world-model step too

@@ -62,6 +62,7 @@ KEYWORDS = {
         "expansion_entropy": True,
         "actor_horizon": 1,
         "actor_model_noise": True,
+        "observation_bounds": None,
         "disagreement_bound": None,
         "ensemble_members": "step",
         "expansion_ensemble_mean": False,

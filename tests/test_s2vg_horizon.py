@@ -287,6 +287,46 @@ def test_an_error_inside_a_loss_is_not_hidden_by_the_parameter_swap():
         loss.actor_loss(TensorDict({"observation": torch.zeros(4, 1)}, [4]))
 
 
+def test_imagined_states_are_clipped_to_the_observation_bounds():
+    # members move the state by 1, 2 or 3 per step from 0: the actor's three steps reach 3 to
+    # 9 without bounds; with the box (-inf, 2.5] every imagined state stays in it, as the
+    # critic targets' imagined steps do
+    torch.manual_seed(0)
+    batch = TensorDict({"observation": torch.zeros(64, 1)}, [64])
+    free = constant_step_loss(-20.0, ensemble_members="rollout")
+    assert free._actor_rollout(batch)["final_state"].min() > 2.9
+    box = (torch.tensor([-float("inf")]), torch.tensor([2.5]))
+    loss = constant_step_loss(-20.0, ensemble_members="rollout", observation_bounds=box)
+    rollout = loss._actor_rollout(batch)
+    assert rollout["final_state"].max() <= 2.5 and rollout["final_state"].min() > 2.4
+    assert "observation_low" not in loss.state_dict()  # from the constructor, as the horizon
+    expansion = constant_step_loss(-20.0, horizon=3, observation_bounds=box)
+    SoftUpdate(expansion, tau=0.1)
+    real = {
+        "observation": torch.zeros(64, 1),
+        "action": torch.zeros(64, 1),
+        ("next", "observation"): torch.full((64, 1), 2.0),
+        ("next", "reward"): torch.zeros(64, 1),
+        ("next", "done"): torch.zeros(64, 1, dtype=torch.bool),
+        ("next", "terminated"): torch.zeros(64, 1, dtype=torch.bool),
+    }
+    states = expansion.value_expansion(TensorDict(real, [64]))["observation"]  # [H, B, 1]
+    assert states[2].max() <= 2.5 and states[2].min() > 2.4
+
+
+@pytest.mark.parametrize(
+    "box, message",
+    [
+        ((torch.zeros(2), torch.ones(2)), r"low must have shape \[1\], got \(2,\)"),
+        ((torch.ones(1), torch.zeros(1)), "low <= high"),
+        ((torch.zeros(1),), "a \\(low, high\\) pair"),
+    ],
+)
+def test_observation_bounds_are_checked(box, message):
+    with pytest.raises(ValueError, match=message):
+        constant_step_loss(0.0, observation_bounds=box)
+
+
 def _constant_step_ensemble():
     """Three members that move the state by 1, 2 and 3, with negligible noise."""
     from torchrl_svg.modules import GaussianDynamics

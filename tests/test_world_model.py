@@ -460,6 +460,31 @@ def test_known_termination_matches_the_gymnasium_environment(env_name):
     assert torch.equal(pred, flags)
 
 
+@pytest.mark.parametrize("env_name", ["Hopper-v4", "Hopper-v5", "Walker2d-v4", "Walker2d-v5"])
+@pytest.mark.filterwarnings("ignore:.*is out of date:DeprecationWarning")  # v4's notice
+def test_known_observation_bounds_are_the_environment_clip(env_name):
+    # the environment's own observation of a state far past the clip: exactly the known box's
+    # edge on every bounded entry, the state itself on every other one
+    from torchrl_svg.modules import KNOWN_OBSERVATION_BOUNDS_ENVS, observation_bounds_for_env
+
+    assert env_name in KNOWN_OBSERVATION_BOUNDS_ENVS
+    env = gym.make(env_name).unwrapped
+    env.reset(seed=0)
+    qpos, qvel = env.data.qpos.copy(), env.data.qvel.copy()
+    signs = np.where(np.arange(qvel.size) % 2 == 0, 1.0, -1.0)
+    env.set_state(qpos, signs * 50.0)
+    obs = torch.as_tensor(env._get_obs(), dtype=torch.float32)
+    env.close()
+    low, high = observation_bounds_for_env(env_name)
+    assert low.shape == high.shape == obs.shape and torch.equal(low, -high)
+    bounded = high.isfinite()
+    assert bounded.sum() == qvel.size  # the velocities, and nothing else
+    assert torch.equal(obs[bounded], torch.where(torch.as_tensor(signs) > 0, 10.0, -10.0).float())
+    assert torch.equal(obs[~bounded], torch.as_tensor(qpos[1:], dtype=torch.float32))
+    with pytest.raises(ValueError, match="No known observation bounds for 'HalfCheetah-v5'"):
+        observation_bounds_for_env("HalfCheetah-v5")
+
+
 def test_never_terminates_for_other_tasks_and_custom_functions():
     assert termination_for_env("HalfCheetah-v5").fn.__name__ == "never_terminated"
     td = TensorDict({("next", "observation"): torch.randn(5, 17)}, [5])

@@ -3,6 +3,7 @@
 from torchrl_svg.modules import (
     _mlp,
     actor,
+    bounds,
     dynamics,
     factories,
     gaussian,
@@ -12,6 +13,7 @@ from torchrl_svg.modules import (
 )
 from torchrl_svg.modules._mlp import *  # noqa: F403
 from torchrl_svg.modules.actor import *  # noqa: F403
+from torchrl_svg.modules.bounds import *  # noqa: F403
 from torchrl_svg.modules.dynamics import *  # noqa: F403
 from torchrl_svg.modules.factories import *  # noqa: F403
 from torchrl_svg.modules.gaussian import *  # noqa: F403
@@ -22,6 +24,7 @@ from torchrl_svg.modules.termination import *  # noqa: F403
 __all__ = [
     *_mlp.__all__,
     *actor.__all__,
+    *bounds.__all__,
     *dynamics.__all__,
     *factories.__all__,
     *gaussian.__all__,

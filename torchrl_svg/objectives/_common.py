@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -367,13 +367,15 @@ def imagine_rollout(
     observation_key: NestedKey = "observation",
     action_key: NestedKey = "action",
     ensemble_reduction: str | None = None,
+    bound: Callable[[Tensor], Tensor] | None = None,
 ) -> TensorDictBase:
     r"""Imagine ``steps`` transitions from ``start`` with the policy and the models (fresh noise).
 
     Each step draws :math:`a_k \sim \pi(s_k)`, :math:`s_{k+1} \sim \hat f(s_k, a_k)`,
     the expected reward :math:`\hat r(s_k, a_k, s_{k+1})` and the continuation
     :math:`1 - \hat d(s_{k+1})`. ``ensemble_reduction``: how an ensemble dynamics
-    model combines its members here (``None``: as the model is configured).
+    model combines its members here (``None``: as the model is configured). ``bound``:
+    applied to every imagined next state (e.g. the clip of ``observation_bounds``).
 
     Returns:
         A TensorDict of batch shape ``[*B, steps]`` with ``observation``, ``action``,
@@ -387,6 +389,8 @@ def imagine_rollout(
         action, log_prob = policy_sample(actor, actor_params, td_state)
         step = transition(observation_key, action_key, state, action)
         next_state = model_dist(dynamics, dynamics_params, step, ensemble_reduction).rsample()
+        if bound is not None:
+            next_state = bound(next_state)
         step.set(("next", observation_key), next_state)
         observations.append(state)
         actions.append(action)

@@ -165,6 +165,49 @@ class ImaginedSteps:
     policy receives their gradient.
     """
 
+    observation_low: Tensor | None
+    observation_high: Tensor | None
+
+    def _set_observation_bounds(self, bounds: tuple[Tensor, Tensor] | None) -> None:
+        """Keep ``(low, high)`` as the non-persistent buffers ``observation_low/high``.
+
+        Raises:
+            ValueError: bounds that are not two ``[obs_dim]`` tensors with ``low <= high``
+                (naming the sizes), or that hold NaN.
+        """
+        low = high = None
+        if bounds is not None:
+            if len(bounds) != 2:
+                raise ValueError(
+                    f"observation_bounds must be a (low, high) pair, got {len(bounds)} items."
+                )
+            low, high = (torch.as_tensor(b, dtype=torch.get_default_dtype()) for b in bounds)
+            size = self.observation_dim
+            for name, b in (("low", low), ("high", high)):
+                if b.ndim != 1 or (size is not None and b.shape[0] != size):
+                    raise ValueError(
+                        f"observation_bounds {name} must have shape [{size or 'obs_dim'}], "
+                        f"got {tuple(b.shape)}."
+                    )
+            if low.shape != high.shape:
+                raise ValueError(
+                    f"observation_bounds low {tuple(low.shape)} and high {tuple(high.shape)} "
+                    "differ in shape."
+                )
+            if low.isnan().any() or high.isnan().any() or (low > high).any():
+                raise ValueError("observation_bounds need low <= high everywhere, with no NaN.")
+        # not saved in the state_dict: they come from the constructor, as the horizon does
+        self.register_buffer("observation_low", low, persistent=False)
+        self.register_buffer("observation_high", high, persistent=False)
+
+    def _bounded(self, observation: Tensor) -> Tensor:
+        """An imagined observation clipped to ``observation_bounds`` (itself without them)."""
+        if self.observation_low is None:
+            return observation
+        low = self.observation_low.to(observation.dtype)
+        high = self.observation_high.to(observation.dtype)
+        return torch.clamp(observation, low, high)
+
     def _policy(self, tensordict: TensorDictBase) -> tuple[Tensor, Tensor]:
         """Reparameterised action and its log-probability at the states of ``tensordict``."""
         return policy_sample(self.actor_network, self.actor_network_params, tensordict)
@@ -175,8 +218,8 @@ class ImaginedSteps:
         """One step of the actor's return: ``(r_hat(s, a, s') [*B], s' [*B, obs_dim])``.
 
         ``s'`` is drawn from the dynamics model with fresh noise (its mean with
-        ``actor_model_noise=False``); ``member`` is the ensemble member of each sample
-        (``None``: as the model draws it).
+        ``actor_model_noise=False``) and clipped to ``observation_bounds``; ``member`` is
+        the ensemble member of each sample (``None``: as the model draws it).
         """
         keys = self.tensor_keys
         step = transition(keys.observation, keys.action, observation, action)
@@ -184,7 +227,7 @@ class ImaginedSteps:
             step.set(self.dynamics_model.member_key, member)
         dynamics_params = self._cached_detached_dynamics_params
         dist = model_dist(self.dynamics_model, dynamics_params, step)
-        next_observation = dist.rsample() if self.actor_model_noise else dist.mean
+        next_observation = self._bounded(dist.rsample() if self.actor_model_noise else dist.mean)
         if member is not None:
             step = step.exclude(self.dynamics_model.member_key)
         step.set(("next", keys.observation), next_observation)
@@ -280,4 +323,5 @@ class ImaginedSteps:
             keys.observation,
             keys.action,
             ensemble_reduction="average" if self.expansion_ensemble_mean else None,
+            bound=self._bounded,
         )

@@ -70,6 +70,10 @@ class S2VGLoss(ImaginedSteps, SoftTemperature, LossBase):
       ``actor_model_noise=False`` the imagined steps follow the model's mean,
       :math:`\hat s_{t+1} = \mathbb E[\hat f(\hat s_t, \tilde a_t, \zeta)]`
       (:math:`\zeta_t = 0`), and the policy's draws are the rollout's only noise.
+      With ``observation_bounds=(l, u)`` every imagined state is clipped to the box
+      the environment clips its observations to,
+      :math:`\hat s_{t+1} = \min(\max(\hat f(\cdot), l), u)` (zero gradient through
+      a clipped entry, as in the environment).
     * ``loss_qvalue`` (eq 7), twin Q by vmap, mean over the ``H`` expansion steps:
 
       .. math::
@@ -141,6 +145,14 @@ class S2VGLoss(ImaginedSteps, SoftTemperature, LossBase):
             variance between batches it dominates through several imagined steps; the
             objective leaves out the spread of the next state (:math:`V` of the mean instead
             of the mean of :math:`V`). The critic's imagined steps are not affected.
+        observation_bounds: ``(low, high)``, each ``[obs_dim]`` (``\pm`` inf where
+            unbounded): clip every imagined state (the actor's and the critic targets')
+            to this box, as the environment clips its observations (e.g. Hopper's and
+            Walker2d's joint velocities at 10: see
+            :func:`~torchrl_svg.modules.observation_bounds_for_env`). A learned model does
+            not know the clip and imagines states beyond it, which nothing has been fitted
+            on. Imagined steps a :class:`~torchrl_svg.data.ModelRollout` transform stored
+            are read as they are. ``None`` (default): no clipping.
         disagreement_bound: with an ensemble dynamics model, stop an imagined
             rollout (and bootstrap with :math:`V`) at the first state where the
             members' predicted means disagree by more than this (standard deviation
@@ -257,6 +269,7 @@ class S2VGLoss(ImaginedSteps, SoftTemperature, LossBase):
         expansion_entropy: bool = True,
         actor_horizon: int = 1,
         actor_model_noise: bool = True,
+        observation_bounds: tuple[Tensor, Tensor] | None = None,
         disagreement_bound: float | None = None,
         ensemble_members: str = "step",
         expansion_ensemble_mean: bool = False,
@@ -290,6 +303,7 @@ class S2VGLoss(ImaginedSteps, SoftTemperature, LossBase):
         self.num_qvalue_nets = int(num_qvalue_nets)
         self.expansion_entropy = bool(expansion_entropy)
         self.deactivate_vmap = deactivate_vmap
+        self._set_observation_bounds(observation_bounds)
 
         self.convert_to_functional(actor_network, "actor_network")
         self.convert_to_functional(qvalue_network, "qvalue_network", num_qvalue_nets)

@@ -37,6 +37,7 @@ __all__ = [
     "ModelSigma",
     "NetworkConfig",
     "Noise",
+    "ObservationBounds",
     "OptimConfig",
     "Precision",
     "ReplayBufferConfig",
@@ -55,6 +56,7 @@ ModelSigma = Literal["state", "constant"]
 EnsembleReduction = Literal["sample", "mean", "average"]
 Termination = Literal["known", "learned", "none"]
 RewardSource = Literal["learned", "known"]
+ObservationBounds = Literal["none", "known"]
 Noise = Literal["inferred", "sampled"]
 CriticLoss = Literal["l2", "smooth_l1", "l1"]
 EnsembleMembers = Literal["step", "rollout"]
@@ -203,6 +205,10 @@ class LossConfig:
         actor_model_noise: S2VG's actor: draw its imagined next states with fresh model
             noise (the paper) or take the model's mean (``false``: only the policy's draws
             are random along the rollout, a lower-variance gradient through H steps).
+        observation_bounds: S2VG's imagined states: ``"known"`` clips them to the box the
+            task clips its observations to (Hopper's and Walker2d's joint velocities; see
+            :func:`~torchrl_svg.modules.observation_bounds_for_env`, refused for a task
+            without known bounds) or ``"none"``.
         disagreement_bound: with a model ensemble, stop the actor's imagined rollouts where
             the members disagree by more than this (normalised units; ``None``: never).
         ensemble_members: with a sampling model ensemble, the actor's imagined rollouts draw a
@@ -226,6 +232,7 @@ class LossConfig:
     loss_function: CriticLoss = "l2"
     actor_horizon: int = 1
     actor_model_noise: bool = True
+    observation_bounds: ObservationBounds = "none"
     disagreement_bound: float | None = None
     ensemble_members: EnsembleMembers = "step"
     expansion_ensemble_mean: bool = False
@@ -449,6 +456,7 @@ KEY_OWNERS: dict[tuple[str, str], tuple[str, ...]] = {
     ("loss", "loss_function"): (*_SOFT, "svg0", *_SVG_CRITIC),
     ("loss", "actor_horizon"): ("s2vg",),
     ("loss", "actor_model_noise"): ("s2vg",),
+    ("loss", "observation_bounds"): ("s2vg",),
     ("loss", "disagreement_bound"): ("s2vg",),
     ("loss", "ensemble_members"): ("s2vg",),
     ("loss", "expansion_ensemble_mean"): ("s2vg",),

@@ -416,7 +416,7 @@ class FastS2VGUpdate(FastUpdate):
             step_action, step_log_prob = self.actor.sample(state)
             inputs = torch.cat([state, step_action], -1)
             loc, scale = self.dynamics.loc_scale(inputs, residual=state, reduction=reduction)
-            next_state = loc + scale * torch.empty_like(loc).normal_()
+            next_state = loss._bounded(loc + scale * torch.empty_like(loc).normal_())
             states.append(state)
             actions.append(step_action)
             log_probs.append(step_log_prob)
@@ -474,6 +474,7 @@ class FastS2VGUpdate(FastUpdate):
                 next_state = loc + scale * torch.empty_like(loc).normal_()
             else:  # the model's mean next state: the policy's draws are the only noise
                 next_state = loc
+            next_state = loss._bounded(next_state)  # observation_bounds, when set
             rewards.append(self.reward.loc_scale(inputs)[0].squeeze(-1))
             log_probs.append(step_log_prob)
             continuations.append(self.continuation(next_state))

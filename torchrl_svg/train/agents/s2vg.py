@@ -9,6 +9,7 @@ from tensordict import TensorDictBase
 from torchrl.data import ReplayBuffer, TensorSpec
 from torchrl.envs import EnvBase
 
+from torchrl_svg.modules import observation_bounds_for_env
 from torchrl_svg.objectives import S2VGLoss
 from torchrl_svg.train.agents.base import (
     Agent,
@@ -70,6 +71,11 @@ class S2VGAgent(Agent):
             expansion_entropy=cfg.loss.expansion_entropy,
             actor_horizon=cfg.loss.actor_horizon,
             actor_model_noise=cfg.loss.actor_model_noise,
+            observation_bounds=(
+                observation_bounds_for_env(cfg.env.name)
+                if cfg.loss.observation_bounds == "known"
+                else None
+            ),
             disagreement_bound=cfg.loss.disagreement_bound,
             ensemble_members=cfg.loss.ensemble_members,
             expansion_ensemble_mean=cfg.loss.expansion_ensemble_mean,

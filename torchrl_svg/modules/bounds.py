@@ -1,0 +1,58 @@
+"""Known bounds of a task's observations: what the environment clips before it observes."""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["KNOWN_OBSERVATION_BOUNDS_ENVS", "observation_bounds_for_env"]
+
+# task id -> (observation size, how many trailing entries are clipped, the clip)
+_CLIPPED_VELOCITIES: dict[str, tuple[int, int, float]] = {
+    # Gymnasium's Hopper and Walker2d observe np.clip(qvel, -10, 10): the last nv entries
+    "Hopper-v4": (11, 6, 10.0),
+    "Hopper-v5": (11, 6, 10.0),
+    "Walker2d-v4": (17, 9, 10.0),
+    "Walker2d-v5": (17, 9, 10.0),
+}
+
+#: The task ids :func:`observation_bounds_for_env` knows the observation clipping of.
+KNOWN_OBSERVATION_BOUNDS_ENVS = frozenset(_CLIPPED_VELOCITIES)
+
+
+def observation_bounds_for_env(
+    env_name: str, *, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""The box ``(low, high)`` a task's observations are clipped to, ``[obs_dim]`` each.
+
+    Gymnasium's ``Hopper`` and ``Walker2d`` (v4 and v5, default arguments) observe the
+    joint velocities through ``np.clip(qvel, -10, 10)``: about 5-20% of a learning run's
+    states sit on that clip. A learned dynamics model fitted to those observations does not
+    know the clip and predicts velocities beyond it, and a state predicted there is one no
+    critic, reward or dynamics network has seen. Passing these bounds to
+    :class:`~torchrl_svg.objectives.S2VGLoss` (``observation_bounds=``) clips the imagined
+    states as the environment clips its own. Unclipped entries are :math:`\pm\infty`.
+
+    Raises:
+        ValueError: for a task whose observation clipping is not known (see
+            :data:`KNOWN_OBSERVATION_BOUNDS_ENVS`); build the two tensors yourself.
+
+    Examples:
+        >>> low, high = observation_bounds_for_env("Walker2d-v5")
+        >>> low.shape, high[:8].isinf().all().item(), high[8:].tolist() == [10.0] * 9
+        (torch.Size([17]), True, True)
+        >>> observation_bounds_for_env("HalfCheetah-v5")
+        Traceback (most recent call last):
+        ...
+        ValueError: No known observation bounds for 'HalfCheetah-v5' ...
+
+    """
+    if env_name not in _CLIPPED_VELOCITIES:
+        raise ValueError(
+            f"No known observation bounds for {env_name!r} (known: "
+            f"{sorted(_CLIPPED_VELOCITIES)}). Pass observation_bounds=(low, high) tensors of "
+            "your own, or none."
+        )
+    size, clipped, clip = _CLIPPED_VELOCITIES[env_name]
+    high = torch.full((size,), float("inf"), dtype=dtype, device=device)
+    high[size - clipped :] = clip
+    return -high, high
