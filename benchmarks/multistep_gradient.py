@@ -174,7 +174,8 @@ def outside_the_replay(loss: S2VGLoss, replay, steps: int, states: int = 2048) -
     From ``states`` replay states, ``steps`` imagined steps as the run's actor takes them (its
     model noise, ensemble members and observation bounds); at each step, the share of states
     with an entry below the smallest or above the largest value of that entry in the replay,
-    and the mean :math:`V` of the states inside and outside (``None`` where there are none).
+    the share outside in each entry, and the mean :math:`V` of the states inside and outside
+    (``None`` where there are none); and the replay's box itself.
     """
     obs = replay["observation"]
     low, high = obs.min(0).values, obs.max(0).values
@@ -183,14 +184,23 @@ def outside_the_replay(loss: S2VGLoss, replay, steps: int, states: int = 2048) -
     member = None
     if loss.ensemble_members == "rollout":
         member = loss.dynamics_model.draw_members(state.shape[:-1], state.device)
-    out: dict[str, list] = {"share": [], "value_inside": [], "value_outside": []}
+    out: dict[str, list] = {
+        "replay_low": low.tolist(),
+        "replay_high": high.tolist(),
+        "share": [],
+        "share_per_entry": [],
+        "value_inside": [],
+        "value_outside": [],
+    }
     key = loss.tensor_keys.observation
     for _ in range(steps):
         action, _ = loss._policy(TensorDict({key: state}, [states]))
         state = loss._model_step(state, action, member)[1]
-        outside = ((state < low) | (state > high)).any(-1)
+        entries = (state < low) | (state > high)
+        outside = entries.any(-1)
         value = loss._state_value(state, loss.value_network_params)
         out["share"].append(float(outside.float().mean()))
+        out["share_per_entry"].append(entries.float().mean(0).tolist())
         for name, rows in (("value_inside", ~outside), ("value_outside", outside)):
             out[name].append(float(value[rows].mean()) if rows.any() else None)
     return out
