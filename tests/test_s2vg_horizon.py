@@ -312,18 +312,43 @@ def test_imagined_states_are_clipped_to_the_observation_bounds():
     }
     states = expansion.value_expansion(TensorDict(real, [64]))["observation"]  # [H, B, 1]
     assert states[2].max() <= 2.5 and states[2].min() > 2.4
+    # a replay transform that imagines the critic's steps, and an imagined environment
+    from torchrl.data import Bounded, Unbounded
+
+    from torchrl_svg.data import ModelRollout
+    from torchrl_svg.envs import WorldModelEnv
+    from torchrl_svg.modules import RewardModel, make_actor
+
+    actor = make_actor(1, Bounded(-1.0, 1.0, (1,)), hidden_sizes=(4,))
+    models = (actor, _constant_step_ensemble(), RewardModel(1, 1, hidden_sizes=(4,)))
+    for bounds in (None, box):
+        rollout = ModelRollout(*models, steps=2, observation_bounds=bounds)
+        imagined = rollout(TensorDict(real, [64]))["imagined", "next", "observation"]
+        env = WorldModelEnv(
+            *models[1:],
+            observation_spec=Unbounded((1,)),
+            action_spec=Bounded(-1.0, 1.0, (1,)),
+            initial_observations=torch.zeros(1),
+            batch_size=[16],
+            observation_bounds=bounds,
+        )
+        observed = env.rollout(3, actor)["next", "observation"][:, -1]  # after three steps
+        if bounds is None:  # past 2.5 from the first imagined step (from 2), or by the third
+            assert imagined.min() > 2.9 and observed.min() > 2.9
+        else:
+            assert imagined.max() <= 2.5 and observed.max() <= 2.5
 
 
 @pytest.mark.parametrize(
     "box, message",
     [
         ((torch.zeros(2), torch.ones(2)), r"low must have shape \[1\], got \(2,\)"),
-        ((torch.ones(1), torch.zeros(1)), "low <= high"),
-        ((torch.zeros(1),), "a \\(low, high\\) pair"),
+        ((torch.ones(1), torch.zeros(1)), "need low <= high"),
+        ((torch.zeros(1),), "must be a \\(low, high\\) pair"),
     ],
 )
 def test_observation_bounds_are_checked(box, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match="S2VGLoss: observation_bounds " + message):
         constant_step_loss(0.0, observation_bounds=box)
 
 

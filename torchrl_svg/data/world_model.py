@@ -19,6 +19,7 @@ from torchrl_svg._validation import (
     validate,
 )
 from torchrl_svg.data._sample import _params, _PolicyTransform
+from torchrl_svg.modules.bounds import checked_bounds, clip_to_bounds
 from torchrl_svg.objectives.functional import imagine_rollout
 
 __all__ = ["ModelRollout", "NormalizerUpdate"]
@@ -46,6 +47,9 @@ class ModelRollout(_PolicyTransform):
         ensemble_reduction: how an ensemble dynamics model combines its members in
             these rollouts (``"sample"``, ``"mean"``, ``"average"``; ``None``: as the
             model is configured).
+        observation_bounds: ``(low, high)``, each ``[obs_dim]``: clip every imagined state
+            to this box, as the environment clips its observations (see
+            :func:`~torchrl_svg.modules.observation_bounds_for_env`); ``None``: no clipping.
 
     Raises:
         KeyError / TypeError / ValueError: on a sampled batch that breaks the input
@@ -80,6 +84,7 @@ class ModelRollout(_PolicyTransform):
         action_key: NestedKey = "action",
         out_key: NestedKey = "imagined",
         ensemble_reduction: str | None = None,
+        observation_bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
         **options: Unpack[CheckOptions],
     ):
         if int(steps) != steps or steps < 1:
@@ -109,9 +114,15 @@ class ModelRollout(_PolicyTransform):
         self.steps = int(steps)
         self.observation_key = observation_key
         self.ensemble_reduction = ensemble_reduction
+        low, high = checked_bounds(observation_bounds, self.observation_dim, "ModelRollout")
+        self.register_buffer("observation_low", low, persistent=False)
+        self.register_buffer("observation_high", high, persistent=False)
 
     def _entries(self) -> list[Entry]:
         return [Entry(("next", self.observation_key), self.observation_dim)]
+
+    def _bounded(self, observation: torch.Tensor) -> torch.Tensor:
+        return clip_to_bounds(observation, self.observation_low, self.observation_high)
 
     @torch.no_grad()
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
@@ -132,6 +143,7 @@ class ModelRollout(_PolicyTransform):
             self.observation_key,
             self.action_key,
             ensemble_reduction=self.ensemble_reduction,
+            bound=self._bounded,
         )
         tensordict.set(self.out_key, rollout)
         return tensordict

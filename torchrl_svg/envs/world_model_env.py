@@ -39,6 +39,7 @@ from torchrl_svg.envs._imagined import (
     _leaf_spec,
     _model_device,
 )
+from torchrl_svg.modules.bounds import checked_bounds
 from torchrl_svg.modules.factories import env_specs
 
 __all__ = ["InitialObservations", "WorldModelEnv"]
@@ -135,7 +136,7 @@ class WorldModelEnv(ModelBasedEnvBase):
         observation_spec: the leaf observation spec, shape ``[obs_dim]``. Its
             shape and dtype are kept, but the env's observation spec is
             ``Unbounded``: model predictions are not confined to the real
-            env's bounds (nor clipped to them).
+            env's bounds (nor clipped to them: see ``observation_bounds``).
         action_spec: the leaf action spec, shape ``[action_dim]`` (kept as is;
             actions reach the models unclipped, as they were stored in the
             replay data the models were fitted on).
@@ -154,6 +155,9 @@ class WorldModelEnv(ModelBasedEnvBase):
         differentiable: keep gradients through the steps (default ``False``: no_grad).
         observation_key / action_key: the entries fed to the models.
         seed: seed of the generator of start-state draws (``None``: torch's global RNG).
+        observation_bounds: ``(low, high)``, each ``[obs_dim]``: clip every next observation
+            to this box, as the real environment clips its observations (see
+            :func:`~torchrl_svg.modules.observation_bounds_for_env`); ``None``: no clipping.
 
     Raises:
         ValueError: at construction, if a model's ``observation_dim`` or
@@ -212,6 +216,7 @@ class WorldModelEnv(ModelBasedEnvBase):
         observation_key: NestedKey = "observation",
         action_key: NestedKey = "action",
         seed: int | None = None,
+        observation_bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
     ):
         observation_spec = _leaf_spec(observation_spec, "observation")
         action_spec = _leaf_spec(action_spec, "action")
@@ -238,6 +243,7 @@ class WorldModelEnv(ModelBasedEnvBase):
             default_interaction_type=default_interaction_type,
             sample_reward=sample_reward,
             sample_termination=sample_termination,
+            observation_bounds=checked_bounds(observation_bounds, obs_dim, "WorldModelEnv"),
         )
         super().__init__(transition, device=device, batch_size=torch.Size(batch_size))
         self.observation_key = observation_key

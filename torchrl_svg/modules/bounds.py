@@ -56,3 +56,44 @@ def observation_bounds_for_env(
     high = torch.full((size,), float("inf"), dtype=dtype, device=device)
     high[size - clipped :] = clip
     return -high, high
+
+
+def checked_bounds(
+    bounds: tuple[torch.Tensor, torch.Tensor] | None, size: int | None, owner: str
+) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
+    """``observation_bounds`` as two ``[size]`` tensors, checked (``(None, None)`` for ``None``).
+
+    Raises:
+        ValueError: bounds that are not a ``(low, high)`` pair of ``[size]`` tensors with
+            ``low <= high`` and no NaN, naming ``owner`` and the shapes.
+    """
+    if bounds is None:
+        return None, None
+    if len(bounds) != 2:
+        raise ValueError(
+            f"{owner}: observation_bounds must be a (low, high) pair, got {len(bounds)} items."
+        )
+    low, high = (torch.as_tensor(b, dtype=torch.get_default_dtype()) for b in bounds)
+    for name, b in (("low", low), ("high", high)):
+        if b.ndim != 1 or (size is not None and b.shape[0] != size):
+            raise ValueError(
+                f"{owner}: observation_bounds {name} must have shape [{size or 'obs_dim'}], "
+                f"got {tuple(b.shape)}."
+            )
+    if low.shape != high.shape:
+        raise ValueError(
+            f"{owner}: observation_bounds low {tuple(low.shape)} and high {tuple(high.shape)} "
+            "differ in shape."
+        )
+    if low.isnan().any() or high.isnan().any() or (low > high).any():
+        raise ValueError(f"{owner}: observation_bounds need low <= high everywhere, with no NaN.")
+    return low, high
+
+
+def clip_to_bounds(
+    observation: torch.Tensor, low: torch.Tensor | None, high: torch.Tensor | None
+) -> torch.Tensor:
+    """``observation`` clipped to ``[low, high]`` (itself when there are no bounds)."""
+    if low is None or high is None:
+        return observation
+    return torch.clamp(observation, low.to(observation), high.to(observation))

@@ -17,6 +17,7 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from torch import Tensor
 
+from torchrl_svg.modules.bounds import checked_bounds, clip_to_bounds
 from torchrl_svg.modules.termination import Termination
 from torchrl_svg.objectives._base import check_horizon
 from torchrl_svg.objectives._common import (
@@ -169,44 +170,15 @@ class ImaginedSteps:
     observation_high: Tensor | None
 
     def _set_observation_bounds(self, bounds: tuple[Tensor, Tensor] | None) -> None:
-        """Keep ``(low, high)`` as the non-persistent buffers ``observation_low/high``.
-
-        Raises:
-            ValueError: bounds that are not two ``[obs_dim]`` tensors with ``low <= high``
-                (naming the sizes), or that hold NaN.
-        """
-        low = high = None
-        if bounds is not None:
-            if len(bounds) != 2:
-                raise ValueError(
-                    f"observation_bounds must be a (low, high) pair, got {len(bounds)} items."
-                )
-            low, high = (torch.as_tensor(b, dtype=torch.get_default_dtype()) for b in bounds)
-            size = self.observation_dim
-            for name, b in (("low", low), ("high", high)):
-                if b.ndim != 1 or (size is not None and b.shape[0] != size):
-                    raise ValueError(
-                        f"observation_bounds {name} must have shape [{size or 'obs_dim'}], "
-                        f"got {tuple(b.shape)}."
-                    )
-            if low.shape != high.shape:
-                raise ValueError(
-                    f"observation_bounds low {tuple(low.shape)} and high {tuple(high.shape)} "
-                    "differ in shape."
-                )
-            if low.isnan().any() or high.isnan().any() or (low > high).any():
-                raise ValueError("observation_bounds need low <= high everywhere, with no NaN.")
+        """Keep ``(low, high)`` as the non-persistent buffers ``observation_low/high``."""
+        low, high = checked_bounds(bounds, self.observation_dim, type(self).__name__)
         # not saved in the state_dict: they come from the constructor, as the horizon does
         self.register_buffer("observation_low", low, persistent=False)
         self.register_buffer("observation_high", high, persistent=False)
 
     def _bounded(self, observation: Tensor) -> Tensor:
         """An imagined observation clipped to ``observation_bounds`` (itself without them)."""
-        if self.observation_low is None:
-            return observation
-        low = self.observation_low.to(observation.dtype)
-        high = self.observation_high.to(observation.dtype)
-        return torch.clamp(observation, low, high)
+        return clip_to_bounds(observation, self.observation_low, self.observation_high)
 
     def _policy(self, tensordict: TensorDictBase) -> tuple[Tensor, Tensor]:
         """Reparameterised action and its log-probability at the states of ``tensordict``."""

@@ -145,7 +145,7 @@ class S2VGLoss(ImaginedSteps, SoftTemperature, LossBase):
             variance between batches it dominates through several imagined steps; the
             objective leaves out the spread of the next state (:math:`V` of the mean instead
             of the mean of :math:`V`). The critic's imagined steps are not affected.
-        observation_bounds: ``(low, high)``, each ``[obs_dim]`` (``\pm`` inf where
+        observation_bounds: ``(low, high)``, each ``[obs_dim]`` (:math:`\pm\infty` where
             unbounded): clip every imagined state (the actor's and the critic targets')
             to this box, as the environment clips its observations (e.g. Hopper's and
             Walker2d's joint velocities at 10: see
