@@ -25,8 +25,8 @@ def observation_bounds_for_env(
     r"""The box ``(low, high)`` a task's observations are clipped to, ``[obs_dim]`` each.
 
     Gymnasium's ``Hopper`` and ``Walker2d`` (v4 and v5, default arguments) observe the
-    joint velocities through ``np.clip(qvel, -10, 10)``: about 5-20% of a learning run's
-    states sit on that clip. A learned dynamics model fitted to those observations does not
+    joint velocities through ``np.clip(qvel, -10, 10)``, and a learning run's replay holds
+    many states on that clip. A learned dynamics model fitted to those observations does not
     know the clip and predicts velocities beyond it, and a state predicted there is one no
     critic, reward or dynamics network has seen. Passing these bounds to
     :class:`~torchrl_svg.objectives.S2VGLoss` (``observation_bounds=``) clips the imagined
