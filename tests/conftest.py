@@ -177,3 +177,30 @@ def make_s2vg(
         **loss_kwargs,
     )
     return _finish(loss, keys)
+
+
+def constant_step_loss(log_std: float, **options) -> S2VGLoss:
+    """An H = 3 S2VG loss on a 1-d task whose 3 dynamics members move the state by 1, 2, 3."""
+    from torchrl.data import Bounded
+
+    from torchrl_svg.modules import GaussianDynamics, RewardModel, make_actor, make_value
+
+    dynamics = GaussianDynamics(1, 1, hidden_sizes=(4,), ensemble_size=3, sigma="constant")
+    with torch.no_grad():
+        for w in dynamics.net.weights:
+            w.zero_()
+        for b in dynamics.net.biases:
+            b.zero_()
+        dynamics.net.biases[-1][:, 0] = torch.tensor([1.0, 2.0, 3.0])  # member e: e + 1
+        dynamics.log_std.fill_(log_std)
+    loss = S2VGLoss(
+        make_actor(1, Bounded(-1.0, 1.0, (1,)), hidden_sizes=(4,)),
+        make_qvalue(1, 1, hidden_sizes=(4,)),
+        make_value(1, hidden_sizes=(4,)),
+        dynamics,
+        RewardModel(1, 1, hidden_sizes=(4,)),
+        actor_horizon=3,
+        **options,
+    )
+    loss.make_value_estimator(gamma=0.9)
+    return loss

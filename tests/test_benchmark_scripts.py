@@ -146,3 +146,23 @@ def test_mujoco_grid_compares_the_chosen_variant_seed_for_seed():
     # a one-step variant with fewer seeds there leaves it undecided
     at_budget["s2vg_learned_alpha"] = {0: _evals(*([0.0] * (n - 1) + [1.0]))}
     assert grid.compare_at_matched_steps(at_budget, chosen)["beats_one_step"] is None
+
+
+def test_multistep_gradient_counts_imagined_states_outside_the_replay():
+    # a 1-d task whose models move every state by 1, 2 or 3 per step; replay states in [0, 1]:
+    # every imagined state leaves the replay's box at the first step, unless the loss clips
+    # the imagined states to it
+    import torch
+    from conftest import constant_step_loss
+    from tensordict import TensorDict
+
+    multistep_gradient = _script("multistep_gradient")
+    torch.manual_seed(0)
+    replay = TensorDict({"observation": torch.rand(256, 1)}, [256])
+    free = multistep_gradient.outside_the_replay(constant_step_loss(-20.0), replay, 3, 64)
+    assert free["share"] == [1.0, 1.0, 1.0] and free["value_inside"] == [None] * 3
+    assert free["share_per_entry"] == [[1.0]] * 3 and len(free["value_outside"]) == 3
+    assert 0.0 <= free["replay_low"][0] < free["replay_high"][0] <= 1.0
+    box = (replay["observation"].min(0).values, replay["observation"].max(0).values)
+    clipped = constant_step_loss(-20.0, observation_bounds=box)
+    assert multistep_gradient.outside_the_replay(clipped, replay, 3, 64)["share"] == [0.0] * 3

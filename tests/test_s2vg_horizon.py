@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from conftest import constant_step_loss
 from tensordict import TensorDict
 from torchrl.objectives import SoftUpdate
 
@@ -124,33 +125,6 @@ def test_soft_model_return_with_a_distrusted_step_stops_with_the_value():
     # a terminal continuation after step 0 removes everything later
     got = soft_model_return(rewards, log_probs, [0 * one, one, one], final, 0.0, 0.5)
     torch.testing.assert_close(got, one)
-
-
-def constant_step_loss(log_std: float, **options) -> S2VGLoss:
-    """An H = 3 S2VG loss on a 1-d task whose 3 dynamics members move the state by 1, 2, 3."""
-    from torchrl.data import Bounded
-
-    from torchrl_svg.modules import GaussianDynamics, RewardModel, make_actor, make_value
-
-    dynamics = GaussianDynamics(1, 1, hidden_sizes=(4,), ensemble_size=3, sigma="constant")
-    with torch.no_grad():
-        for w in dynamics.net.weights:
-            w.zero_()
-        for b in dynamics.net.biases:
-            b.zero_()
-        dynamics.net.biases[-1][:, 0] = torch.tensor([1.0, 2.0, 3.0])  # member e: e + 1
-        dynamics.log_std.fill_(log_std)
-    loss = S2VGLoss(
-        make_actor(1, Bounded(-1.0, 1.0, (1,)), hidden_sizes=(4,)),
-        make_qvalue(1, 1, hidden_sizes=(4,)),
-        make_value(1, hidden_sizes=(4,)),
-        dynamics,
-        RewardModel(1, 1, hidden_sizes=(4,)),
-        actor_horizon=3,
-        **options,
-    )
-    loss.make_value_estimator(gamma=0.9)
-    return loss
 
 
 def imagined_steps(loss: S2VGLoss, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
