@@ -95,25 +95,30 @@ def soft_return_parts(loss: S2VGLoss, rollout: dict, value: torch.Tensor) -> dic
     }
 
 
-def _actor_gradients(loss: S2VGLoss, batch) -> tuple[dict[str, torch.Tensor], float]:
+def _actor_gradients(
+    loss: S2VGLoss, batch, whole_only: bool = False
+) -> tuple[dict[str, torch.Tensor], float]:
     r"""The actor's gradient on one batch, whole and split into its three parts.
 
     The soft return of eq 11 (``H = 1``) or of ``H`` imagined steps is the sum of the
     discounted model rewards, the discounted entropy bonuses :math:`-\alpha\log\pi` of the
     imagined actions and the discounted :math:`V(\hat s_H)`. With the same imagined steps
     (the same noise) the gradient of the first alone is the ``"reward_part"``, of the second
-    the ``"entropy_part"`` and the rest the ``"value_part"``. Returns the gradients (flat)
-    and the mean soft model return.
+    the ``"entropy_part"`` and the rest the ``"value_part"``. Returns the gradients (flat;
+    ``"whole"`` alone with ``whole_only``, the same draws) and the mean soft model return.
     """
     params = list(loss.actor_network_params.values(True, True))
     rollout = loss._actor_rollout(batch)
     value = loss._state_value(rollout["final_state"], loss._cached_detached_value_params)
     parts = soft_return_parts(loss, rollout, value)
+    if whole_only:
+        parts = {"whole": parts["whole"]}
     out = {}
     for name, objective in parts.items():
         grads = torch.autograd.grad(-objective.mean(), params, retain_graph=True, allow_unused=True)
         out[name] = torch.cat([g.reshape(-1) for g in grads if g is not None])
-    out["value_part"] = out["whole"] - out["reward_part"] - out["entropy_part"]
+    if not whole_only:
+        out["value_part"] = out["whole"] - out["reward_part"] - out["entropy_part"]
     return out, float(parts["whole"].detach().mean())
 
 
@@ -217,19 +222,21 @@ ALTERNATIVES = {
 
 
 def _batch_gradients(
-    run_dir: Path, samples: list, overrides: list[str]
+    run_dir: Path, samples: list, overrides: list[str], whole_only: bool = False
 ) -> tuple[dict[str, list[torch.Tensor]], list[float]]:
-    """Each replay batch's actor gradient (whole and parts) and soft model return.
+    """Each replay batch's actor gradient (whole and parts, or whole only) and soft model return.
 
     The run's agent is rebuilt with ``overrides`` and its checkpoint loaded; batch ``i``
     draws its noise from seed ``i``.
     """
     loss = load_run(run_dir, 60_000, overrides)[1].loss
-    parts: dict[str, list[torch.Tensor]] = {name: [] for name in PARTS}
+    parts: dict[str, list[torch.Tensor]] = {
+        name: [] for name in (PARTS[:1] if whole_only else PARTS)
+    }
     returns = []
     for index, batch in enumerate(samples):
         torch.manual_seed(index)
-        grads, ret = _actor_gradients(loss, batch.clone())
+        grads, ret = _actor_gradients(loss, batch.clone(), whole_only)
         for name, g in grads.items():
             parts[name].append(g)
         returns.append(ret)
@@ -297,7 +304,7 @@ def measure(
         result[f"horizons_{name}"] = {}
         for horizon in horizons:
             overrides = [f"loss.actor_horizon={horizon}", *settings]
-            whole = _batch_gradients(run_dir, samples, overrides)[0]["whole"]
+            whole = _batch_gradients(run_dir, samples, overrides, whole_only=True)[0]["whole"]
             norms = [float(g.norm()) for g in whole]
             result[f"horizons_{name}"][str(horizon)] = {
                 **_consistency(whole),
