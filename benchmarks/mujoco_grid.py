@@ -109,6 +109,17 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
             "loss.fixed_alpha=false",
         ),
     ),
+    # both: on seed 0's checkpoints the H = 5 gradient is then the most consistent of all
+    "s2vg_h5_model_mean_bounded_learned_alpha": (
+        "s2vg",
+        (
+            *MULTISTEP,
+            "loss.actor_horizon=5",
+            "loss.actor_model_noise=false",
+            "loss.observation_bounds=known",
+            "loss.fixed_alpha=false",
+        ),
+    ),
 }
 ALGORITHMS = tuple(VARIANTS)
 LABELS = {
@@ -123,6 +134,7 @@ LABELS = {
     "s2vg_h5_learned_alpha": "S2VG, multi-step actor H=5, learned alpha",
     "s2vg_h5_model_mean_learned_alpha": "S2VG, H=5 through the model's mean, learned alpha",
     "s2vg_h5_bounded_learned_alpha": "S2VG, H=5, imagined states clipped as observed, learned alpha",
+    "s2vg_h5_model_mean_bounded_learned_alpha": "S2VG, H=5 through the model's mean, clipped, learned alpha",
 }
 BUDGET = 100_000
 #: The candidates of the multi-step actor's horizon choice, both with alpha learned (the

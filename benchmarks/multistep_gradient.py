@@ -25,7 +25,8 @@ is the model noise's, and (the cosine of the two mean gradients at the same ``H`
 noiseless objective turns the expected gradient. With ``--bounded`` it does the same with the
 imagined states clipped to the task's known observation bounds (``loss.observation_bounds=known``:
 Hopper's and Walker2d's joint velocities, which the environment observes clipped at 10), under
-``"horizons_bounded"``.
+``"horizons_bounded"``; with both flags, also with both settings at once
+(``"horizons_model_mean_bounded"``).
 
 Where the imagined states go: from replay states, the share of the current policy's imagined
 states (the run's own settings) outside the box of every state in the replay buffer (per
@@ -218,6 +219,10 @@ PARTS = ("whole", "reward_part", "entropy_part", "value_part")
 ALTERNATIVES = {
     "model_mean": (("loss.actor_model_noise=false",), "cosine_of_mean_with_model_noise_mean"),
     "bounded": (("loss.observation_bounds=known",), "cosine_of_mean_with_unbounded_mean"),
+    "model_mean_bounded": (
+        ("loss.actor_model_noise=false", "loss.observation_bounds=known"),
+        "cosine_of_mean_with_run_settings_mean",
+    ),
 }
 
 
@@ -346,7 +351,13 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     for run in args.runs:
         alternatives = [
-            name for name, on in (("model_mean", args.model_mean), ("bounded", args.bounded)) if on
+            name
+            for name, on in (
+                ("model_mean", args.model_mean),
+                ("bounded", args.bounded),
+                ("model_mean_bounded", args.model_mean and args.bounded),
+            )
+            if on
         ]
         result = measure(run, args.horizons, args.batches, alternatives)
         name = f"{run.parent.name}_{run.name}_multistep_gradient_at{result['frames']}.json"
