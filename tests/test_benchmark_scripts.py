@@ -166,3 +166,17 @@ def test_multistep_gradient_counts_imagined_states_outside_the_replay():
     box = (replay["observation"].min(0).values, replay["observation"].max(0).values)
     clipped = constant_step_loss(-20.0, observation_bounds=box)
     assert multistep_gradient.outside_the_replay(clipped, replay, 3, 64)["share"] == [0.0] * 3
+
+
+def test_every_mujoco_grid_variant_is_a_valid_configuration():
+    # a typo in a variant's keys or values would only show when its run starts, hours later
+    from torchrl_svg.train import load_config
+
+    grid = _script("mujoco_grid")
+    for name, (algorithm, overrides) in grid.VARIANTS.items():
+        for task in grid.TASKS:
+            cfg = load_config(
+                [f"algorithm={algorithm}", f"env.name={task}", *grid.GRID_OVERRIDES, *overrides]
+            )
+            assert cfg.algorithm == algorithm and cfg.collector.total_frames == grid.BUDGET
+        assert name in grid.LABELS
