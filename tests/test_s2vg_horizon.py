@@ -451,9 +451,13 @@ def test_average_reduction_leaves_the_disagreement_out():
             ],
             "model.ensemble_reduction=sample",
         ),
+        (
+            ["env.name=HalfCheetah-v5", "loss.observation_bounds=known"],
+            "observation clipping is known .*'HalfCheetah-v5' has none",
+        ),
     ],
 )
-def test_the_recipe_refuses_ensemble_switches_without_an_ensemble_to_use(overrides, message):
+def test_the_recipe_refuses_model_switches_without_what_they_need(overrides, message):
     from torchrl_svg.train.config import ConfigError, load_config
 
     with pytest.raises(ConfigError, match=message):
@@ -461,3 +465,4 @@ def test_the_recipe_refuses_ensemble_switches_without_an_ensemble_to_use(overrid
     load_config(  # with what they need, they are accepted
         ["loss.expansion_ensemble_mean=true", "model.ensemble_size=3", "loss.horizon=2"]
     )
+    load_config(["env.name=Walker2d-v5", "loss.observation_bounds=known"])

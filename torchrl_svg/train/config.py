@@ -178,6 +178,15 @@ def _validate(cfg: Config) -> None:
         wandb_mode(cfg.logger.mode)  # a bad WANDB_MODE fails here, before anything is built
     if cfg.algorithm == "s2vg":
         validate_s2vg_ensemble(cfg)
+    if cfg.algorithm == "s2vg" and cfg.loss.observation_bounds == "known":
+        from torchrl_svg.modules.bounds import KNOWN_OBSERVATION_BOUNDS_ENVS
+
+        if cfg.env.name not in KNOWN_OBSERVATION_BOUNDS_ENVS:
+            raise ConfigError(
+                f"loss.observation_bounds='known' needs a task whose observation clipping is "
+                f"known ({sorted(KNOWN_OBSERVATION_BOUNDS_ENVS)}); {cfg.env.name!r} has none: "
+                "use loss.observation_bounds=none."
+            )
     if cfg.model.reward == "known" and cfg.env.name not in KNOWN_REWARD_ENVS:
         raise ConfigError(
             f"model.reward='known' needs a task with a known differentiable reward "
