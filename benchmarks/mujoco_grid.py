@@ -574,6 +574,21 @@ def _write_table(summary: dict, path: Path) -> None:
             lines.append(
                 f"- {task}: does the chosen multi-step variant beat S2VG H = 1? {verdict}."
             )
+        diagnostics = sorted(
+            p.name for p in (path.parent / "diagnostics").glob("*_multistep_gradient_at*.json")
+        )
+        if diagnostics:
+            lines += [
+                "",
+                "The diagnostic, per checkpoint (`benchmarks/multistep_gradient.py`, each file "
+                "with the command that made it; summarised in [`benchmarks/README.md`]"
+                "(../../README.md)): the actor gradient's consistency between replay batches at "
+                "H = 1, 3, 5 (with the model's noise, at its mean, with the imagined states "
+                "clipped), the ensemble's disagreement and the open-loop model error along the "
+                "horizon, and the share of imagined states outside the replay's range: "
+                + ", ".join(f"[`{n}`](diagnostics/{n})" for n in diagnostics)
+                + ".",
+            ]
     path.write_text("\n".join(lines) + "\n")
 
 
