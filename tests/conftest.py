@@ -179,12 +179,12 @@ def make_s2vg(
     return _finish(loss, keys)
 
 
-def constant_step_loss(log_std: float, **options) -> S2VGLoss:
-    """An H = 3 S2VG loss on a 1-d task whose 3 dynamics members move the state by 1, 2, 3."""
-    from torchrl.data import Bounded
+def constant_step_ensemble(log_std: float = -20.0) -> GaussianDynamics:
+    """A 1-d dynamics ensemble whose 3 members move the state by 1, 2 and 3.
 
-    from torchrl_svg.modules import GaussianDynamics, RewardModel, make_actor, make_value
-
+    ``log_std``: the noise's normalised log-std (-20 is soft-clamped to exp(-5): noise below
+    0.05).
+    """
     dynamics = GaussianDynamics(1, 1, hidden_sizes=(4,), ensemble_size=3, sigma="constant")
     with torch.no_grad():
         for w in dynamics.net.weights:
@@ -193,11 +193,20 @@ def constant_step_loss(log_std: float, **options) -> S2VGLoss:
             b.zero_()
         dynamics.net.biases[-1][:, 0] = torch.tensor([1.0, 2.0, 3.0])  # member e: e + 1
         dynamics.log_std.fill_(log_std)
+    return dynamics
+
+
+def constant_step_loss(log_std: float, **options) -> S2VGLoss:
+    """An H = 3 S2VG loss on the 1-d task of :func:`constant_step_ensemble`."""
+    from torchrl.data import Bounded
+
+    from torchrl_svg.modules import RewardModel, make_actor, make_value
+
     loss = S2VGLoss(
         make_actor(1, Bounded(-1.0, 1.0, (1,)), hidden_sizes=(4,)),
         make_qvalue(1, 1, hidden_sizes=(4,)),
         make_value(1, hidden_sizes=(4,)),
-        dynamics,
+        constant_step_ensemble(log_std),
         RewardModel(1, 1, hidden_sizes=(4,)),
         actor_horizon=3,
         **options,

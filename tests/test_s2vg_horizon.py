@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import constant_step_loss
+from conftest import constant_step_ensemble, constant_step_loss
 from tensordict import TensorDict
 from torchrl.objectives import SoftUpdate
 
@@ -294,7 +294,7 @@ def test_imagined_states_are_clipped_to_the_observation_bounds():
     from torchrl_svg.modules import RewardModel, make_actor
 
     actor = make_actor(1, Bounded(-1.0, 1.0, (1,)), hidden_sizes=(4,))
-    models = (actor, _constant_step_ensemble(), RewardModel(1, 1, hidden_sizes=(4,)))
+    models = (actor, constant_step_ensemble(), RewardModel(1, 1, hidden_sizes=(4,)))
     for bounds in (None, box):
         rollout = ModelRollout(*models, steps=2, observation_bounds=bounds)
         imagined = rollout(TensorDict(real, [64]))["imagined", "next", "observation"]
@@ -326,21 +326,6 @@ def test_observation_bounds_are_checked(box, message):
         constant_step_loss(0.0, observation_bounds=box)
 
 
-def _constant_step_ensemble():
-    """Three members that move the state by 1, 2 and 3, with negligible noise."""
-    from torchrl_svg.modules import GaussianDynamics
-
-    dynamics = GaussianDynamics(1, 1, hidden_sizes=(4,), ensemble_size=3, sigma="constant")
-    with torch.no_grad():
-        for w in dynamics.net.weights:
-            w.zero_()
-        for b in dynamics.net.biases:
-            b.zero_()
-        dynamics.net.biases[-1][:, 0] = torch.tensor([1.0, 2.0, 3.0])
-        dynamics.log_std.fill_(-20.0)  # (soft-clamped to exp(-5): noise below 0.05)
-    return dynamics
-
-
 @pytest.mark.parametrize("mean", [False, True])
 def test_critic_targets_from_the_ensemble_mean(mean):
     # the value expansion's imagined steps: one member per sample (steps of 1, 2 or 3), or,
@@ -352,7 +337,7 @@ def test_critic_targets_from_the_ensemble_mean(mean):
 
     spec = Bounded(-1.0, 1.0, (1,))
     actor, reward = make_actor(1, spec, hidden_sizes=(4,)), RewardModel(1, 1, hidden_sizes=(4,))
-    dynamics = _constant_step_ensemble()
+    dynamics = constant_step_ensemble()
     loss = S2VGLoss(
         actor,
         make_qvalue(1, 1, hidden_sizes=(4,)),
@@ -412,7 +397,7 @@ def test_critic_targets_from_the_ensemble_mean_are_refused_where_they_do_nothing
     with pytest.raises(ValueError, match="ensemble_size=1, horizon=3"):
         build(GaussianDynamics(1, 1, hidden_sizes=(4,)), 3)
     with pytest.raises(ValueError, match="horizon >= 2"):
-        build(_constant_step_ensemble(), 1)
+        build(constant_step_ensemble(), 1)
     with pytest.raises(ValueError, match="'sample', 'mean' or 'average'"):
         GaussianDynamics(1, 1, hidden_sizes=(4,), ensemble_reduction="median")
 
