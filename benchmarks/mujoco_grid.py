@@ -351,12 +351,21 @@ def compare_at_matched_steps(
 
 
 def _comparisons(runs: dict, choice: dict | None) -> list[dict]:
-    """The chosen variant's comparisons: where all its seeds are, and at the budget if apart."""
+    """The chosen variant's comparisons: where all its seeds are, and at the budget if apart.
+
+    The first is left out while a seed that has just started holds it at the first
+    evaluation (the random warm-up's, where nothing has learned yet).
+    """
     if not choice or not choice["chosen"]:
         return []
     common = compare_at_matched_steps(runs, choice["chosen"])
     at_budget = compare_at_matched_steps(runs, choice["chosen"], BUDGET)
-    return [common] + ([at_budget] if at_budget["seeds"] and common["frames"] < BUDGET else [])
+    first = min(
+        (int(rows[0]["frames"]) for rows in runs.get(choice["chosen"], {}).values() if rows),
+        default=None,
+    )
+    out = [common] if common["frames"] != first or common["frames"] >= BUDGET else []
+    return out + ([at_budget] if at_budget["seeds"] and common["frames"] < BUDGET else [])
 
 
 def report(run_root: Path, out: Path, grid: list[tuple[str, str, int]] | None = None) -> dict:

@@ -146,6 +146,16 @@ def test_mujoco_grid_compares_the_chosen_variant_seed_for_seed():
     # a one-step variant with fewer seeds there leaves it undecided
     at_budget["s2vg_learned_alpha"] = {0: _evals(*([0.0] * (n - 1) + [1.0]))}
     assert grid.compare_at_matched_steps(at_budget, chosen)["beats_one_step"] is None
+    # the report: a seed that has just started does not pull the comparison back to the first
+    # evaluation (the warm-up's); the budget's comparison stands alone then
+    at_budget[chosen][2] = _evals(0.0)
+    report = grid._comparisons(at_budget, {"chosen": chosen})
+    assert [c["frames"] for c in report] == [grid.BUDGET] and report[0]["seeds"] == [0, 1]
+    at_budget[chosen][2] = _evals(0.0, 1.0)
+    assert [c["frames"] for c in grid._comparisons(at_budget, {"chosen": chosen})] == [
+        10000,
+        grid.BUDGET,
+    ]
 
 
 def test_multistep_gradient_counts_imagined_states_outside_the_replay():
