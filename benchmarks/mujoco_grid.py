@@ -142,6 +142,15 @@ BUDGET = 100_000
 #: ran). The choice is made on seed 0 only and then frozen for the other seeds.
 HORIZON_CANDIDATES = {"s2vg_h3_learned_alpha": 3, "s2vg_h5_learned_alpha": 5}
 CHOICE_SEED = 0
+#: The choice as it was frozen: the variant :func:`choose_horizon`'s rule picked and the last
+#: seed-0 evaluation step it scored, when the chosen variant's other seeds were started
+#: (HalfCheetah: 2,295 against 1,908 over 5k-25k, scored on seed 0's first run, whose
+#: directory was lost at 30k; Walker2d: 259 against 234 over 5k-45k). Later seed-0
+#: evaluations are reported beside it and do not change it.
+CHOICE_FROZEN = {
+    "HalfCheetah-v5": ("s2vg_h5_learned_alpha", 25_000),
+    "Walker2d-v5": ("s2vg_h5_learned_alpha", 45_000),
+}
 #: What the chosen multi-step variant is compared with, seed for seed at the same steps: S2VG's
 #: one-step actor (eq 11) as the preset runs it and with alpha learned as the multi-step
 #: variants learn it, and SAC with a learned alpha.
@@ -229,32 +238,82 @@ def finished_elsewhere(run_root: Path, out: Path, algorithm: str, task: str, see
     return not (folder / "eval.csv").exists() and bool(rows) and rows[-1]["frames"] >= BUDGET
 
 
-def choose_horizon(runs: dict[str, dict[int, list[dict[str, float]]]]) -> dict:
+def choose_horizon(
+    runs: dict[str, dict[int, list[dict[str, float]]]], frozen: tuple[str, int] | None = None
+) -> dict:
     """The multi-step horizon for one task, chosen on seed 0 alone.
 
     Each candidate of :data:`HORIZON_CANDIDATES` is scored by its seed-0 mean evaluation
     return over the evaluation steps that every candidate's seed 0 reached (the area under the
-    curves up to where the shorter one ends), and the higher score wins. The choice is
-    ``final`` once every candidate's seed 0 reached the budget, ``provisional`` before.
+    curves up to where the shorter one ends), and the higher score wins. Unfrozen, the choice
+    is ``final`` once every candidate's seed 0 reached the budget, ``provisional`` before.
+    Frozen (``frozen=(algorithm, step)``, see :data:`CHOICE_FROZEN`), the choice is that
+    algorithm whatever the curves say now; the scores are taken over the common steps up to
+    ``step``, and the status says if the rule over those steps now picks another candidate
+    (a seed-0 run restarted since). The scores over every common step are returned beside
+    them as ``scores_to_date`` either way.
 
     Args:
         runs: ``{algorithm: {seed: evaluation rows}}`` of one task.
+        frozen: the frozen choice and the last seed-0 evaluation step it was scored over.
 
     Returns:
         The candidates' scores, the steps they are taken over, the chosen algorithm and its
-        horizon (``None`` while a candidate has no seed-0 evaluations) and the status.
+        horizon (``None`` while unfrozen and a candidate has no seed-0 evaluations), the
+        status, and the scores over every step both candidates' seed 0 reached.
 
     Examples:
         >>> rows = lambda *r: [{"frames": 5000.0 * (i + 1), "return_mean": v} for i, v in enumerate(r)]
-        >>> choice = choose_horizon({
+        >>> runs = {
         ...     "s2vg_h3_learned_alpha": {0: rows(10.0, 300.0, 200.0)},
-        ...     "s2vg_h5_learned_alpha": {0: rows(10.0, 250.0)},
-        ... })
+        ...     "s2vg_h5_learned_alpha": {0: rows(10.0, 250.0, 900.0)},
+        ... }
+        >>> choice = choose_horizon(runs)
         >>> choice["chosen"], choice["horizon"], choice["frames"], choice["status"]
-        ('s2vg_h3_learned_alpha', 3, [5000, 10000], 'provisional')
+        ('s2vg_h5_learned_alpha', 5, [5000, 10000, 15000], 'provisional')
+        >>> frozen = choose_horizon(runs, frozen=("s2vg_h3_learned_alpha", 10_000))
+        >>> frozen["chosen"], frozen["frames"], frozen["status"]
+        ('s2vg_h3_learned_alpha', [5000, 10000], 'frozen at 10k')
     """
     seed0 = {a: runs.get(a, {}).get(CHOICE_SEED, []) for a in HORIZON_CANDIDATES}
     missing = sorted(a for a, rows in seed0.items() if not rows)
+    common = (
+        []
+        if missing
+        else sorted(
+            set.intersection(*({int(r["frames"]) for r in rows} for rows in seed0.values()))
+        )
+    )
+
+    def scored(frames: list[int]) -> dict[str, float]:
+        if not frames:
+            return {}
+        return {
+            a: sum(r["return_mean"] for r in rows if int(r["frames"]) in frames) / len(frames)
+            for a, rows in seed0.items()
+        }
+
+    to_date = scored(common)
+    if frozen is not None:
+        chosen, frozen_at = frozen
+        window = [f for f in common if f <= frozen_at]
+        scores = scored(window)
+        status = f"frozen at {frozen_at // 1000}k"
+        if missing:
+            status += f" (no seed-{CHOICE_SEED} evaluations of {', '.join(missing)} here)"
+        elif scores and max(scores, key=scores.__getitem__) != chosen:
+            status += (
+                f" (the rule over those steps now picks {max(scores, key=scores.__getitem__)})"
+            )
+        return {
+            "chosen": chosen,
+            "horizon": HORIZON_CANDIDATES[chosen],
+            "status": status,
+            "frames": window,
+            "scores": scores,
+            "frames_to_date": common,
+            "scores_to_date": to_date,
+        }
     if missing:
         return {
             "chosen": None,
@@ -262,21 +321,18 @@ def choose_horizon(runs: dict[str, dict[int, list[dict[str, float]]]]) -> dict:
             "status": f"waiting for seed {CHOICE_SEED} of {', '.join(missing)}",
             "frames": [],
             "scores": {},
+            "frames_to_date": [],
+            "scores_to_date": {},
         }
-    common = sorted(
-        set.intersection(*({int(r["frames"]) for r in rows} for rows in seed0.values()))
-    )
-    scores = {
-        a: sum(r["return_mean"] for r in rows if int(r["frames"]) in common) / len(common)
-        for a, rows in seed0.items()
-    }
-    chosen = max(scores, key=scores.__getitem__)
+    chosen = max(to_date, key=to_date.__getitem__)
     return {
         "chosen": chosen,
         "horizon": HORIZON_CANDIDATES[chosen],
         "status": "final" if common[-1] >= BUDGET else "provisional",
         "frames": common,
-        "scores": scores,
+        "scores": to_date,
+        "frames_to_date": common,
+        "scores_to_date": to_date,
     }
 
 
@@ -455,7 +511,7 @@ def report(run_root: Path, out: Path, grid: list[tuple[str, str, int]] | None = 
                 target=TARGETS[task],
             )
         choice = (
-            choose_horizon(curves_of_task)
+            choose_horizon(curves_of_task, CHOICE_FROZEN.get(task))
             if any(a in curves_of_task for a in HORIZON_CANDIDATES)
             else None
         )
@@ -536,28 +592,35 @@ def _write_table(summary: dict, path: Path) -> None:
         "## Multi-step actor",
         "",
         "The horizon is chosen on seed 0 only: each candidate's mean evaluation return over the "
-        "evaluation steps that both candidates' seed 0 reached; the higher wins (provisional "
-        "until both reach the budget). The chosen variant is then compared, seed for seed, at "
-        "the last step all its seeds reached: the return there and, in brackets, the mean of "
-        "every evaluation up to it.",
+        "evaluation steps that both candidates' seed 0 reached; the higher wins. The choice was "
+        "frozen where the chosen variant's other seeds were started (the step in the status); "
+        "the seed-0 scores over every step both candidates reached since are shown beside it "
+        "and do not change it. The chosen variant is then compared, seed for seed, at the last "
+        "step all its seeds reached: the return there and, in brackets, the mean of every "
+        "evaluation up to it.",
         "",
-        "| task | candidates' seed-0 score | over steps | chosen | status |",
-        "|---|---|---|---|---|",
+        "| task | candidates' seed-0 score | over steps | chosen | status | seed-0 score to date |",
+        "|---|---|---|---|---|---|",
     ]
+
+    def span(frames: list[int]) -> str:
+        if not frames:
+            return ""
+        return f"{frames[0] // 1000}k-{frames[-1] // 1000}k ({len(frames)} evaluations)"
+
+    def scored(scores: dict[str, float]) -> str:
+        return ", ".join(f"{a} {v:.0f}" for a, v in scores.items())
+
     compared = []
     for task, t in summary["tasks"].items():
         choice = t.get("multistep_horizon_choice")
         if not choice:
             continue
-        steps = (
-            f"{choice['frames'][0] // 1000}k-{choice['frames'][-1] // 1000}k "
-            f"({len(choice['frames'])} evaluations)"
-            if choice["frames"]
-            else ""
-        )
-        scores = ", ".join(f"{a} {v:.0f}" for a, v in choice["scores"].items())
+        to_date = choice.get("scores_to_date", {})
         lines.append(
-            f"| {task} | {scores} | {steps} | {choice['chosen'] or ''} | {choice['status']} |"
+            f"| {task} | {scored(choice['scores'])} | {span(choice['frames'])} "
+            f"| {choice['chosen'] or ''} | {choice['status']} "
+            f"| {scored(to_date)}{' over ' + span(choice['frames_to_date']) if to_date else ''} |"
         )
         compared += [(task, c) for c in t.get("multistep_comparisons", [])]
     if compared:

@@ -114,6 +114,40 @@ def test_mujoco_grid_chooses_the_horizon_on_seed_0_over_common_steps():
     assert waiting["chosen"] is None and "s2vg_h3_learned_alpha" in waiting["status"]
 
 
+def test_mujoco_grid_keeps_a_frozen_horizon_choice():
+    grid = _script("mujoco_grid")
+    # frozen at 10k on H = 5, which led there (150 against 100); H = 3 leads once 15k counts
+    runs = {
+        "s2vg_h3_learned_alpha": {0: _evals(100.0, 100.0, 1000.0)},
+        "s2vg_h5_learned_alpha": {0: _evals(100.0, 200.0, 0.0, 0.0)},
+    }
+    frozen = grid.choose_horizon(runs, ("s2vg_h5_learned_alpha", 10_000))
+    assert frozen["chosen"] == "s2vg_h5_learned_alpha" and frozen["horizon"] == 5
+    assert frozen["frames"] == [5000, 10000] and frozen["status"] == "frozen at 10k"
+    assert frozen["scores"]["s2vg_h5_learned_alpha"] == pytest.approx(150.0)
+    assert frozen["frames_to_date"] == [5000, 10000, 15000]
+    assert frozen["scores_to_date"]["s2vg_h3_learned_alpha"] == pytest.approx(400.0)
+    assert grid.choose_horizon(runs)["chosen"] == "s2vg_h3_learned_alpha"
+    # a seed-0 run restarted since, whose curve over the frozen steps now favours H = 3
+    restarted = {**runs, "s2vg_h5_learned_alpha": {0: _evals(0.0, 0.0)}}
+    kept = grid.choose_horizon(restarted, ("s2vg_h5_learned_alpha", 10_000))
+    assert kept["chosen"] == "s2vg_h5_learned_alpha"
+    assert "now picks s2vg_h3_learned_alpha" in kept["status"]
+    # a candidate's seed 0 absent here: still the frozen choice, and the status says so
+    alone = grid.choose_horizon(
+        {"s2vg_h5_learned_alpha": runs["s2vg_h5_learned_alpha"]}, ("s2vg_h5_learned_alpha", 10_000)
+    )
+    assert alone["chosen"] == "s2vg_h5_learned_alpha" and alone["scores"] == {}
+    assert "no seed-0 evaluations of s2vg_h3_learned_alpha" in alone["status"]
+
+
+def test_mujoco_grid_frozen_choices_are_candidates():
+    grid = _script("mujoco_grid")
+    for task, (chosen, at) in grid.CHOICE_FROZEN.items():
+        assert task in grid.TASKS and chosen in grid.HORIZON_CANDIDATES
+        assert at % 5000 == 0 and 0 < at < grid.BUDGET
+
+
 def test_mujoco_grid_compares_the_chosen_variant_seed_for_seed():
     grid = _script("mujoco_grid")
     chosen = "s2vg_h5_learned_alpha"
