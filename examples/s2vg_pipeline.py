@@ -14,8 +14,8 @@ or e.g.
 ``python examples/s2vg_pipeline.py --env InvertedPendulum-v5 --alpha 0.1 --utd 1``.
 
 The multi-step actor (the recipe's ``examples/configs/s2vg_multistep.yaml``) is
-``--actor-horizon 3 --ensemble-size 5 --ensemble-members rollout --learn-alpha
---actor-max-grad-norm 10``: the actor's soft return runs through 3 imagined steps of a
+``--actor-horizon 5 --ensemble-size 5 --ensemble-members rollout --learn-alpha
+--actor-max-grad-norm 10``: the actor's soft return runs through 5 imagined steps of a
 5-member dynamics ensemble (one member per rollout) and ends in V.
 """
 

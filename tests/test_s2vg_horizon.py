@@ -196,7 +196,7 @@ def test_multistep_example_resolves_and_trains(tmp_path):
     config = root / "examples" / "configs" / "s2vg_multistep.yaml"
     cfg = load_config([], config_file=config)
     assert (cfg.loss.actor_horizon, cfg.model.ensemble_size, cfg.loss.ensemble_members) == (
-        3,
+        5,
         5,
         "rollout",
     )
