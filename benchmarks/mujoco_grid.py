@@ -301,10 +301,8 @@ def choose_horizon(
         status = f"frozen at {frozen_at // 1000}k"
         if missing:
             status += f" (no seed-{CHOICE_SEED} evaluations of {', '.join(missing)} here)"
-        elif scores and max(scores, key=scores.__getitem__) != chosen:
-            status += (
-                f" (the rule over those steps now picks {max(scores, key=scores.__getitem__)})"
-            )
+        elif scores and (rule := max(scores, key=scores.__getitem__)) != chosen:
+            status += f" (the rule over those steps now picks {rule})"
         return {
             "chosen": chosen,
             "horizon": HORIZON_CANDIDATES[chosen],
@@ -616,7 +614,7 @@ def _write_table(summary: dict, path: Path) -> None:
         choice = t.get("multistep_horizon_choice")
         if not choice:
             continue
-        to_date = choice.get("scores_to_date", {})
+        to_date = choice["scores_to_date"]
         lines.append(
             f"| {task} | {scored(choice['scores'])} | {span(choice['frames'])} "
             f"| {choice['chosen'] or ''} | {choice['status']} "
