@@ -177,9 +177,16 @@ def test_mujoco_grid_compares_the_chosen_variant_seed_for_seed():
             "s2vg": {s: _evals(*([0.0] * (n - 1) + [one])) for s in range(3)},
         }
         assert grid.compare_at_matched_steps(at_budget, chosen)["beats_one_step"] is expected
-    # a one-step variant with fewer seeds there leaves it undecided
+    # a one-step variant with fewer seeds there cannot undo "below a complete one" (300 < 400)
     at_budget["s2vg_learned_alpha"] = {0: _evals(*([0.0] * (n - 1) + [1.0]))}
-    assert grid.compare_at_matched_steps(at_budget, chosen)["beats_one_step"] is None
+    below = grid.compare_at_matched_steps(at_budget, chosen)
+    assert below["beats_one_step"] is False
+    assert grid._verdict_basis(below) == (
+        f"{chosen} 300 against s2vg 400 over seeds 0, 1, 2; s2vg_learned_alpha has seeds 0 there"
+    )
+    # but leaves "above every complete one" undecided: it could still be beaten
+    above = {**at_budget, chosen: {s: _evals(*([0.0] * (n - 1) + [500.0])) for s in range(3)}}
+    assert grid.compare_at_matched_steps(above, chosen)["beats_one_step"] is None
     # the report: a seed that has just started does not pull the comparison back to the first
     # evaluation (the warm-up's); the budget's comparison stands alone then
     at_budget[chosen][2] = _evals(0.0)
