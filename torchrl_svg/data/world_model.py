@@ -19,13 +19,13 @@ from torchrl_svg._validation import (
     validate,
 )
 from torchrl_svg.data._sample import _params, _PolicyTransform
-from torchrl_svg.modules.bounds import checked_bounds, clip_to_bounds
+from torchrl_svg.modules.bounds import BoundedObservations, checked_bounds
 from torchrl_svg.objectives.functional import imagine_rollout
 
 __all__ = ["ModelRollout", "NormalizerUpdate"]
 
 
-class ModelRollout(_PolicyTransform):
+class ModelRollout(BoundedObservations, _PolicyTransform):
     r"""Imagine ``steps`` model transitions after each sampled real transition (for value expansion).
 
     From the real next state :math:`s'` it draws :math:`a_k\sim\pi(s_k)`,
@@ -114,15 +114,12 @@ class ModelRollout(_PolicyTransform):
         self.steps = int(steps)
         self.observation_key = observation_key
         self.ensemble_reduction = ensemble_reduction
-        low, high = checked_bounds(observation_bounds, self.observation_dim, "ModelRollout")
-        self.register_buffer("observation_low", low, persistent=False)
-        self.register_buffer("observation_high", high, persistent=False)
+        self._register_observation_bounds(
+            checked_bounds(observation_bounds, self.observation_dim, "ModelRollout")
+        )
 
     def _entries(self) -> list[Entry]:
         return [Entry(("next", self.observation_key), self.observation_dim)]
-
-    def _bounded(self, observation: torch.Tensor) -> torch.Tensor:
-        return clip_to_bounds(observation, self.observation_low, self.observation_high)
 
     @torch.no_grad()
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:

@@ -15,7 +15,7 @@ from torchrl.data import Composite, TensorSpec
 from torchrl.envs.utils import exploration_type
 
 from torchrl_svg._utils import check_same_shape
-from torchrl_svg.modules.bounds import clip_to_bounds
+from torchrl_svg.modules.bounds import BoundedObservations
 from torchrl_svg.objectives.functional import expected_reward
 
 
@@ -46,7 +46,7 @@ def _leaf_spec(spec: TensorSpec, name: str) -> TensorSpec:
     return spec
 
 
-class _ImaginedTransition(TensorDictModuleBase):
+class _ImaginedTransition(BoundedObservations, TensorDictModuleBase):
     """One imagined transition of the models: ``(s, a) -> (s', r, terminated)`` under ``("next", ...)``.
 
     The ``world_model`` of :class:`~torchrl_svg.envs.WorldModelEnv` (see its docstring for the
@@ -75,9 +75,7 @@ class _ImaginedTransition(TensorDictModuleBase):
         self.default_interaction_type = default_interaction_type
         self.sample_reward = bool(sample_reward)
         self.sample_termination = bool(sample_termination)
-        low, high = observation_bounds
-        self.register_buffer("observation_low", low, persistent=False)
-        self.register_buffer("observation_high", high, persistent=False)
+        self._register_observation_bounds(observation_bounds)
         self.in_keys = [observation_key, action_key]
         self.out_keys = [("next", observation_key), ("next", "reward"), ("next", "terminated")]
 
@@ -106,7 +104,7 @@ class _ImaginedTransition(TensorDictModuleBase):
         step = tensordict.exclude("next")
         dist = self.dynamics_model.get_dist(step.copy())
         next_obs = dist.rsample() if random else dist.mean
-        next_obs = clip_to_bounds(next_obs, self.observation_low, self.observation_high)
+        next_obs = self._bounded(next_obs)
         step.set(("next", self.observation_key), next_obs)
         reward = self._reward(step, random)
         terminated = self._terminated(step, next_obs, random)

@@ -97,3 +97,27 @@ def clip_to_bounds(
     if low is None or high is None:
         return observation
     return torch.clamp(observation, low.to(observation), high.to(observation))
+
+
+class BoundedObservations:
+    """Mixin for a module that clips the observations it imagines to ``observation_bounds``.
+
+    The bounds live in the non-persistent buffers ``observation_low`` and
+    ``observation_high`` (``None`` without bounds): they follow the module's device and
+    dtype but are not saved in its ``state_dict``, since they come from its constructor.
+    """
+
+    observation_low: torch.Tensor | None
+    observation_high: torch.Tensor | None
+
+    def _register_observation_bounds(
+        self, bounds: tuple[torch.Tensor, torch.Tensor] | tuple[None, None]
+    ) -> None:
+        """Keep checked ``(low, high)`` (see :func:`checked_bounds`) as the two buffers."""
+        low, high = bounds
+        self.register_buffer("observation_low", low, persistent=False)  # type: ignore[attr-defined]
+        self.register_buffer("observation_high", high, persistent=False)  # type: ignore[attr-defined]
+
+    def _bounded(self, observation: torch.Tensor) -> torch.Tensor:
+        """An imagined observation clipped to the bounds (itself without them)."""
+        return clip_to_bounds(observation, self.observation_low, self.observation_high)

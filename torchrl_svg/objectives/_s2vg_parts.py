@@ -17,7 +17,7 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from torch import Tensor
 
-from torchrl_svg.modules.bounds import checked_bounds, clip_to_bounds
+from torchrl_svg.modules.bounds import BoundedObservations, checked_bounds
 from torchrl_svg.modules.termination import Termination
 from torchrl_svg.objectives._base import check_horizon
 from torchrl_svg.objectives._common import (
@@ -158,7 +158,7 @@ class SoftTemperature:
         return self.log_alpha.detach().exp()
 
 
-class ImaginedSteps:
+class ImaginedSteps(BoundedObservations):
     """The steps :class:`~torchrl_svg.objectives.S2VGLoss` imagines through its models (mixin).
 
     Every step draws fresh policy and model noise. The actor's steps call the models,
@@ -166,19 +166,11 @@ class ImaginedSteps:
     policy receives their gradient.
     """
 
-    observation_low: Tensor | None
-    observation_high: Tensor | None
-
     def _set_observation_bounds(self, bounds: tuple[Tensor, Tensor] | None) -> None:
-        """Keep ``(low, high)`` as the non-persistent buffers ``observation_low/high``."""
-        low, high = checked_bounds(bounds, self.observation_dim, type(self).__name__)
-        # not saved in the state_dict: they come from the constructor, as the horizon does
-        self.register_buffer("observation_low", low, persistent=False)
-        self.register_buffer("observation_high", high, persistent=False)
-
-    def _bounded(self, observation: Tensor) -> Tensor:
-        """An imagined observation clipped to ``observation_bounds`` (itself without them)."""
-        return clip_to_bounds(observation, self.observation_low, self.observation_high)
+        """Check ``observation_bounds`` and keep them as ``observation_low/high``."""
+        self._register_observation_bounds(
+            checked_bounds(bounds, self.observation_dim, type(self).__name__)
+        )
 
     def _policy(self, tensordict: TensorDictBase) -> tuple[Tensor, Tensor]:
         """Reparameterised action and its log-probability at the states of ``tensordict``."""
