@@ -66,13 +66,16 @@ from torchrl_svg.objectives import S2VGLoss  # noqa: E402
 from torchrl_svg.objectives.functional import soft_model_return  # noqa: E402
 
 
-def soft_return_parts(loss: S2VGLoss, rollout: dict, value: torch.Tensor) -> dict:
+def soft_return_parts(
+    loss: S2VGLoss, rollout: dict, value: torch.Tensor, whole_only: bool = False
+) -> dict:
     r"""The soft model return of an actor rollout and two of its parts, each ``[B]``.
 
     ``rollout``: ``loss._actor_rollout(batch)``; ``value``: :math:`V(\hat s_H)` at its final
     state. ``"whole"`` is the actor's objective, ``"reward_part"`` the discounted model
     rewards alone and ``"entropy_part"`` the discounted entropy bonuses alone (with the same
-    imagined steps); the rest of the whole is the discounted final value.
+    imagined steps); the rest of the whole is the discounted final value. ``whole_only``:
+    ``"whole"`` alone.
     """
     no_value = torch.zeros_like(value)
     no_rewards = [torch.zeros_like(r) for r in rollout["rewards"]]
@@ -89,8 +92,11 @@ def soft_return_parts(loss: S2VGLoss, rollout: dict, value: torch.Tensor) -> dic
             trusted=rollout["trusted"] or None,
         )
 
+    whole = soft_return(rollout["rewards"], value, loss._alpha)
+    if whole_only:
+        return {"whole": whole}
     return {
-        "whole": soft_return(rollout["rewards"], value, loss._alpha),
+        "whole": whole,
         "reward_part": soft_return(rollout["rewards"], no_value, torch.zeros_like(loss._alpha)),
         "entropy_part": soft_return(no_rewards, no_value, loss._alpha),
     }
@@ -111,9 +117,7 @@ def _actor_gradients(
     params = list(loss.actor_network_params.values(True, True))
     rollout = loss._actor_rollout(batch)
     value = loss._state_value(rollout["final_state"], loss._cached_detached_value_params)
-    parts = soft_return_parts(loss, rollout, value)
-    if whole_only:
-        parts = {"whole": parts["whole"]}
+    parts = soft_return_parts(loss, rollout, value, whole_only)
     out = {}
     for name, objective in parts.items():
         grads = torch.autograd.grad(-objective.mean(), params, retain_graph=True, allow_unused=True)

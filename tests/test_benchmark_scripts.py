@@ -219,6 +219,35 @@ def test_multistep_gradient_counts_imagined_states_outside_the_replay():
     assert multistep_gradient.outside_the_replay(clipped, replay, 3, 64)["share"] == [0.0] * 3
 
 
+def test_multistep_gradient_splits_the_soft_return_into_its_parts():
+    # the whole soft return less its reward and entropy parts is the discounted final value
+    # (gamma 0.9, H = 3, no termination model); whole_only takes the same draws
+    import torch
+    from conftest import constant_step_loss
+    from tensordict import TensorDict
+
+    multistep_gradient = _script("multistep_gradient")
+    torch.manual_seed(0)
+    loss = constant_step_loss(-1.0)
+    batch = TensorDict({"observation": torch.rand(8, 1)}, [8])
+    rollout = loss._actor_rollout(batch)
+    value = loss._state_value(rollout["final_state"], loss._cached_detached_value_params)
+    parts = multistep_gradient.soft_return_parts(loss, rollout, value)
+    rest = parts["whole"] - parts["reward_part"] - parts["entropy_part"]
+    torch.testing.assert_close(rest, 0.9**3 * value.reshape(rest.shape))
+    assert (parts["reward_part"] != 0).all() and (parts["entropy_part"] != 0).all()
+    whole = multistep_gradient.soft_return_parts(loss, rollout, value, whole_only=True)
+    assert list(whole) == ["whole"] and torch.equal(whole["whole"], parts["whole"])
+    torch.manual_seed(1)
+    every, mean_return = multistep_gradient._actor_gradients(loss, batch.clone())
+    torch.manual_seed(1)
+    alone, same_return = multistep_gradient._actor_gradients(loss, batch.clone(), True)
+    assert list(every) == list(multistep_gradient.PARTS) and list(alone) == ["whole"]
+    torch.testing.assert_close(alone["whole"], every["whole"])
+    assert mean_return == same_return
+    assert every["value_part"].norm() > 0
+
+
 def test_every_mujoco_grid_variant_is_a_valid_configuration():
     # a typo in a variant's keys or values would only show when its run starts, hours later
     from torchrl_svg.train import ConfigError, load_config
