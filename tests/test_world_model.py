@@ -460,27 +460,58 @@ def test_known_termination_matches_the_gymnasium_environment(env_name):
     assert torch.equal(pred, flags)
 
 
-@pytest.mark.parametrize("env_name", ["Hopper-v4", "Hopper-v5", "Walker2d-v4", "Walker2d-v5"])
+def _clipped_sources(env_name: str, data) -> list[np.ndarray]:
+    """The simulator arrays (views) whose clipped values end the task's observation, in order."""
+    if env_name.startswith(("Hopper", "Walker2d")):
+        return [data.qvel]
+    if env_name.startswith("Ant"):
+        return [data.cfrc_ext[1:]]  # every body but the world's
+    return [data.qvel, data.qfrc_constraint]  # the pendulum: v5 observes the first force only
+
+
+@pytest.mark.parametrize(
+    "env_name",
+    [
+        "Hopper-v4",
+        "Hopper-v5",
+        "Walker2d-v4",
+        "Walker2d-v5",
+        "Ant-v5",
+        "InvertedDoublePendulum-v4",
+        "InvertedDoublePendulum-v5",
+    ],
+)
 @pytest.mark.filterwarnings("ignore:.*is out of date:DeprecationWarning")  # v4's notice
 def test_known_observation_bounds_are_the_environment_clip(env_name):
-    # the environment's own observation of a state far past the clip: exactly the known box's
-    # edge on every bounded entry, the state itself on every other one
+    # the environment's own observation with the clipped quantities written straight into the
+    # simulator: inside the clip the bounded entries are those quantities, in order; far past
+    # it exactly the box's edge; the unbounded entries are untouched either way
     from torchrl_svg.modules import KNOWN_OBSERVATION_BOUNDS_ENVS, observation_bounds_for_env
 
     assert env_name in KNOWN_OBSERVATION_BOUNDS_ENVS
     env = gym.make(env_name).unwrapped
     env.reset(seed=0)
-    qpos, qvel = env.data.qpos.copy(), env.data.qvel.copy()
-    signs = np.where(np.arange(qvel.size) % 2 == 0, 1.0, -1.0)
-    env.set_state(qpos, signs * 50.0)
-    obs = torch.as_tensor(env._get_obs(), dtype=torch.float32)
-    env.close()
     low, high = observation_bounds_for_env(env_name)
-    assert low.shape == high.shape == obs.shape and torch.equal(low, -high)
     bounded = high.isfinite()
-    assert bounded.sum() == qvel.size  # the velocities, and nothing else
-    assert torch.equal(obs[bounded], torch.where(torch.as_tensor(signs) > 0, 10.0, -10.0).float())
-    assert torch.equal(obs[~bounded], torch.as_tensor(qpos[1:], dtype=torch.float32))
+    clip = float(high[bounded][0])
+    sources = _clipped_sources(env_name, env.data)
+    signs = [np.where(np.arange(a.size) % 2 == 0, 1.0, -1.0).reshape(a.shape) for a in sources]
+
+    def observe(scale: float) -> torch.Tensor:
+        for array, sign in zip(sources, signs, strict=True):
+            array[...] = sign * scale * clip
+        return torch.as_tensor(env._get_obs(), dtype=torch.float32)
+
+    inside, past = observe(0.5), observe(50.0)
+    env.close()
+    assert low.shape == high.shape == inside.shape and torch.equal(low, -high)
+    assert bounded.any() and (high[bounded] == clip).all()
+    assert not bounded[: int((~bounded).sum())].any()  # the bounded entries end the observation
+    raw = torch.as_tensor(np.concatenate([s.ravel() for s in signs]), dtype=torch.float32)
+    expected = raw[: int(bounded.sum())]
+    assert torch.equal(inside[bounded], expected * 0.5 * clip)
+    assert torch.equal(past[bounded], expected * clip)
+    assert torch.equal(inside[~bounded], past[~bounded])
     with pytest.raises(ValueError, match="No known observation bounds for 'HalfCheetah-v5'"):
         observation_bounds_for_env("HalfCheetah-v5")
 

@@ -7,16 +7,23 @@ import torch
 __all__ = ["KNOWN_OBSERVATION_BOUNDS_ENVS", "observation_bounds_for_env"]
 
 # task id -> (observation size, how many trailing entries are clipped, the clip)
-_CLIPPED_VELOCITIES: dict[str, tuple[int, int, float]] = {
+_CLIPPED_ENTRIES: dict[str, tuple[int, int, float]] = {
     # Gymnasium's Hopper and Walker2d observe np.clip(qvel, -10, 10): the last nv entries
     "Hopper-v4": (11, 6, 10.0),
     "Hopper-v5": (11, 6, 10.0),
     "Walker2d-v4": (17, 9, 10.0),
     "Walker2d-v5": (17, 9, 10.0),
+    # Ant-v5 ends with the contact forces of its 13 bodies, 6 each, clipped to
+    # contact_force_range = (-1, 1) (Ant-v4 leaves them out by default)
+    "Ant-v5": (105, 78, 1.0),
+    # InvertedDoublePendulum ends with np.clip(qvel, -10, 10) and the clipped constraint
+    # forces (all three in v4, the first in v5)
+    "InvertedDoublePendulum-v4": (11, 6, 10.0),
+    "InvertedDoublePendulum-v5": (9, 4, 10.0),
 }
 
 #: The task ids :func:`observation_bounds_for_env` knows the observation clipping of.
-KNOWN_OBSERVATION_BOUNDS_ENVS = frozenset(_CLIPPED_VELOCITIES)
+KNOWN_OBSERVATION_BOUNDS_ENVS = frozenset(_CLIPPED_ENTRIES)
 
 
 def observation_bounds_for_env(
@@ -28,7 +35,9 @@ def observation_bounds_for_env(
     joint velocities through ``np.clip(qvel, -10, 10)``, and a learning run's replay holds
     many states on that clip. A learned dynamics model fitted to those observations does not
     know the clip and predicts velocities beyond it, and a state predicted there is one no
-    critic, reward or dynamics network has seen. Passing these bounds to
+    critic, reward or dynamics network has seen. ``Ant-v5`` clips the contact forces it
+    observes to ``[-1, 1]`` and ``InvertedDoublePendulum`` (v4 and v5) its velocities and
+    constraint forces to ``[-10, 10]``, in the same way. Passing these bounds to
     :class:`~torchrl_svg.objectives.S2VGLoss` (``observation_bounds=``) clips the imagined
     states as the environment clips its own. Unclipped entries are :math:`\pm\infty`.
 
@@ -46,13 +55,13 @@ def observation_bounds_for_env(
         ValueError: No known observation bounds for 'HalfCheetah-v5' ...
 
     """
-    if env_name not in _CLIPPED_VELOCITIES:
+    if env_name not in _CLIPPED_ENTRIES:
         raise ValueError(
             f"No known observation bounds for {env_name!r} (known: "
-            f"{sorted(_CLIPPED_VELOCITIES)}). Pass observation_bounds=(low, high) tensors of "
+            f"{sorted(_CLIPPED_ENTRIES)}). Pass observation_bounds=(low, high) tensors of "
             "your own, or none."
         )
-    size, clipped, clip = _CLIPPED_VELOCITIES[env_name]
+    size, clipped, clip = _CLIPPED_ENTRIES[env_name]
     high = torch.full((size,), float("inf"), dtype=dtype, device=device)
     high[size - clipped :] = clip
     return -high, high

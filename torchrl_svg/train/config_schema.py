@@ -206,7 +206,8 @@ class LossConfig:
             noise (the paper) or take the model's mean (``false``: only the policy's draws
             are random along the rollout, a lower-variance gradient through H steps).
         observation_bounds: S2VG's imagined states: ``"known"`` clips them to the box the
-            task clips its observations to (Hopper's and Walker2d's joint velocities; see
+            task clips its observations to (e.g. Hopper's and Walker2d's joint velocities,
+            Ant-v5's contact forces; see
             :func:`~torchrl_svg.modules.observation_bounds_for_env`, refused for a task
             without known bounds) or ``"none"``.
         disagreement_bound: with a model ensemble, stop the actor's imagined rollouts where
