@@ -29,8 +29,8 @@ Example (the committed runs)::
         s2vg_h5_learned_alpha --seeds 0 --tasks HalfCheetah-v5 Walker2d-v5 --jobs 1 --resume
     python benchmarks/mujoco_grid.py run --algorithms s2vg_learned_alpha s2vg_critic_lr3e-4 \
         --seeds 0 --tasks HalfCheetah-v5 --jobs 1 --resume   # diagnostics of the collapses
-    python benchmarks/mujoco_grid.py run --algorithms s2vg_learned_alpha --seeds 0 1 \
-        --tasks Walker2d-v5 --jobs 1 --resume
+    python benchmarks/mujoco_grid.py run --algorithms s2vg_learned_alpha --seeds 0 1 2 \
+        --tasks Walker2d-v5 HalfCheetah-v5 --jobs 1 --resume   # the one-step actor, alpha learned
     python benchmarks/mujoco_grid.py run --algorithms s2vg_h5_learned_alpha --seeds 1 2 \
         --tasks Walker2d-v5 HalfCheetah-v5 --jobs 1 --resume   # the chosen horizon's seeds
     python benchmarks/mujoco_grid.py report
@@ -538,8 +538,8 @@ def report(run_root: Path, out: Path, grid: list[tuple[str, str, int]] | None = 
             "s2vg_h5_learned_alpha --seeds 0 --tasks HalfCheetah-v5 Walker2d-v5 --jobs 1 --resume",
             "python benchmarks/mujoco_grid.py run --algorithms s2vg_learned_alpha "
             "s2vg_critic_lr3e-4 --seeds 0 --tasks HalfCheetah-v5 --jobs 1 --resume",
-            "python benchmarks/mujoco_grid.py run --algorithms s2vg_learned_alpha --seeds 0 1 "
-            "--tasks Walker2d-v5 --jobs 1 --resume",
+            "python benchmarks/mujoco_grid.py run --algorithms s2vg_learned_alpha --seeds 0 1 2 "
+            "--tasks Walker2d-v5 HalfCheetah-v5 --jobs 1 --resume",
             "python benchmarks/mujoco_grid.py run --algorithms s2vg_h5_learned_alpha --seeds 1 2 "
             "--tasks Walker2d-v5 HalfCheetah-v5 --jobs 1 --resume",
             "python benchmarks/mujoco_grid.py report",
